@@ -1,0 +1,5 @@
+import sys
+
+from branchsweep.cli import main
+
+sys.exit(main())

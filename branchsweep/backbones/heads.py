@@ -1,0 +1,80 @@
+"""Task heads: the DeepLabv3+ decoder for dense tasks and small heads for vector tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import Conv2dNormActivation
+
+
+class DeepLabV3PlusDecoder(nn.Module):
+    """DeepLabv3+ decoder (Chen et al., ECCV 2018), one per task.
+
+    The encoder output (after (R-)ASPP, stride 16) is upsampled to the low-level skip features
+    (stride 4), concatenated with their 48-channel 1×1 projection, refined by two 3×3 convolutions
+    (depthwise-separable for MobileNetV2, as in BMTAS) and mapped to ``out_channels`` logits, which are
+    upsampled bilinearly to the input resolution.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        low_channels: int,
+        out_channels: int,
+        channels: int = 256,
+        separable: bool = False,
+        activation: type[nn.Module] = nn.ReLU,
+    ) -> None:
+        super().__init__()
+        low = 48
+        self.low_reduce = Conv2dNormActivation(low_channels, low, 1, activation_layer=activation)
+        cin = in_channels + low
+        if separable:
+            self.refine = nn.Sequential(
+                Conv2dNormActivation(cin, cin, 3, groups=cin, activation_layer=activation),
+                Conv2dNormActivation(cin, channels, 1, activation_layer=activation),
+                Conv2dNormActivation(channels, channels, 3, groups=channels, activation_layer=activation),
+                Conv2dNormActivation(channels, channels, 1, activation_layer=activation),
+            )
+        else:
+            self.refine = nn.Sequential(
+                Conv2dNormActivation(cin, channels, 3, activation_layer=activation),
+                Conv2dNormActivation(channels, channels, 3, activation_layer=activation),
+            )
+        self.logits = nn.Conv2d(channels, out_channels, 1)
+        nn.init.normal_(self.logits.weight, std=0.01)
+        nn.init.zeros_(self.logits.bias)
+
+    def forward(self, final: torch.Tensor, skips: Sequence[torch.Tensor], out_size) -> torch.Tensor:
+        low = skips[0]
+        x = F.interpolate(final, size=low.shape[-2:], mode="bilinear", align_corners=False)
+        x = torch.cat([self.low_reduce(low), x], dim=1)
+        x = self.logits(self.refine(x))
+        if out_size is not None:
+            x = F.interpolate(x, size=tuple(out_size), mode="bilinear", align_corners=False)
+        return x
+
+
+class LinearHead(nn.Module):
+    """A linear map from the last layer's features to the task output (vector tasks)."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(in_features, out_features)
+
+    def forward(self, final: torch.Tensor, skips: Sequence[torch.Tensor], out_size) -> torch.Tensor:
+        return self.fc(torch.flatten(final, 1))
+
+
+class BiasHead(nn.Module):
+    """A task-specific bias on the last layer's output (Learning to Branch, synthetic experiment)."""
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(features))
+
+    def forward(self, final: torch.Tensor, skips: Sequence[torch.Tensor], out_size) -> torch.Tensor:
+        return final + self.bias

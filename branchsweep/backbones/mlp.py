@@ -1,0 +1,44 @@
+"""``mlp``: the fully connected backbone of the Learning-to-Branch synthetic experiment (Section 4.1).
+
+Four blocks of 100-unit fully connected layers; the last block is linear (its output is the task's
+prediction up to a task-specific bias, as in the paper's Figure 3), the others use ReLU.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from branchsweep.backbones.base import BackboneSpec, fresh_copy
+from branchsweep.backbones.heads import BiasHead, LinearHead
+from branchsweep.errors import ConfigError
+from branchsweep.tasks import Task
+
+
+def mlp(
+    input_dim: int = 200, hidden: int = 100, num_layers: int = 4, width: float = 1.0, pretrained: str | None = None,
+    input_size: int | None = None,
+) -> BackboneSpec:
+    """Fully connected backbone: ``num_layers`` blocks of ``hidden·width`` units."""
+    if pretrained:
+        raise ConfigError("the mlp backbone has no pretrained weights")
+    if num_layers < 1:
+        raise ConfigError("mlp needs at least one layer")
+    h = max(1, round(hidden * width))
+    templates: list[nn.Module] = []
+    for i in range(num_layers):
+        fin = input_dim if i == 0 else h
+        last = i == num_layers - 1
+        templates.append(nn.Linear(fin, h) if last else nn.Sequential(nn.Linear(fin, h), nn.ReLU()))
+
+    def make_head(task: Task) -> nn.Module:
+        return BiasHead(h) if task.out_channels == h else LinearHead(h, task.out_channels)
+
+    return BackboneSpec(
+        name="mlp",
+        stem=nn.Identity,
+        layers=[(lambda t=t: fresh_copy(t, reinit=True)) for t in templates],
+        layer_names=[f"fc{i + 1}" for i in range(num_layers)],
+        make_head=make_head,
+        input_shape=(input_dim,),
+        params={"input_dim": input_dim, "hidden": h, "num_layers": num_layers},
+    )

@@ -1,0 +1,79 @@
+"""The data-set interface every loader implements.
+
+``DATASETS.create(name, cfg)`` returns a :class:`MultiTaskData`: the tasks it labels (with
+data-set-specific head sizes and loss weights) and ``split(name)`` giving a ``torch.utils.data.Dataset``
+whose items are dicts ``{"image": Tensor, <task name>: label Tensor, "meta": {...}}``.
+
+Label conventions (shared with :mod:`branchsweep.tasks`): dense labels have the image's spatial size;
+``semseg``/``human_parts``/``parts``: ``int64 [H, W]`` with 255 = ignore; ``sal``/``edge``:
+``float32 [1, H, W]`` in {0, 1} with 255 = ignore; ``depth``: ``float32 [1, H, W]`` with 0 = invalid;
+``normals``: ``float32 [3, H, W]`` unit vectors, zero vector = invalid; vector tasks: ``float32 [C]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from torch.utils.data import Dataset
+
+from branchsweep.config import DataConfig
+from branchsweep.errors import ConfigError
+from branchsweep.registry import Registry
+from branchsweep.tasks import Task
+
+
+class SplitFactory(Protocol):
+    def __call__(self, split: str, train: bool) -> Dataset: ...
+
+
+@dataclass
+class MultiTaskData:
+    """A multi-task data set: its tasks and a factory of splits.
+
+    ``make_split(split, train)``: ``train`` switches on training augmentation; evaluation splits are
+    returned un-augmented. ``default_backbone`` is the backbone used when the user names none.
+    """
+
+    name: str
+    tasks: dict[str, Task]
+    make_split: Callable[[str, bool], Dataset]
+    input_shape: tuple[int, ...]
+    default_backbone: str
+    splits: tuple[str, ...] = ("train", "val")
+    info: dict = field(default_factory=dict)
+
+    def split(self, name: str, train: bool | None = None) -> Dataset:
+        if name not in self.splits:
+            raise ConfigError(f"data set {self.name!r} has no split {name!r} (splits: {', '.join(self.splits)})")
+        return self.make_split(name, name == "train" if train is None else train)
+
+    def select_tasks(self, names: list[str] | None) -> list[Task]:
+        """The tasks to train, in the given order (all of them when ``names`` is None)."""
+        if not names:
+            return list(self.tasks.values())
+        unknown = [n for n in names if n not in self.tasks]
+        if unknown:
+            raise ConfigError(
+                f"unknown task {unknown[0]!r} for data set {self.name!r}; its tasks are: {', '.join(self.tasks)}"
+            )
+        if len(set(names)) != len(names):
+            raise ConfigError(f"a task is listed twice: {', '.join(names)}")
+        return [self.tasks[n] for n in names]
+
+
+DATASETS: Registry[Callable[[DataConfig], MultiTaskData]] = Registry("data set")
+
+
+def create_data(cfg: DataConfig) -> MultiTaskData:
+    """Build the data set named by ``cfg.dataset``."""
+    return DATASETS.create(cfg.dataset, cfg)
+
+
+def check_options(cfg: DataConfig, allowed: set[str]) -> None:
+    """Reject data-set options this data set does not understand."""
+    unknown = sorted(set(cfg.options) - allowed)
+    if unknown:
+        known = ", ".join(sorted(allowed)) or "none"
+        raise ConfigError(f"data set {cfg.dataset!r} takes no option {unknown[0]!r} (options: {known})")

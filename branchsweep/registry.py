@@ -1,0 +1,80 @@
+"""A small generic name -> factory registry (tasks, backbones, data sets, schedules, search methods).
+
+Modelled on timm's ``register_model``/``create_model``: a decorator registers a factory under a name,
+``create(name, **kwargs)`` builds it, and an unknown name fails with a message that lists what is
+known. Registries make the test matrix: tests parametrise over ``registry.names()``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+from branchsweep.errors import BranchsweepError
+
+T = TypeVar("T")
+
+
+class UnknownNameError(BranchsweepError, KeyError):
+    """Raised for a name that is not registered (a user error: names come from flags and configs)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class Registry(Generic[T]):
+    """Maps names to factories of ``T``.
+
+    >>> shapes = Registry[type]("shape")
+    >>> @shapes.register("square")
+    ... class Square: ...
+    >>> shapes.get("square").__name__
+    'Square'
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+        self._help: dict[str, str] = {}
+
+    def register(self, name: str, obj: T | None = None, *, help: str = "") -> Callable[[T], T] | T:
+        """Register ``obj`` under ``name``; used bare as a decorator when ``obj`` is omitted."""
+
+        def add(o: T) -> T:
+            if name in self._entries:
+                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            self._entries[name] = o
+            doc = help or (getattr(o, "__doc__", None) or "").strip().splitlines()[:1]
+            self._help[name] = doc if isinstance(doc, str) else (doc[0] if doc else "")
+            return o
+
+        return add(obj) if obj is not None else add
+
+    def get(self, name: str) -> T:
+        try:
+            return self._entries[name]
+        except KeyError:
+            close = difflib.get_close_matches(name, self._entries, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            known = ", ".join(sorted(self._entries)) or "none"
+            raise UnknownNameError(f"unknown {self.kind} {name!r}{hint}; known: {known}") from None
+
+    def create(self, name: str, *args, **kwargs):
+        """Look up ``name`` and call its factory."""
+        return self.get(name)(*args, **kwargs)  # type: ignore[operator]
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def describe(self, name: str) -> str:
+        return self._help.get(name, "")
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._entries)

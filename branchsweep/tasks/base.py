@@ -1,0 +1,59 @@
+"""What a task is: head size, loss, default loss weight, metrics and their directions.
+
+A :class:`Task` is a plain value object; the registry in :mod:`branchsweep.tasks` maps task *kinds*
+("semseg", "depth", "regression", "binary", ...) to factories so that a data set can create
+``semseg`` with 21 classes (PASCAL-Context) or 40 (NYUD-v2) from the same definition.
+
+Conventions shared by every loss and metric:
+
+* dense predictions are ``[B, C, H, W]`` at the label resolution; vector predictions are ``[B, C]``;
+* labels use ``ignore_index`` (255) or 0 depth for "no label here"; a batch in which a task has no
+  valid label contributes a zero loss (never NaN) that still carries the graph;
+* metrics are accumulators over the whole evaluation set (``update`` per batch, ``compute`` once).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import torch
+
+Direction = Literal["max", "min"]
+
+
+class Metric(Protocol):
+    """Accumulates one task's metrics over an evaluation set."""
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None: ...
+
+    def compute(self) -> dict[str, float]: ...
+
+
+@dataclass(frozen=True)
+class Task:
+    """One prediction task of a multi-task network.
+
+    ``directions`` says for every metric name returned by ``make_metric().compute()`` whether higher
+    (``"max"``) or lower (``"min"``) is better; ``primary`` is the metric quoted in Δm tables.
+    """
+
+    name: str
+    kind: str
+    out_channels: int
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    make_metric: Callable[[], Metric]
+    directions: dict[str, Direction]
+    primary: str
+    weight: float = 1.0
+    dense: bool = True
+    params: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.primary not in self.directions:
+            raise ValueError(f"task {self.name}: primary metric {self.primary!r} has no direction")
+
+    @property
+    def primary_direction(self) -> Direction:
+        return self.directions[self.primary]
