@@ -60,9 +60,9 @@ class Registry(Generic[T]):
             known = ", ".join(sorted(self._entries)) or "none"
             raise UnknownNameError(f"unknown {self.kind} {name!r}{hint}; known: {known}") from None
 
-    def create(self, name: str, *args, **kwargs):
-        """Look up ``name`` and call its factory."""
-        return self.get(name)(*args, **kwargs)  # type: ignore[operator]
+    def create(self, key: str, /, *args, **kwargs):
+        """Look up ``key`` and call its factory (``key`` is positional so factories may take ``name``)."""
+        return self.get(key)(*args, **kwargs)  # type: ignore[operator]
 
     def names(self) -> list[str]:
         return sorted(self._entries)

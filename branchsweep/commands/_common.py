@@ -1,0 +1,111 @@
+"""Flags shared by several commands, mapped onto the typed configs in one place."""
+
+from __future__ import annotations
+
+import argparse
+
+from branchsweep.config import DataConfig, ModelConfig, TrainConfig, from_mapping
+from branchsweep.errors import ConfigError
+
+
+def csv_list(text: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list")
+    return items
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        return [int(t) for t in csv_list(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def float_list(text: str) -> list[float]:
+    try:
+        return [float(t) for t in csv_list(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("data")
+    g.add_argument("--dataset", default="synthetic-dense", help="data set name (default: the embedded synthetic-dense)")
+    g.add_argument("--root", default=None, help="data set root folder (real data sets)")
+    g.add_argument("--tasks", type=csv_list, default=None, help="comma-separated task names (default: all)")
+    g.add_argument("--size", type=int, default=None, help="square input resolution (default: the data set's)")
+    g.add_argument("--train-samples", type=int, default=None, help="synthetic data: training samples")
+    g.add_argument("--val-samples", type=int, default=None, help="synthetic data: validation samples")
+    g.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic data")
+    g.add_argument("--workers", type=int, default=0, help="data-loader worker processes")
+    g.add_argument("--activations", type=csv_list, default=None, help="ltb-synthetic: activations, e.g. bent,square,sinc")
+    g.add_argument("--tasks-per-activation", type=int, default=None, help="ltb-synthetic: tasks per activation")
+    g.add_argument("--scales", type=float_list, default=None, help="ltb-synthetic: output multiplier per activation")
+    g.add_argument("--half-resolution", action="store_true", help="pascal-context: use the half-resolution copy")
+
+
+def data_config(args: argparse.Namespace) -> DataConfig:
+    options: dict = {}
+    for flag, key in (("activations", "activations"), ("tasks_per_activation", "tasks_per_activation"),
+                      ("scales", "scales")):
+        if getattr(args, flag, None) is not None:
+            options[key] = getattr(args, flag)
+    if getattr(args, "half_resolution", False):
+        options["half_resolution"] = True
+    return from_mapping(DataConfig, {
+        "dataset": args.dataset, "root": args.root, "tasks": args.tasks, "size": args.size,
+        "train_samples": args.train_samples, "val_samples": args.val_samples, "seed": args.data_seed,
+        "num_workers": args.workers, "options": options,
+    })
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("model")
+    g.add_argument("--backbone", default=None, help="backbone name (default: the data set's)")
+    g.add_argument("--width", type=float, default=1.0, help="width multiplier (default 1.0)")
+    g.add_argument("--pretrained", default=None, help="'imagenet' (torchvision weights) or a checkpoint path")
+
+
+def model_config(args: argparse.Namespace) -> ModelConfig:
+    return from_mapping(ModelConfig, {"backbone": args.backbone, "width": args.width, "pretrained": args.pretrained})
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("training (BMTAS supplement A defaults)")
+    d = TrainConfig()
+    g.add_argument("--iterations", type=int, default=d.iterations)
+    g.add_argument("--batch-size", type=int, default=d.batch_size)
+    g.add_argument("--lr", type=float, default=d.lr)
+    g.add_argument("--optimizer", default=d.optimizer, choices=["sgd", "adam"])
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    g.add_argument("--no-lr-division", action="store_true",
+                   help="do not divide a shared block's learning rate by the number of tasks sharing it")
+    g.add_argument("--loss-weight", action="append", default=[], metavar="TASK=W",
+                   help="override a task's loss weight (repeatable)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    g.add_argument("--checkpoint-every", type=int, default=0, help="iterations between checkpoints (0: at the end)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    weights = {}
+    for item in args.loss_weight:
+        task, sep, value = item.partition("=")
+        try:
+            weights[task] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not task:
+            raise ConfigError(f"--loss-weight expects TASK=NUMBER, got {item!r}")
+    return from_mapping(TrainConfig, {
+        "iterations": args.iterations, "batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer,
+        "weight_decay": args.weight_decay, "divide_lr_by_sharing": not args.no_lr_division,
+        "loss_weights": weights, "seed": args.seed, "device": args.device,
+        "checkpoint_every": args.checkpoint_every, "progress": not args.no_progress,
+    })
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    return "\n".join(f"  {k:<28} {v:10.4f}" for k, v in metrics.items())

@@ -1,0 +1,41 @@
+"""``branchsweep madds``: price a branched architecture in GMAdds from the per-layer look-up table."""
+
+from __future__ import annotations
+
+import argparse
+
+from branchsweep.backbones import create_backbone
+from branchsweep.commands._common import csv_list
+from branchsweep.factory import resolve_arch
+from branchsweep.madds import madds_table
+from branchsweep.tasks import create_task
+
+NAME = "madds"
+HELP = "print the MAdds (GMAdds) of single, shared or a branch-config JSON"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backbone", required=True, help="backbone name, e.g. mobilenet_v2, resnet50, mlp")
+    p.add_argument("--tasks", type=csv_list, required=True, help="task names, e.g. semseg,human_parts,sal,normals,edge")
+    p.add_argument("--size", type=int, default=512, help="square input resolution (default 512)")
+    p.add_argument("--width", type=float, default=1.0)
+    p.add_argument("--arch", type=csv_list, default=["single", "shared"],
+                   help="single, shared or PATH.json (comma-separated for several; default single,shared)")
+    p.add_argument("--breakdown", action="store_true", help="also print the per-layer table")
+
+
+def run(args: argparse.Namespace) -> int:
+    spec = create_backbone(args.backbone, width=args.width, input_size=args.size)
+    tasks = [create_task(t) for t in args.tasks]
+    names = [t.name for t in tasks]
+    table = madds_table(spec, tasks)
+    if args.breakdown:
+        print(f"{'stem':<10} {table.stem / 1e6:10.1f} MMAdds (shared)")
+        for name, c in zip(table.layer_names, table.layers):
+            print(f"{name:<10} {c / 1e6:10.1f} MMAdds per copy")
+        for name, c in table.heads.items():
+            print(f"head {name:<10} {c / 1e6:8.1f} MMAdds")
+    for arch in args.arch:
+        config = resolve_arch(arch, names, spec.num_layers)
+        print(f"{args.backbone} {args.size}x{args.size} {arch}: {table.madds(config) / 1e9:.2f} GMAdds")
+    return 0
