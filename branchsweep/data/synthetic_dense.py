@@ -34,6 +34,8 @@ NUM_CLASSES = 5  # background + 4 object classes
 PALETTE = np.array(
     [[0.55, 0.55, 0.5], [0.9, 0.2, 0.15], [0.15, 0.7, 0.2], [0.2, 0.3, 0.9], [0.9, 0.8, 0.1]], dtype=np.float32
 )
+#: odsF thresholds for the embedded scenes (see :func:`synthetic_dense`).
+EDGE_THRESHOLDS = 19
 RELATED_GROUPS = (("semseg", "parts", "sal", "edge"), ("depth", "normals"))
 _SPLIT_ID = {"train": 0, "val": 1}
 
@@ -132,7 +134,9 @@ def synthetic_dense(cfg: DataConfig) -> MultiTaskData:
         "semseg": create_task("semseg", num_classes=NUM_CLASSES),
         "parts": create_task("parts", num_classes=3),
         "sal": create_task("sal"),
-        "edge": create_task("edge"),
+        # Matching dominates evaluation at this scale: on these scenes 19 thresholds give odsF within
+        # one point of BSDS's 99 (noisy blurred labels as predictions) at about a fifth of the cost.
+        "edge": create_task("edge", thresholds=EDGE_THRESHOLDS),
         "depth": create_task("depth"),
         "normals": create_task("normals"),
     }

@@ -12,16 +12,22 @@ Adding a task for a custom data set is one registration::
     from branchsweep.tasks import losses, metrics
 
     @TASKS.register("roughness")
-    def roughness(weight: float = 1.0) -> Task:
-        return Task("roughness", "roughness", 1, losses.depth_l1, metrics.DepthRMSE,
+    def roughness(weight: float = 1.0, name: str = "roughness") -> Task:
+        # surface roughness: L1 over valid pixels, RMSE
+        return Task(name, "roughness", 1, losses.depth_l1, metrics.DepthRMSE,
                     {"rmse": "min"}, "rmse", weight)
+
+A factory takes keyword parameters with defaults (at least ``weight`` and ``name``) so that
+``create_task(kind)`` works and the tests in ``tests/tasks`` cover the new kind automatically.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from functools import partial
 
+from branchsweep.errors import ConfigError
 from branchsweep.registry import Registry
 from branchsweep.tasks import losses, metrics
 from branchsweep.tasks.base import Direction, Metric, Task
@@ -30,42 +36,53 @@ TASKS: Registry[Callable[..., Task]] = Registry("task")
 
 
 def create_task(kind: str, **params) -> Task:
-    """Build a task of ``kind`` (see ``TASKS.names()``), overriding its defaults with ``params``."""
-    return TASKS.create(kind, **params)
+    """Build a task of ``kind`` (see ``TASKS.names()``), overriding its defaults with ``params``.
+
+    An unknown kind or a parameter the kind does not take is a :class:`ConfigError` naming both.
+    """
+    factory = TASKS.get(kind)
+    accepted = inspect.signature(factory).parameters
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise ConfigError(
+            f"task kind {kind!r} takes no parameter {unknown[0]!r} (parameters: {', '.join(accepted)})"
+        )
+    return factory(**params)
+
+
+def _segmentation(kind: str, name: str, num_classes: int, weight: float) -> Task:
+    """A pixel-wise classification task: cross-entropy with ignore 255, confusion-matrix mIoU."""
+    if num_classes < 2:
+        raise ConfigError(f"task {name!r} ({kind}): num_classes must be at least 2, got {num_classes}")
+    return Task(
+        name, kind, num_classes, losses.cross_entropy, partial(metrics.ConfusionMIoU, num_classes),
+        {"mIoU": "max"}, "mIoU", weight, params={"num_classes": num_classes},
+    )
 
 
 @TASKS.register("semseg")
 def semseg(num_classes: int = 21, weight: float = 1.0, name: str = "semseg") -> Task:
-    """Semantic segmentation: cross-entropy (ignore 255), mIoU."""
-    return Task(
-        name, "semseg", num_classes, losses.cross_entropy, partial(metrics.ConfusionMIoU, num_classes),
-        {"mIoU": "max"}, "mIoU", weight, params={"num_classes": num_classes},
-    )
+    """Semantic segmentation: cross-entropy (ignore 255), mIoU (21 classes PASCAL, 40 NYUD-v2)."""
+    return _segmentation("semseg", name, num_classes, weight)
 
 
 @TASKS.register("human_parts")
 def human_parts(num_classes: int = 7, weight: float = 2.0, name: str = "human_parts") -> Task:
     """Human part segmentation (6 parts + background): cross-entropy (ignore 255), mIoU."""
-    return Task(
-        name, "human_parts", num_classes, losses.cross_entropy, partial(metrics.ConfusionMIoU, num_classes),
-        {"mIoU": "max"}, "mIoU", weight, params={"num_classes": num_classes},
-    )
+    return _segmentation("human_parts", name, num_classes, weight)
 
 
 @TASKS.register("parts")
 def parts(num_classes: int = 3, weight: float = 2.0, name: str = "parts") -> Task:
     """Object part segmentation of the embedded scenes: cross-entropy (ignore 255), mIoU."""
-    return Task(
-        name, "parts", num_classes, losses.cross_entropy, partial(metrics.ConfusionMIoU, num_classes),
-        {"mIoU": "max"}, "mIoU", weight, params={"num_classes": num_classes},
-    )
+    return _segmentation("parts", name, num_classes, weight)
 
 
 @TASKS.register("sal")
 def sal(weight: float = 5.0, name: str = "sal") -> Task:
-    """Saliency: class-balanced BCE; max-F (β²=0.3) and mIoU over thresholds."""
+    """Saliency: class-balanced BCE; max-F (β²=0.3) and mIoU over thresholds (primary: mIoU)."""
     return Task(
-        name, "sal", 1, losses.balanced_bce, partial(metrics.BinaryFMeasure, beta2=0.3),
+        name, "sal", 1, losses.balanced_bce, partial(metrics.SaliencyMeter, beta2=0.3),
         {"maxF": "max", "mIoU": "max"}, "mIoU", weight,
     )
 
@@ -81,24 +98,41 @@ def normals(weight: float = 10.0, name: str = "normals") -> Task:
 
 
 @TASKS.register("edge")
-def edge(pos_weight: float = 0.95, weight: float = 50.0, name: str = "edge") -> Task:
-    """Edge detection: weighted BCE (positives ``pos_weight``); F-measure."""
+def edge(
+    pos_weight: float = 0.95,
+    weight: float = 50.0,
+    name: str = "edge",
+    max_dist: float = 0.0075,
+    thresholds: int = 99,
+) -> Task:
+    """Edge detection: weighted BCE (positives ``pos_weight``); odsF at tolerance ``max_dist``.
+
+    PASCAL-Context: ``pos_weight=0.95, max_dist=0.0075``; NYUD-v2: ``pos_weight=0.8, max_dist=0.011``.
+    ``thresholds``: how many binarisation thresholds odsF tries (99 as BSDS; fewer is faster).
+    """
+    if not 0.0 < pos_weight < 1.0:
+        raise ConfigError(f"edge task: pos_weight must be in (0, 1), got {pos_weight}")
+    if max_dist <= 0.0:
+        raise ConfigError(f"edge task: max_dist must be positive, got {max_dist}")
+    if thresholds < 1:
+        raise ConfigError(f"edge task: thresholds must be at least 1, got {thresholds}")
     return Task(
         name, "edge", 1, partial(losses.weighted_bce, pos_weight=pos_weight),
-        partial(metrics.BinaryFMeasure, beta2=1.0, key="odsF"),
-        {"odsF": "max", "mIoU": "max"}, "odsF", weight, params={"pos_weight": pos_weight},
+        partial(metrics.EdgeODS, max_dist=max_dist, thresholds=thresholds),
+        {"odsF": "max"}, "odsF", weight,
+        params={"pos_weight": pos_weight, "max_dist": max_dist, "thresholds": thresholds},
     )
 
 
 @TASKS.register("depth")
 def depth(weight: float = 1.0, name: str = "depth") -> Task:
-    """Depth: L1 over valid pixels (0 = invalid); RMSE over all valid pixels of the set."""
+    """Depth (metres): L1 over valid pixels (0 = invalid); RMSE pixel-wise over the set."""
     return Task(name, "depth", 1, losses.depth_l1, metrics.DepthRMSE, {"rmse": "min"}, "rmse", weight)
 
 
 @TASKS.register("regression")
 def regression(name: str = "regression", out_channels: int = 100, weight: float = 1.0) -> Task:
-    """Vector regression (Learning to Branch synthetic tasks): L2 loss, MSE."""
+    """Vector regression (Learning to Branch synthetic tasks): L2 loss, MSE (NaN target = no label)."""
     return Task(
         name, "regression", out_channels, losses.mse, metrics.MeanSquaredError, {"mse": "min"}, "mse",
         weight, dense=False,
@@ -107,7 +141,7 @@ def regression(name: str = "regression", out_channels: int = 100, weight: float 
 
 @TASKS.register("binary")
 def binary(name: str = "binary", weight: float = 1.0) -> Task:
-    """One binary attribute (CelebA): BCE, accuracy."""
+    """One binary attribute (CelebA, one task per attribute): BCE, accuracy in %."""
     return Task(
         name, "binary", 1, losses.binary_bce, metrics.BinaryAccuracy, {"accuracy": "max"}, "accuracy",
         weight, dense=False,

@@ -20,6 +20,8 @@ from typing import Literal, Protocol
 
 import torch
 
+from branchsweep.errors import ConfigError
+
 Direction = Literal["max", "min"]
 
 
@@ -52,8 +54,17 @@ class Task:
 
     def __post_init__(self) -> None:
         if self.primary not in self.directions:
-            raise ValueError(f"task {self.name}: primary metric {self.primary!r} has no direction")
+            raise ConfigError(f"task {self.name}: primary metric {self.primary!r} has no direction")
+        bad = {m: d for m, d in self.directions.items() if d not in ("max", "min")}
+        if bad:
+            metric, direction = next(iter(bad.items()))
+            raise ConfigError(f"task {self.name}: metric {metric!r} has direction {direction!r}, not max/min")
+        if self.out_channels < 1:
+            raise ConfigError(f"task {self.name}: a head needs at least 1 output channel, got {self.out_channels}")
+        if not self.weight >= 0.0:
+            raise ConfigError(f"task {self.name}: the loss weight must be >= 0, got {self.weight}")
 
     @property
     def primary_direction(self) -> Direction:
+        """Whether the primary metric is better high (``"max"``) or low (``"min"``)."""
         return self.directions[self.primary]

@@ -25,10 +25,11 @@ def test_seeded_and_split_specific():
     assert not torch.equal(a.split("train")[1]["image"], a.split("val")[1]["image"])
 
 
-def test_geometry_and_layout_are_independent():
-    """Depth/normals do not depend on the objects; semseg does not depend on the geometry."""
-    from branchsweep.data.synthetic_dense import render_scene
+def test_normals_are_the_normals_of_the_depth_surface():
+    """Depth and normals share the geometry factor: n ∝ (-dz/du, -dz/dv, 1)."""
     import numpy as np
+
+    from branchsweep.data.synthetic_dense import render_scene
 
     scene = render_scene(48, np.random.default_rng(0))
     n = torch.from_numpy(scene["normals"])
