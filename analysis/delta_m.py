@@ -1,0 +1,157 @@
+"""Δm: the average relative gain of a multi-task model over its single-task baselines, in percent.
+
+Maninis et al. (2019), used as Eq. 7 of BMTAS::
+
+    Δm = (1/n) Σ_i (-1)^{l_i} (M_m,i − M_b,i) / M_b,i · 100
+
+with ``l_i = 1`` when lower is better for metric ``i``. Positive Δm: better than the baselines on
+average. What ``i`` runs over is the *aggregation level*, and it changes the number:
+
+* ``level="metric"`` (the BMTAS tables): one term per metric column; pass one metric per task
+  (each task's primary metric, see :func:`primary_metric_columns`) and ``n`` is the number of tasks;
+* ``level="task"`` (LibMTL style): the terms of a task's metrics are averaged first, then the
+  per-task means are averaged, so a task reported with five metrics does not outweigh one with one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from analysis.directions import check_direction, registry_directions, split_header
+from branchsweep.errors import ConfigError
+
+Level = Literal["metric", "task"]
+TaskOf = Callable[[str], str] | Mapping[str, str]
+
+
+def task_of_column(column: str) -> str:
+    """The task a metric column belongs to: the part before ``/`` (``"depth/rmse"`` -> ``"depth"``).
+
+    Paper-table headers without a ``/`` are their own task: ``"Norm↓"`` -> ``"Norm"``.
+    """
+    name, _ = split_header(column)
+    return name.split("/", 1)[0]
+
+
+def metric_columns(columns: Iterable[str]) -> list[str]:
+    """Columns named ``"<task>/<metric>"`` that are not hyperparameters (``hp/...``)."""
+    return [c for c in columns if "/" in str(c) and not str(c).startswith("hp/")]
+
+
+def primary_metric_columns(columns: Iterable[str]) -> list[str]:
+    """Each task's primary metric column (the one BMTAS-style Δm uses), in column order.
+
+    A task's primary metric comes from the task registry (``create_task(kind).primary``); a task that is
+    not registered must have exactly one metric column, otherwise the choice would be a guess and it is
+    a ConfigError (pass the metric columns explicitly).
+    """
+    from branchsweep.tasks import TASKS, create_task
+
+    by_task: dict[str, list[str]] = {}
+    for column in metric_columns(columns):
+        by_task.setdefault(task_of_column(column), []).append(column)
+    chosen: list[str] = []
+    for task, cols in by_task.items():
+        if task in TASKS:
+            primary = f"{task}/{create_task(task).primary}"
+            if primary not in cols:
+                raise ConfigError(
+                    f"task {task!r}: its primary metric column {primary!r} is missing (have {', '.join(cols)})"
+                )
+            chosen.append(primary)
+        elif len(cols) == 1:
+            chosen.append(cols[0])
+        else:
+            raise ConfigError(
+                f"task {task!r} is not registered and has several metric columns ({', '.join(cols)}); "
+                "name the ones Δm should use (--metrics)"
+            )
+    if not chosen:
+        raise ConfigError("no metric columns named '<task>/<metric>' found; name them (--metrics)")
+    return chosen
+
+
+def _baseline_values(results: pd.DataFrame, baseline: str | pd.Series, metrics: Sequence[str]) -> pd.Series:
+    if isinstance(baseline, pd.Series):
+        missing = [m for m in metrics if m not in baseline.index]
+        if missing:
+            raise ConfigError(f"the baseline scores have no value for {', '.join(map(repr, missing))}")
+        values = baseline[list(metrics)]
+    else:
+        if baseline not in results.index:
+            known = ", ".join(map(str, results.index[:12]))
+            raise ConfigError(f"baseline row {baseline!r} not found; rows are: {known}")
+        rows = results.loc[[baseline], list(metrics)]
+        values = rows.astype(float).mean(axis=0)  # repeated label (several seeds): their mean
+    values = pd.to_numeric(values, errors="coerce").astype(float)
+    bad = [m for m in metrics if not np.isfinite(values[m]) or values[m] == 0]
+    if bad:
+        raise ConfigError(
+            f"baseline value of {', '.join(map(repr, bad))} is zero or missing; Δm divides by it"
+        )
+    return values
+
+
+def delta_m(
+    results: pd.DataFrame,
+    baseline: str | pd.Series,
+    directions: Mapping[str, str] | None = None,
+    level: Level = "metric",
+    task_of: TaskOf | None = None,
+) -> pd.Series:
+    """Δm of every row of ``results`` against ``baseline``, in percent.
+
+    ``Δm = (1/n) Σ_i (-1)^{l_i} (M_m,i − M_b,i) / M_b,i · 100``, ``l_i = 1`` for lower-is-better.
+
+    Args:
+        results: one row per model, one column per metric (other columns are ignored).
+        baseline: a row label of ``results`` (rows sharing the label are averaged) or a Series of the
+            single-task scores indexed by metric column.
+        directions: metric column -> ``"max"``/``"min"``; its keys are the metrics Δm averages over.
+            ``None``: each task's primary ``"<task>/<metric>"`` column, directed by the task registry.
+        level: ``"metric"`` averages all terms; ``"task"`` averages within each task first.
+        task_of: column -> task (callable or mapping) for ``level="task"``; default: the part before ``/``.
+
+    Returns:
+        A float Series named ``"delta_m"`` aligned with ``results``; NaN where a metric is missing.
+
+    >>> df = pd.DataFrame({"a/acc": [50.0, 55.0], "b/err": [10.0, 12.0]}, index=["single", "mtl"])
+    >>> delta_m(df, "single", {"a/acc": "max", "b/err": "min"}).round(2).tolist()  # (+10 − 20) / 2
+    [0.0, -5.0]
+    """
+    if level not in ("metric", "task"):
+        raise ConfigError(f"level must be 'metric' or 'task', got {level!r}")
+    if directions is None:
+        metrics = primary_metric_columns(results.columns)
+        registry = registry_directions()
+        directions = {m: registry[m] for m in metrics if m in registry}
+        missing = [m for m in metrics if m not in directions]
+        if missing:
+            raise ConfigError(f"metric column {missing[0]!r} has no registered direction; pass directions")
+    metrics = list(directions)
+    if not metrics:
+        raise ConfigError("Δm needs at least one metric")
+    absent = [m for m in metrics if m not in results.columns]
+    if absent:
+        raise ConfigError(f"metric column {absent[0]!r} is not in the results (columns: {', '.join(map(str, results.columns))})")
+    signs = np.array([1.0 if check_direction(m, directions[m]) == "max" else -1.0 for m in metrics])
+    base = _baseline_values(results, baseline, metrics)
+    values = results[metrics].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    terms = signs * (values - base.to_numpy()) / base.to_numpy() * 100.0  # (rows, metrics)
+    if level == "metric":
+        out = terms.mean(axis=1)
+    else:
+        mapping = task_of if task_of is not None else task_of_column
+        lookup = mapping.__getitem__ if isinstance(mapping, Mapping) else mapping
+        try:
+            tasks = [lookup(m) for m in metrics]
+        except KeyError as err:
+            raise ConfigError(f"task_of has no task for metric column {err.args[0]!r}") from None
+        groups = {t: [i for i, u in enumerate(tasks) if u == t] for t in dict.fromkeys(tasks)}
+        per_task = np.stack([terms[:, idx].mean(axis=1) for idx in groups.values()], axis=1)
+        out = per_task.mean(axis=1)
+    return pd.Series(out, index=results.index, name="delta_m")

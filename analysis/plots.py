@@ -1,0 +1,151 @@
+"""Figures of a report: MAdds-vs-Δm Pareto plot, λ-vs-MAdds, and branching-tree drawings.
+
+Figures are built with the object-oriented matplotlib API (``Figure`` + Agg canvas), never pyplot, so
+importing :mod:`analysis` does not change a notebook's backend and nothing needs a display. Every
+function returns the ``Figure``; :func:`save` writes it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from analysis.pareto import front_steps
+from branchsweep.arch import BranchConfig
+
+GIGA = 1e9
+MADDS_LABEL = "MAdds [GMAdds]"
+DELTA_M_LABEL = "Δm [%] (higher is better)"
+
+
+def _figure(width: float = 7.0, height: float = 4.8) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save(fig: Figure, path: Path, dpi: int = 150) -> Path:
+    """Write ``fig`` as PNG to ``path`` and return the path."""
+    fig.savefig(path, dpi=dpi)
+    return Path(path)
+
+
+def _label_offsets(x: np.ndarray, y: np.ndarray) -> list[tuple[float, float, str]]:
+    """``(dx, dy, ha)`` per label, in points: labels of (nearly) coinciding points fan out vertically,
+    and points in the right-most fifth are labelled on their left so no label runs off the axes."""
+    if len(x) == 0:
+        return []
+    offsets: list[tuple[float, float, str]] = []
+    lo, span_x = float(np.min(x)), max(float(np.ptp(x)), 1e-12)
+    span_y = max(float(np.ptp(y)), 1e-12)
+    placed: list[tuple[float, float]] = []
+    for xi, yi in zip(x, y):
+        near = sum(abs(xi - px) / span_x < 0.03 and abs(yi - py) / span_y < 0.06 for px, py in placed)
+        right = (xi - lo) / span_x > 0.8
+        offsets.append((-7.0 if right else 7.0, 4.0 - 11.0 * near, "right" if right else "left"))
+        placed.append((xi, yi))
+    return offsets
+
+
+def pareto_plot(
+    df: pd.DataFrame,
+    x: str = "madds",
+    y: str = "delta_m",
+    label: str = "label",
+    title: str | None = None,
+) -> Figure:
+    """Scatter of MAdds (GMAdds) vs Δm (%), front connected as a step line, baselines and points labelled.
+
+    ``df`` needs ``x`` (raw MAdds), ``y``, ``label`` and optionally ``status``, ``is_baseline``,
+    ``method``; failed rows are left out of the figure (the report lists them).
+    """
+    ok = df[df["status"] == "ok"] if "status" in df.columns else df
+    ok = ok[ok[x].notna() & ok[y].notna()]
+    fig = _figure()
+    ax = fig.add_subplot()
+    gx = ok[x].to_numpy(dtype=float) / GIGA
+    gy = ok[y].to_numpy(dtype=float)
+    baseline = ok["is_baseline"].to_numpy(dtype=bool) if "is_baseline" in ok.columns else np.zeros(len(ok), bool)
+    methods = ok["method"].fillna("").astype(str) if "method" in ok.columns else pd.Series([""] * len(ok))
+    for i, method in enumerate(dict.fromkeys(methods[~baseline])):
+        mask = (methods.to_numpy() == method) & ~baseline
+        ax.scatter(gx[mask], gy[mask], s=36, color=f"C{i % 10}", label=method or "models", zorder=3)
+    if baseline.any():
+        ax.scatter(gx[baseline], gy[baseline], s=150, marker="*", color="black", label="baselines", zorder=4)
+    steps = front_steps(ok.assign(_gx=gx, _gy=gy), "_gx", "_gy")
+    if len(steps):
+        ax.plot(steps["_gx"], steps["_gy"], drawstyle="steps-post", color="0.35", lw=1.4, zorder=2,
+                label="Pareto front")
+        ax.scatter(steps["_gx"], steps["_gy"], s=110, facecolors="none", edgecolors="0.2", lw=1.2, zorder=5)
+    for (xi, yi, text, base), (dx, dy, ha) in zip(zip(gx, gy, ok[label].astype(str), baseline), _label_offsets(gx, gy)):
+        ax.annotate(text, (xi, yi), xytext=(dx, dy), textcoords="offset points", fontsize=8, ha=ha,
+                    fontweight="bold" if base else "normal")
+    ax.axhline(0.0, color="0.7", lw=0.8, ls="--", zorder=1)
+    ax.set_xlabel(MADDS_LABEL)
+    ax.set_ylabel(DELTA_M_LABEL)
+    ax.set_title(title or "Multi-task performance vs cost (front: circled, connected)")
+    ax.grid(True, alpha=0.3)
+    ax.margins(x=0.12, y=0.12)
+    ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+def lambda_plot(df: pd.DataFrame, lam: str = "hp/lambda", x: str = "madds") -> Figure:
+    """Resource weight λ (log axis; symlog when λ = 0 is among them) vs MAdds (GMAdds), one colour per method."""
+    ok = df[(df["status"] == "ok") & df[lam].notna()] if "status" in df.columns else df[df[lam].notna()]
+    fig = _figure(6.0, 4.2)
+    ax = fig.add_subplot()
+    values = pd.to_numeric(ok[lam], errors="coerce")
+    methods = ok["method"].fillna("").astype(str) if "method" in ok.columns else pd.Series([""] * len(ok))
+    for i, method in enumerate(dict.fromkeys(methods)):
+        mask = (methods == method).to_numpy()
+        ax.scatter(values[mask], ok[x].to_numpy(dtype=float)[mask] / GIGA, color=f"C{i % 10}",
+                   label=method or "trials", zorder=3)
+    if len(values) and (values > 0).all():
+        ax.set_xscale("log")
+    elif len(values) and (values >= 0).all() and (values > 0).any():  # λ = 0 (no resource loss) included
+        ax.set_xscale("symlog", linthresh=float(values[values > 0].min()))
+    ax.set_xlabel("resource loss weight λ (hp/lambda)")
+    ax.set_ylabel(MADDS_LABEL)
+    ax.set_title("Resource weight vs cost of the found architecture")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def tree_plot(config: BranchConfig, title: str = "") -> Figure:
+    """A branching tree: layers left to right, one node per block, leaves labelled with their tasks.
+
+    A block's height is the mean position of its tasks (tasks in leaf order), so branches fan out
+    towards the heads and a shared block sits at the centre of the tasks it serves.
+    """
+    order = [t for g in config.partitions[-1] for t in g]
+    pos = {t: i for i, t in enumerate(order)}
+    fig = _figure(max(4.0, 0.5 * config.num_layers + 2.5), max(2.5, 0.45 * config.num_tasks + 1.2))
+    ax = fig.add_subplot()
+
+    def height(group: tuple[int, ...]) -> float:
+        return float(np.mean([pos[t] for t in group]))
+
+    for layer, part in enumerate(config.partitions):
+        for gi, group in enumerate(part):
+            ax.scatter([layer], [height(group)], s=40, color="C0" if len(group) > 1 else "C1", zorder=3)
+            if layer > 0:
+                parent = config.partitions[layer - 1][config.parent_group(layer, gi)]
+                ax.plot([layer - 1, layer], [height(parent), height(group)], color="0.4", lw=1.2, zorder=2)
+    last = config.num_layers - 1
+    for group in config.partitions[-1]:
+        ax.annotate(" ".join(config.tasks[t] for t in group), (last, height(group)), xytext=(8, 0),
+                    textcoords="offset points", va="center", fontsize=9)
+    ax.set_xticks(range(config.num_layers), [f"L{i + 1}" for i in range(config.num_layers)],
+                  fontsize=7 if config.num_layers > 12 else 9)
+    ax.set_yticks([])
+    ax.invert_yaxis()
+    ax.set_xlabel("backbone layer (blue: shared block, orange: single-task block)")
+    ax.margins(x=0.25, y=0.15)
+    ax.set_title(title or f"architecture {config.arch_hash()}", fontsize=10)
+    return fig

@@ -1,0 +1,297 @@
+"""Turn a results table into a report folder: tidy parquet, markdown, HTML, Pareto plot, trees.
+
+:func:`build_report` is pure (DataFrame in, :class:`Report` out, nothing written) so a notebook can
+stop there; :func:`write_report` writes the folder. The front is taken over the ``ok`` trials in
+(MAdds ↓, Δm ↑); failed trials stay in every table, marked, and are never on the front.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis.delta_m import Level, delta_m, primary_metric_columns
+from analysis.directions import resolve_directions
+from analysis.pareto import hypervolume_2d, pareto_front
+from analysis.plots import GIGA, lambda_plot, pareto_plot, save, tree_plot
+from analysis.tables import markdown_table, normalise_results
+from branchsweep.arch import BranchConfig
+from branchsweep.errors import ConfigError
+
+FRONT_OBJECTIVES = {"madds": "min", "delta_m": "max"}
+LAMBDA_COLUMN = "hp/lambda"
+_LEADING = ["trial_id", "label", "method", "status", "is_baseline", "on_front", "madds", "params", "delta_m",
+            "delta_m_reported"]
+_TRAILING = ["arch_hash", "arch_json", "search_time_s", "retrain_time_s"]
+_FRONT_COLOUR = "#d8f3d8"
+_FAILED_COLOUR = "#f6d5d5"
+
+
+@dataclass
+class Report:
+    """A computed report: the tidy table plus what was used to compute it."""
+
+    results: pd.DataFrame
+    metrics: dict[str, str]
+    baseline: str
+    level: str
+    source: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def front(self) -> pd.DataFrame:
+        """The front rows, sorted by MAdds."""
+        return self.results[self.results["on_front"]].sort_values("madds")
+
+    @property
+    def failed(self) -> pd.DataFrame:
+        return self.results[self.results["status"] != "ok"]
+
+    @property
+    def hp_columns(self) -> list[str]:
+        return [c for c in self.results.columns if str(c).startswith("hp/")]
+
+
+def choose_baseline(results: pd.DataFrame) -> str:
+    """The Δm reference label: the ``is_baseline`` row of method ``single``, else the only baseline label."""
+    ok = results[(results["status"] == "ok") & results["is_baseline"]]
+    single = ok.loc[ok["method"].astype(str) == "single", "label"].astype(str).unique()
+    if len(single) == 1:
+        return str(single[0])
+    labels = ok["label"].astype(str).unique()
+    if len(labels) == 1:
+        return str(labels[0])
+    what = f"several ({', '.join(labels)})" if len(labels) else "no"
+    raise ConfigError(f"{what} successful baseline rows; choose the Δm reference with --baseline LABEL")
+
+
+def _order_columns(df: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    other_metrics = [c for c in df.columns if "/" in str(c) and not str(c).startswith("hp/") and c not in metrics]
+    hps = sorted(c for c in df.columns if str(c).startswith("hp/"))
+    first = [c for c in _LEADING if c in df.columns] + list(metrics) + other_metrics + hps
+    last = [c for c in _TRAILING if c in df.columns]
+    rest = [c for c in df.columns if c not in first and c not in last]
+    return df[first + rest + last]
+
+
+def build_report(
+    results: pd.DataFrame,
+    *,
+    baseline: str | None = None,
+    metrics: Sequence[str] | None = None,
+    directions: Mapping[str, str] | None = None,
+    level: Level = "metric",
+    source: str = "",
+) -> Report:
+    """Add ``delta_m`` and ``on_front`` to a results table (sweep schema, see :mod:`analysis.tables`).
+
+    ``metrics`` are the Δm columns (default: each task's primary metric); their directions come from
+    ``directions``, header arrows or the task registry. ``baseline`` is the reference row label (rows
+    sharing it are averaged; default: :func:`choose_baseline`).
+    """
+    df = normalise_results(results, source or "results")
+    label = baseline if baseline is not None else choose_baseline(df)
+    ok = df["status"] == "ok"
+    base_rows = df[ok & (df["label"].astype(str) == label)]
+    if base_rows.empty:
+        known = ", ".join(dict.fromkeys(df.loc[ok, "label"].astype(str)))
+        raise ConfigError(f"baseline {label!r} is not the label of any successful row; labels: {known}")
+    chosen = list(metrics) if metrics else primary_metric_columns(df.columns)
+    missing = [m for m in chosen if m not in df.columns]
+    if missing:
+        raise ConfigError(f"metric column {missing[0]!r} is not in the results")
+    dirs = resolve_directions(chosen, directions)
+    base = base_rows[chosen].apply(pd.to_numeric, errors="coerce").mean(axis=0)
+    df["delta_m"] = delta_m(df, base, dirs, level=level).where(ok)
+    front = pareto_front(df[ok], FRONT_OBJECTIVES)
+    df["on_front"] = front.reindex(df.index, fill_value=False).astype(bool)
+    notes: list[str] = []
+    if "delta_m_reported" in df.columns:
+        diff = (df["delta_m"] - pd.to_numeric(df["delta_m_reported"], errors="coerce")).abs()
+        if diff.notna().any():
+            notes.append(f"Δm recomputed vs reported: largest absolute difference {diff.max():.3f} percentage points.")
+    nan_dm = df.index[ok & df["delta_m"].isna()]
+    if len(nan_dm):
+        notes.append(f"{len(nan_dm)} successful trial(s) miss a metric, so their Δm is empty and they are off the front.")
+    df = _order_columns(df, chosen).sort_values(["madds", "label"], kind="stable").reset_index(drop=True)
+    return Report(df, dirs, label, level, source, notes)
+
+
+# ---------------------------------------------------------------------------------------------- display
+def _display(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """Human-readable columns: GMAdds, params in millions, Δm rounded; keeps the given metric columns."""
+    out = pd.DataFrame(index=df.index)
+    out["front"] = np.where(df["on_front"], "★", "")
+    if "label" in df.columns:
+        out["label"] = df["label"]
+    if "method" in df.columns and df["method"].astype(str).str.len().any():
+        out["method"] = df["method"]
+    if (df["status"] != "ok").any():
+        out["status"] = df["status"]
+    out["GMAdds"] = (df["madds"] / GIGA).round(2)
+    if "params" in df.columns and df["params"].notna().any():
+        out["params [M]"] = (pd.to_numeric(df["params"], errors="coerce") / 1e6).round(2)
+    out["Δm [%]"] = df["delta_m"].round(2)
+    if "delta_m_reported" in df.columns:
+        out["Δm reported [%]"] = df["delta_m_reported"]
+    for c in columns:
+        out[c] = df[c]
+    return out.reset_index(drop=True)
+
+
+def _metric_header(report: Report) -> list[str]:
+    return [f"{m} ({'↑' if d == 'max' else '↓'})" for m, d in report.metrics.items()]
+
+
+def _tables(report: Report) -> dict[str, pd.DataFrame]:
+    df = report.results
+    metric_cols = list(report.metrics)
+    rename = dict(zip(metric_cols, _metric_header(report)))
+    hps = report.hp_columns
+    sections = {
+        "Pareto front (MAdds ↓, Δm ↑)": _display(report.front, metric_cols),
+        "All trials, sorted by MAdds (★ = on the front)": _display(df, metric_cols),
+        "Baselines": _display(df[(df["label"].astype(str) == report.baseline) | df["is_baseline"]], metric_cols),
+    }
+    if hps and len(report.front):
+        sections["Hyperparameters of the front points"] = _display(report.front, hps)[["label", "GMAdds", "Δm [%]", *hps]]
+    if len(report.failed):
+        cols = [c for c in ("error",) if c in df.columns]
+        sections["Failed trials"] = _display(report.failed, cols)
+    return {k: v.rename(columns=rename) for k, v in sections.items()}
+
+
+def _architectures(report: Report) -> dict[str, tuple[BranchConfig, list[str]]]:
+    """Distinct architectures on the front: hash -> (config, labels of the front rows using it)."""
+    if "arch_json" not in report.results.columns:
+        return {}
+    out: dict[str, tuple[BranchConfig, list[str]]] = {}
+    for _, row in report.front.iterrows():
+        text = row["arch_json"]
+        if not isinstance(text, str) or not text.strip():
+            continue
+        config = BranchConfig.from_json(text, source=f"arch_json of trial {row['trial_id']!r} ({row['label']})")
+        key = config.arch_hash()
+        out.setdefault(key, (config, []))[1].append(str(row["label"]))
+    return out
+
+
+def _summary_lines(report: Report) -> list[str]:
+    df = report.results
+    n_ok = int((df["status"] == "ok").sum())
+    metrics = ", ".join(f"{m} ({d})" for m, d in report.metrics.items())
+    lines = [
+        f"- source: `{report.source}`" if report.source else "",
+        f"- trials: {len(df)} ({n_ok} ok, {len(df) - n_ok} failed); on the front: {int(df['on_front'].sum())}",
+        f"- Δm reference: **{report.baseline}**; level: {report.level}; metrics: {metrics}",
+        "- Δm = (1/n) Σ_i (-1)^{l_i} (M_m,i − M_b,i) / M_b,i · 100, l_i = 1 for lower-is-better",
+    ]
+    ok = df[(df["status"] == "ok") & df["delta_m"].notna()]
+    if len(ok):
+        ref = {"madds": float(ok["madds"].max()) * 1.1, "delta_m": float(ok["delta_m"].min()) - 1.0}
+        hv = hypervolume_2d(ok.assign(madds=ok["madds"] / GIGA), FRONT_OBJECTIVES,
+                            {"madds": ref["madds"] / GIGA, "delta_m": ref["delta_m"]})
+        lines.append(
+            f"- hypervolume (GMAdds × Δm %, reference {ref['madds'] / GIGA:.3g} GMAdds, {ref['delta_m']:.3g} %): {hv:.4g}"
+        )
+    return [line for line in lines if line]
+
+
+# ---------------------------------------------------------------------------------------------- writing
+def write_report(report: Report, out_dir: Path) -> dict[str, Path]:
+    """Write the report folder; returns ``{artifact name: path}``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {}
+    notes = list(report.notes)
+
+    tidy = report.results.copy()
+    for c in tidy.columns:  # parquet needs one type per column; mixed object columns become strings
+        if tidy[c].dtype == object and tidy[c].map(type).nunique() > 1:
+            tidy[c] = tidy[c].map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+    files["results"] = out_dir / "results.parquet"
+    tidy.to_parquet(files["results"], index=False)
+
+    title = f"Δm vs MAdds: {Path(report.source).name}" if report.source else None
+    files["pareto"] = save(pareto_plot(report.results, title=title), out_dir / "pareto.png")
+    has_lambda = LAMBDA_COLUMN in report.results.columns and report.results[LAMBDA_COLUMN].notna().any()
+    if has_lambda:
+        files["lambda"] = save(lambda_plot(report.results), out_dir / "lambda_vs_madds.png")
+    else:
+        notes.append(f"No {LAMBDA_COLUMN} column with values, so there is no lambda_vs_madds.png.")
+
+    archs = _architectures(report)
+    drawings: dict[str, str] = {}
+    for key, (config, labels) in archs.items():
+        (out_dir / "arch").mkdir(exist_ok=True)
+        drawings[key] = config.draw()
+        (out_dir / "arch" / f"{key}.txt").write_text(drawings[key] + "\n")
+        save(tree_plot(config, f"{key}: {', '.join(labels)}"), out_dir / "arch" / f"{key}.png")
+    if not archs:
+        notes.append("No architecture JSON on the front rows, so there are no tree drawings.")
+
+    tables = _tables(report)
+    files["markdown"] = out_dir / "report.md"
+    files["markdown"].write_text(_markdown(report, tables, files, archs, drawings, notes))
+    files["html"] = out_dir / "report.html"
+    files["html"].write_text(_html(report, tables, files, archs, drawings, notes))
+    return files
+
+
+def _markdown(report: Report, tables: dict[str, pd.DataFrame], files: dict[str, Path],
+              archs: dict[str, tuple[BranchConfig, list[str]]], drawings: dict[str, str], notes: list[str]) -> str:
+    parts = ["# branchsweep report", "", *_summary_lines(report), ""]
+    parts += ["## Figures", "", f"![Δm vs MAdds]({files['pareto'].name})", ""]
+    if "lambda" in files:
+        parts += [f"![λ vs MAdds]({files['lambda'].name})", ""]
+    for title, table in tables.items():
+        parts += [f"## {title}", "", markdown_table(table), ""]
+    if archs:
+        parts += ["## Architectures on the front", ""]
+        for key, (_, labels) in archs.items():
+            parts += [f"### {key} ({', '.join(labels)})", "", f"![tree](arch/{key}.png)", "", "```",
+                      drawings[key], "```", ""]
+    if notes:
+        parts += ["## Notes", "", *[f"- {n}" for n in notes], ""]
+    return "\n".join(parts)
+
+
+def _styled(table: pd.DataFrame) -> str:
+    def colour(row: pd.Series) -> list[str]:
+        if row.get("front") == "★":
+            return [f"background-color: {_FRONT_COLOUR}"] * len(row)
+        if "status" in row and row["status"] != "ok":
+            return [f"background-color: {_FAILED_COLOUR}"] * len(row)
+        return [""] * len(row)
+
+    styler = table.style.apply(colour, axis=1).hide(axis="index").format(precision=4, na_rep="")
+    return styler.to_html()
+
+
+def _html(report: Report, tables: dict[str, pd.DataFrame], files: dict[str, Path],
+          archs: dict[str, tuple[BranchConfig, list[str]]], drawings: dict[str, str], notes: list[str]) -> str:
+    esc = html.escape
+    body = ["<h1>branchsweep report</h1>", "<ul>"]
+    body += [f"<li>{esc(line[2:]).replace('**', '').replace('`', '')}</li>" for line in _summary_lines(report)]
+    body += ["</ul>", "<p>Front rows are highlighted green, failed trials red.</p>",
+             f'<img src="{esc(files["pareto"].name)}" alt="Δm vs MAdds" style="max-width:900px">']
+    if "lambda" in files:
+        body.append(f'<img src="{esc(files["lambda"].name)}" alt="λ vs MAdds" style="max-width:700px">')
+    for title, table in tables.items():
+        body += [f"<h2>{esc(title)}</h2>", _styled(table)]
+    if archs:
+        body.append("<h2>Architectures on the front</h2>")
+        for key, (_, labels) in archs.items():
+            body += [f"<h3>{esc(key)} ({esc(', '.join(labels))})</h3>",
+                     f'<img src="arch/{esc(key)}.png" alt="tree {esc(key)}">', f"<pre>{esc(drawings[key])}</pre>"]
+    if notes:
+        body += ["<h2>Notes</h2>", "<ul>", *[f"<li>{esc(n)}</li>" for n in notes], "</ul>"]
+    style = "body{font-family:sans-serif;margin:2em} table{border-collapse:collapse} td,th{padding:2px 8px;border-bottom:1px solid #ddd}"
+    return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>branchsweep report</title>'
+            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")

@@ -1,0 +1,82 @@
+"""``branchsweep report``: Δm, Pareto front, tables and figures for a sweep folder or any results table.
+
+Two inputs:
+
+* ``branchsweep report RUN_DIR`` reads ``RUN_DIR/results.parquet`` (or ``results.csv``) written by a
+  sweep and writes ``RUN_DIR/report/``; the sweep's ``metrics.json`` (Δm columns and metric
+  directions) is used when present, flags override it;
+* ``branchsweep report --table FILE.csv --baseline Single --madds-column MAdds`` reads a table that did
+  not come from a sweep (e.g. a paper's, MAdds like ``15.7B``, directions as ``↑``/``↓`` in the
+  headers) and writes ``FILE's folder/report/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from branchsweep.commands._common import csv_list
+from branchsweep.errors import ConfigError
+
+NAME = "report"
+HELP = "Δm, Pareto front over MAdds, tables and plots for a sweep folder (or --table FILE.csv)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", nargs="?", type=Path, help="sweep folder holding results.parquet or results.csv")
+    p.add_argument("--table", type=Path, default=None, help="a results table not from a sweep (CSV or parquet)")
+    p.add_argument("--baseline", default=None,
+                   help="label of the Δm reference row (default for sweeps: the single-task baseline)")
+    p.add_argument("--madds-column", default="MAdds", help="--table: column with MAdds, e.g. 15.7B (default MAdds)")
+    p.add_argument("--label-column", default=None, help="--table: column with row labels (default: the first)")
+    p.add_argument("--metrics", type=csv_list, default=None,
+                   help="comma-separated metric columns for Δm (default: each task's primary metric; "
+                        "--table: every other column)")
+    p.add_argument("--direction", action="append", default=[], metavar="COLUMN=max|min",
+                   help="direction of a metric without a registered one or a ↑/↓ header (repeatable); "
+                        "'*/mse=min' sets it for that metric of every task")
+    p.add_argument("--level", choices=["metric", "task"], default="metric",
+                   help="Δm terms: one per metric (BMTAS tables) or averaged within each task first")
+    p.add_argument("--out", type=Path, default=None, help="report folder (default: RUN_DIR/report or FILE's folder/report)")
+
+
+def _directions(items: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        column, sep, direction = item.rpartition("=")
+        if not sep or not column or direction.strip().lower() not in ("max", "min"):
+            raise ConfigError(f"--direction expects COLUMN=max or COLUMN=min, got {item!r}")
+        out[column] = direction.strip().lower()
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    import analysis
+
+    if (args.run_dir is None) == (args.table is None):
+        raise ConfigError("give either a sweep folder (branchsweep report RUN_DIR) or --table FILE, not both or neither")
+    directions = _directions(args.direction)
+    if args.table is not None:
+        if args.baseline is None:
+            raise ConfigError("--table needs --baseline LABEL (the row Δm is measured against)")
+        results, table_dirs = analysis.load_paper_table(
+            args.table, args.baseline, args.madds_column, label_column=args.label_column,
+            metrics=args.metrics, directions=directions,
+        )
+        report = analysis.build_report(results, baseline=args.baseline, metrics=list(table_dirs),
+                                       directions=table_dirs, level=args.level, source=str(args.table))
+        out = args.out or args.table.parent / "report"
+    else:
+        path = analysis.find_results_file(args.run_dir)
+        primary, recorded = analysis.read_metric_spec(args.run_dir)
+        report = analysis.build_report(analysis.load_results(path), baseline=args.baseline,
+                                       metrics=args.metrics or primary, directions={**recorded, **directions},
+                                       level=args.level, source=str(path))
+        out = args.out or args.run_dir / "report"
+    files = analysis.write_report(report, out)
+    front = report.front
+    print(f"{len(report.results)} trials, {len(front)} on the front, Δm against {report.baseline!r}")
+    for _, row in front.iterrows():
+        print(f"  {str(row['label']):<24} {row['madds'] / 1e9:9.2f} GMAdds  Δm {row['delta_m']:+7.2f} %")
+    print(f"report written to {out}/ ({', '.join(p.name for p in files.values())})")
+    return 0

@@ -1,0 +1,184 @@
+"""``branchsweep report`` on the paper's Table 1 and on a sweep-style results file, plus its errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from analysis_fixtures import FRONTS, TABLES
+
+from branchsweep.arch import BranchConfig
+from branchsweep.cli import main
+
+TASKS = ["semseg", "depth", "normals"]
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_report_on_table1_writes_every_file(tmp_path, capsys):
+    table = tmp_path / "table1.csv"
+    table.write_bytes(TABLES["table1"].read_bytes())
+    code, out, err = run_cli(capsys, "report", "--table", str(table), "--baseline", "Single", "--madds-column", "MAdds")
+    assert code == 0, err
+    report_dir = tmp_path / "report"  # default: the table's folder
+    assert f"report written to {report_dir}" in out
+    for name in ("results.parquet", "report.md", "report.html", "pareto.png"):
+        assert (report_dir / name).stat().st_size > 0, name
+    tidy = pd.read_parquet(report_dir / "results.parquet")
+    assert {"delta_m", "on_front", "delta_m_reported", "madds", "SemSeg"} <= set(tidy.columns)
+    assert set(tidy.loc[tidy["on_front"], "label"]) == FRONTS["table1"]
+    assert tidy["madds"].is_monotonic_increasing
+    md = (report_dir / "report.md").read_text()
+    assert "## Pareto front" in md and "| ★ | C.-S. |" in md and "Norm (↓)" in md
+    assert "no lambda_vs_madds.png" in md
+    html = (report_dir / "report.html").read_text()
+    assert "#d8f3d8" in html and "pareto.png" in html
+
+
+def _sweep_results() -> pd.DataFrame:
+    single = BranchConfig.single(TASKS, 4)
+    shared = BranchConfig.shared(TASKS, 4)
+    branched = BranchConfig.from_op_indices(TASKS, [[0, 0, 0], [0, 0, 0], [0, 1, 1], [0, 1, 2]])
+    rows = [
+        # label, method, baseline, status, madds, mIoU, rmse, mean, lambda, arch
+        ("Single", "single", True, "ok", 3.0e9, 60.0, 0.50, 20.0, None, single),
+        ("Shared", "shared", True, "ok", 1.0e9, 54.0, 0.55, 22.0, None, shared),
+        ("bmtas λ=0.1", "bmtas", False, "ok", 1.5e9, 57.0, 0.52, 21.0, 0.1, branched),
+        ("bmtas λ=0.05", "bmtas", False, "ok", 1.5e9, 57.0, 0.52, 21.0, 0.05, branched),
+        ("bmtas λ=0.01", "bmtas", False, "ok", 2.5e9, 56.0, 0.53, 21.0, 0.01, single),
+        ("ltb seed 3", "ltb", False, "failed", None, None, None, None, None, None),
+    ]
+    return pd.DataFrame({
+        "trial_id": [f"t{i}" for i in range(len(rows))],
+        "label": [r[0] for r in rows],
+        "method": [r[1] for r in rows],
+        "is_baseline": [r[2] for r in rows],
+        "status": [r[3] for r in rows],
+        "madds": [r[4] for r in rows],
+        "params": [1_000_000] * len(rows),
+        "semseg/mIoU": [r[5] for r in rows],
+        "depth/rmse": [r[6] for r in rows],
+        "normals/mean": [r[7] for r in rows],
+        "normals/median": [15.0] * len(rows),
+        "hp/lambda": [r[8] for r in rows],
+        "hp/seed": [0] * len(rows),
+        "arch_hash": [r[9].arch_hash() if r[9] else None for r in rows],
+        "arch_json": [r[9].to_json() if r[9] else None for r in rows],
+        "search_time_s": [1.0] * len(rows),
+        "retrain_time_s": [2.0] * len(rows),
+    })
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_report_on_a_sweep_folder(tmp_path, capsys, fmt):
+    results = _sweep_results()
+    path = tmp_path / f"results.{fmt}"
+    results.to_csv(path, index=False) if fmt == "csv" else results.to_parquet(path, index=False)
+    code, out, err = run_cli(capsys, "report", str(tmp_path))
+    assert code == 0, err
+    report_dir = tmp_path / "report"
+    tidy = pd.read_parquet(report_dir / "results.parquet").set_index("label")
+    # Δm from each task's primary metric (normals/median is ignored), against the 'single' baseline:
+    # (-5 % mIoU, -4 % for +4 % rmse, -5 % for +5 % mean error) / 3.
+    assert tidy.loc["bmtas λ=0.1", "delta_m"] == pytest.approx(-14 / 3)
+    assert tidy.loc["Single", "delta_m"] == 0.0
+    # the failed trial is kept, listed, and not on the front; the two identical bmtas points both are.
+    assert tidy.loc["ltb seed 3", "status"] == "failed" and not tidy.loc["ltb seed 3", "on_front"]
+    assert set(tidy.index[tidy["on_front"]]) == {"Shared", "bmtas λ=0.1", "bmtas λ=0.05", "Single"}
+    md = (report_dir / "report.md").read_text()
+    assert "## Failed trials" in md and "ltb seed 3" in md
+    assert "## Hyperparameters of the front points" in md
+    assert (report_dir / "lambda_vs_madds.png").stat().st_size > 0
+    # one drawing per distinct architecture on the front: single, shared, branched.
+    drawings = sorted(p.stem for p in (report_dir / "arch").glob("*.txt"))
+    assert len(drawings) == 3 and len(list((report_dir / "arch").glob("*.png"))) == 3
+    branched = results.loc[2, "arch_hash"]
+    assert (report_dir / "arch" / f"{branched}.txt").read_text().startswith("L1-L2 [semseg depth normals]")
+    assert "Δm against 'Single'" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["report"], "either a sweep folder"),
+        (["report", "--table", "missing.csv", "--baseline", "Single"], "missing.csv not found"),
+        (["report", "--table", str(TABLES["table1"])], "needs --baseline"),
+        (["report", "--table", str(TABLES["table1"]), "--baseline", "Solo"], "baseline row 'Solo'"),
+        (["report", "--table", str(TABLES["table1"]), "--baseline", "Single", "--direction", "Norm"], "COLUMN=max"),
+        (["report", "nowhere"], "nowhere does not exist"),
+    ],
+)
+def test_mistakes_end_in_one_line(capsys, argv, message):
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_empty_run_folder_and_unknown_metric_direction(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "report", str(tmp_path))
+    assert code == 2 and "results.parquet or results.csv" in err
+    df = pd.DataFrame({"label": ["Single", "m"], "madds": [2, 1], "is_baseline": [True, False],
+                       "method": ["single", "x"], "custom/score": [1.0, 2.0]})
+    df.to_csv(tmp_path / "results.csv", index=False)
+    code, _, err = run_cli(capsys, "report", str(tmp_path))
+    assert code == 2 and "'custom/score' has no direction" in err
+    code, out, err = run_cli(capsys, "report", str(tmp_path), "--direction", "custom/score=max",
+                             "--out", str(tmp_path / "elsewhere"))
+    assert code == 0, err
+    assert (tmp_path / "elsewhere" / "report.md").is_file()
+
+
+def test_installed_analysis_package_does_not_import_torch(tmp_path):
+    # run outside the checkout so the installed package (not the working directory) is imported
+    code = ("import sys, analysis; assert callable(analysis.delta_m), 'analysis installed as a namespace'; "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
+
+
+def test_a_broken_architecture_names_its_trial(tmp_path, capsys):
+    results = _sweep_results()
+    results.loc[1, "arch_json"] = "{not json"
+    results.to_csv(tmp_path / "results.csv", index=False)
+    code, _, err = run_cli(capsys, "report", str(tmp_path))
+    assert code == 2 and "arch_json of trial 't1' (Shared): malformed JSON" in err
+
+
+def test_generic_tasks_take_one_wildcard_direction(tmp_path, capsys):
+    df = pd.DataFrame({"label": ["Single", "m"], "madds": [2e9, 1e9], "is_baseline": [True, False],
+                       "method": ["single", "ltb"], "bent_0/mse": [1.0, 1.1], "sinc_1/mse": [2.0, 2.0]})
+    df.to_csv(tmp_path / "results.csv", index=False)
+    code, _, err = run_cli(capsys, "report", str(tmp_path), "--direction", "*/mse=min")
+    assert code == 0, err
+    tidy = pd.read_parquet(tmp_path / "report" / "results.parquet").set_index("label")
+    assert tidy.loc["m", "delta_m"] == pytest.approx(-5.0)  # (-10 % + 0) / 2
+
+
+def test_a_sweeps_metrics_file_supplies_columns_and_directions(tmp_path, capsys):
+    df = pd.DataFrame({"label": ["Single", "m"], "madds": [2e9, 1e9], "is_baseline": [True, False],
+                       "method": ["single", "ltb"], "Smiling/accuracy": [80.0, 88.0], "Smiling/loss": [0.4, 0.3],
+                       "bent_0/mse": [1.0, 1.1]})
+    df.to_csv(tmp_path / "results.csv", index=False)
+    code, _, err = run_cli(capsys, "report", str(tmp_path))
+    assert code == 2 and "several metric columns" in err  # Smiling has two columns and is not registered
+    (tmp_path / "metrics.json").write_text(
+        '{"primary": ["Smiling/accuracy", "bent_0/mse"], '
+        '"directions": {"Smiling/accuracy": "max", "Smiling/loss": "min", "bent_0/mse": "min"}}'
+    )
+    code, _, err = run_cli(capsys, "report", str(tmp_path))
+    assert code == 0, err
+    tidy = pd.read_parquet(tmp_path / "report" / "results.parquet").set_index("label")
+    assert tidy.loc["m", "delta_m"] == pytest.approx(0.0)  # (+10 % accuracy − 10 % for +10 % mse) / 2
+    # a flag overrides the file
+    code, _, err = run_cli(capsys, "report", str(tmp_path), "--direction", "bent_0/mse=max")
+    assert code == 0, err
+    tidy = pd.read_parquet(tmp_path / "report" / "results.parquet").set_index("label")
+    assert tidy.loc["m", "delta_m"] == pytest.approx(10.0)
+    (tmp_path / "metrics.json").write_text("[1, 2]")
+    code, _, err = run_cli(capsys, "report", str(tmp_path))
+    assert code == 2 and "metrics.json: not a metrics spec" in err
