@@ -1,0 +1,194 @@
+"""The BMTAS supergraph: T candidate copies of every backbone layer, routed per task.
+
+Built from the same :class:`~branchsweep.backbones.BackboneSpec` as the branched network: one shared
+stem, ``T`` non-parameter-sharing copies of each layer (candidate ``j`` of layer ``l`` is
+``spec.layers[l]()``), one head per task, and the architecture parameters ``α`` of shape
+``[L, T tasks, T candidates]`` (zeros). The last BatchNorm of every candidate has no affine
+parameters during the search (BMTAS supplement A: it equalises the scale of the candidates).
+
+Routing computes only what some task needs. The forward pass keeps *streams*: distinct feature
+tensors, each with the tasks reading it. At every layer a candidate is evaluated once per stream
+that needs it (weight non-zero for one of the stream's tasks), never once per task:
+
+* **discrete routing** (``ops``: warm-up, hard samples without architecture gradient): tasks of a
+  stream that pick the same candidate stay one stream, so a sampled architecture costs exactly its
+  branched network (``Σ_l #groups_l`` block evaluations);
+* **weighted routing** (``weights``: relaxed Gumbel-softmax samples or straight-through hard samples):
+  task ``t``'s output is ``Σ_j w[l,t,j] · cand_j(x)`` over its non-zero weights; the candidate outputs
+  are shared by the tasks of a stream, but mixtures differ per task, so after a weighted layer each
+  task has its own stream (unless the weights carry no gradient and the rows are equal).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from branchsweep.backbones import BackboneSpec
+from branchsweep.tasks import Task
+
+_BN = (nn.BatchNorm1d, nn.BatchNorm2d)
+
+
+def strip_last_bn_affine(block: nn.Module) -> bool:
+    """Replace the last BatchNorm (module order) of ``block`` by one with ``affine=False``.
+
+    Returns whether a BatchNorm was found (blocks without one are left as they are).
+    """
+    names = [name for name, m in block.named_modules() if isinstance(m, _BN)]
+    if not names:
+        return False
+    *path, leaf = names[-1].split(".")
+    parent = block.get_submodule(".".join(path))
+    bn = getattr(parent, leaf)
+    plain = type(bn)(bn.num_features, eps=bn.eps, momentum=bn.momentum, affine=False,
+                     track_running_stats=bn.track_running_stats)
+    setattr(parent, leaf, plain)
+    return True
+
+
+def reset_batchnorm_stats(module: nn.Module) -> None:
+    """Reset the running statistics of every BatchNorm in ``module`` (after an architecture change)."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+
+
+class Supergraph(nn.Module):
+    """Stem + ``L × T`` candidate blocks + per-task heads + ``α`` (see the module docstring)."""
+
+    def __init__(self, spec: BackboneSpec, tasks: Sequence[Task], strip_affine: bool = True) -> None:
+        super().__init__()
+        self.spec = spec
+        self.task_names = [t.name for t in tasks]
+        num_tasks = len(tasks)
+        self.stem = spec.stem()
+        self.candidates = nn.ModuleList(
+            nn.ModuleList(spec.layers[layer]() for _ in range(num_tasks)) for layer in range(spec.num_layers)
+        )
+        if strip_affine:
+            for layer in self.candidates:
+                for block in layer:
+                    strip_last_bn_affine(block)
+        self.heads = nn.ModuleDict({t.name: spec.make_head(t) for t in tasks})
+        self.alpha = nn.Parameter(torch.zeros(spec.num_layers, num_tasks, num_tasks))
+        self.evaluations = 0  # candidate block calls, for tests and benchmarks
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.candidates)
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.task_names)
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        """Every trainable parameter except ``α``."""
+        return [p for name, p in self.named_parameters() if name != "alpha" and p.requires_grad]
+
+    def warmup_ops(self) -> torch.Tensor:
+        """Op indices ``[L, T]`` routing task ``t`` through candidate ``t`` everywhere (warm-up)."""
+        return torch.arange(self.num_tasks).expand(self.num_layers, -1).clone()
+
+    def argmax_ops(self) -> torch.Tensor:
+        """The discretised architecture: ``argmax_j α[l, t, j]`` as op indices ``[L, T]``."""
+        return self.alpha.detach().argmax(dim=-1)
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor | None = None, ops: torch.Tensor | None = None,
+                tasks: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+        """Predictions of ``tasks`` (default: all) routed by ``weights`` ``[L,T,T]`` or ``ops`` ``[L,T]``.
+
+        Exactly one of ``weights`` / ``ops`` must be given.
+        """
+        if (weights is None) == (ops is None):
+            raise ValueError("give exactly one of weights (relaxed/straight-through) or ops (discrete)")
+        active = [self.task_names.index(n) for n in (tasks or self.task_names)]
+        out_size = tuple(x.shape[2:]) if x.dim() == 4 else None
+        feats: list[torch.Tensor] = [self.stem(x)]
+        stream_of = {t: 0 for t in active}
+        skips: dict[int, dict[int, torch.Tensor]] = {}
+        ops_list = ops.tolist() if ops is not None else None
+        for layer, blocks in enumerate(self.candidates):
+            cache: dict[tuple[int, int], torch.Tensor] = {}
+
+            def run(stream: int, j: int, blocks: nn.ModuleList = blocks, feats: list[torch.Tensor] = feats,
+                    cache: dict[tuple[int, int], torch.Tensor] = cache) -> torch.Tensor:
+                if (stream, j) not in cache:
+                    cache[(stream, j)] = blocks[j](feats[stream])
+                    self.evaluations += 1
+                return cache[(stream, j)]
+
+            new_feats: list[torch.Tensor] = []
+            new_stream: dict[int, int] = {}
+            keys: dict[tuple, int] = {}
+            for t in active:
+                s = stream_of[t]
+                if ops_list is not None:
+                    key: tuple = (s, ops_list[layer][t])
+                    if key not in keys:
+                        keys[key] = len(new_feats)
+                        new_feats.append(run(s, key[1]))
+                else:
+                    row = weights[layer, t]  # type: ignore[index]
+                    nonzero = torch.nonzero(row.detach()).flatten().tolist()
+                    key = (s, tuple(row.tolist())) if not row.requires_grad else (s, "task", t)
+                    if key not in keys:
+                        keys[key] = len(new_feats)
+                        mix = sum(row[j] * run(s, j) for j in nonzero)
+                        new_feats.append(mix)  # type: ignore[arg-type]
+                new_stream[t] = keys[key]
+            feats, stream_of = new_feats, new_stream
+            if layer in self.spec.skip_layers:
+                skips[layer] = {t: feats[stream_of[t]] for t in active}
+        outputs = {}
+        for t in active:
+            name = self.task_names[t]
+            task_skips = [skips[s][t] for s in self.spec.skip_layers]
+            outputs[name] = self.heads[name](feats[stream_of[t]], task_skips, out_size)
+        return outputs
+
+
+def gumbel_softmax_weights(alpha: torch.Tensor, tau: float, hard: bool = False,
+                           generator: torch.Generator | None = None) -> torch.Tensor:
+    """Gumbel-softmax samples ``softmax((α + g) / τ)`` per layer and task, ``g ~ Gumbel(0, 1)``.
+
+    With ``hard`` the forward value is the one-hot argmax and the gradient that of the relaxed sample
+    (straight-through: ``onehot + soft - sg(soft)``, whose non-selected entries are exactly 0, so the
+    routing runs only the selected candidate).
+    """
+    u = torch.rand(alpha.shape, generator=generator, dtype=alpha.dtype, device=alpha.device)
+    g = -torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7)))
+    soft = torch.softmax((alpha + g) / tau, dim=-1)
+    if not hard:
+        return soft
+    onehot = torch.zeros_like(soft).scatter_(-1, soft.argmax(-1, keepdim=True), 1.0)
+    return onehot + (soft - soft.detach())
+
+
+class NaiveSupergraph(Supergraph):
+    """Reference routing that evaluates all T candidates for every task at every layer (benchmarks).
+
+    Same parameters and same outputs as :class:`Supergraph`; only the amount of computation differs.
+    """
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor | None = None, ops: torch.Tensor | None = None,
+                tasks: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+        if weights is None:
+            weights = torch.nn.functional.one_hot(ops, self.num_tasks).to(x.dtype)  # type: ignore[arg-type]
+        out_size = tuple(x.shape[2:]) if x.dim() == 4 else None
+        stem = self.stem(x)
+        outputs = {}
+        for t, name in enumerate(self.task_names):
+            if tasks is not None and name not in tasks:
+                continue
+            h, skips = stem, []
+            for layer, blocks in enumerate(self.candidates):
+                outs = [blk(h) for blk in blocks]
+                self.evaluations += len(outs)
+                h = sum(weights[layer, t, j] * o for j, o in enumerate(outs))
+                if layer in self.spec.skip_layers:
+                    skips.append(h)
+            outputs[name] = self.heads[name](h, skips, out_size)
+        return outputs

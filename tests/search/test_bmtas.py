@@ -1,0 +1,142 @@
+"""BMTAS search: config mapping, resume == uninterrupted, warm-up cache, λ → MAdds on synthetic-dense."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+
+from branchsweep.arch import BranchConfig
+from branchsweep.backbones import create_backbone
+from branchsweep.config import DataConfig, from_mapping
+from branchsweep.data import create_data
+from branchsweep.errors import BranchsweepError, ConfigError
+from branchsweep.search import SEARCH_METHODS, SearchContext
+from branchsweep.search.bmtas import CHECKPOINT_NAME, BMTASConfig, bmtas_search, warmup_key
+
+TASKS = ["semseg", "sal", "depth", "normals"]
+
+
+@pytest.fixture(scope="module")
+def data():
+    return create_data(DataConfig(dataset="synthetic-dense", size=16, train_samples=40, val_samples=8, seed=0))
+
+
+def context(data, out, tasks=TASKS, **kw) -> SearchContext:
+    spec = create_backbone("mobilenet_v2", width=0.1, input_size=16)
+    return SearchContext(data=data, spec=spec, tasks=data.select_tasks(tasks), out_dir=out, progress=False,
+                         cache_dir=out.parent / "cache", **kw)
+
+
+def tiny(**kw) -> BMTASConfig:
+    base = dict(iterations=6, warmup_iterations=2, batch_size=4, hard=True, weight_steps_per_arch=2,
+                checkpoint_every=0)
+    base.update(kw)
+    return from_mapping(BMTASConfig, base)
+
+
+def test_registered_with_paper_defaults():
+    method = SEARCH_METHODS.get("bmtas")
+    parser = argparse.ArgumentParser()
+    method.add_arguments(parser.add_argument_group("bmtas"))
+    args = parser.parse_args(["--lambda", "0.02"])
+    args.schedule = args.tau0 = args.iterations = None
+    cfg = method.config_from_args(args)
+    assert cfg.lam == 0.02 and (cfg.schedule, cfg.tau0, cfg.tau1) == ("linear", 5.0, 0.1)
+    assert (cfg.arch_lr, cfg.arch_weight_decay, cfg.lr, cfg.momentum, cfg.weight_decay) == (0.01, 5e-5, 0.005, 0.9, 1e-4)
+    assert not cfg.hard and cfg.resource_mode == "absolute"
+    args.schedule, args.tau0 = "cosine", 2.0
+    assert method.config_from_args(args).schedule == "cosine"
+
+
+@pytest.mark.parametrize("bad,match", [
+    ({"lam": -1.0}, "lambda"), ({"resource_mode": "gflops"}, "resource-mode"), ({"schedule": "linaer"}, "linear"),
+    ({"tau0": 0.0}, "temperatures"), ({"arch_fraction": 1.5}, "arch-fraction"), ({"iterations": 0}, "iterations"),
+])
+def test_config_errors(bad, match):
+    with pytest.raises(BranchsweepError, match=match):
+        from_mapping(BMTASConfig, bad)
+    with pytest.raises(ConfigError, match="unknown option"):
+        from_mapping(BMTASConfig, {"lambda": 1.0})
+
+
+def test_search_exports_config_and_log(data, tmp_path):
+    ctx = context(data, tmp_path / "run")
+    result = bmtas_search(tiny(lam=0.1), ctx)
+    saved = BranchConfig.load(tmp_path / "run" / "branch_config.json")
+    assert saved == result.config and list(saved.tasks) == TASKS
+    lines = [json.loads(line) for line in result.log_path.read_text().splitlines()]
+    assert lines[0]["event"] == "start" and lines[0]["estimator"] == "exact"
+    arch = [e for e in lines if e.get("phase") == "arch"]
+    assert len(arch) == 3 and all(len(e["alpha"]) == 18 for e in arch)
+    assert [e["tau"] for e in arch] == sorted((e["tau"] for e in arch), reverse=True)
+    assert set(arch[0]["task_losses"]) == set(TASKS) and arch[0]["expected_madds"] > 0
+    assert lines[-1]["event"] == "end" and lines[-1]["madds"] == result.info["madds"]
+
+
+def test_resumed_search_equals_uninterrupted(data, tmp_path):
+    cfg = tiny(lam=0.5, hard=False, iterations=4)
+    full = bmtas_search(cfg, context(data, tmp_path / "full"))
+    ctx = context(data, tmp_path / "parts")
+    assert bmtas_search(cfg, ctx, stop_at=2) is None
+    assert (tmp_path / "parts" / CHECKPOINT_NAME).is_file()
+    ctx.resume = True
+    resumed = bmtas_search(cfg, ctx)
+    a = torch.load(tmp_path / "full" / CHECKPOINT_NAME, weights_only=True)
+    b = torch.load(tmp_path / "parts" / CHECKPOINT_NAME, weights_only=True)
+    for key, value in a["model"].items():
+        torch.testing.assert_close(b["model"][key], value, rtol=0, atol=0, msg=key)
+    assert resumed.config == full.config
+    drop = ("config", "warmup_cache")
+    strip = [{k: v for k, v in e.items() if k not in drop} for e in a["log"]]
+    assert strip == [{k: v for k, v in e.items() if k not in drop} for e in b["log"]]
+
+
+def test_resume_without_checkpoint_is_a_config_error(data, tmp_path):
+    with pytest.raises(ConfigError, match="no BMTAS checkpoint"):
+        bmtas_search(tiny(), context(data, tmp_path / "empty", resume=True))
+
+
+def test_warmup_cache_is_shared_across_lambdas(data, tmp_path):
+    cache = tmp_path / "warm"
+    ctx = context(data, tmp_path / "a")
+    bmtas_search(tiny(lam=0.0, warmup_cache=str(cache), iterations=2), ctx)
+    files = list(cache.iterdir())
+    assert len(files) == 1
+    before = files[0].stat().st_mtime_ns
+    result = bmtas_search(tiny(lam=5.0, schedule="cosine", warmup_cache=str(cache), iterations=2),
+                          context(data, tmp_path / "b"))
+    assert list(cache.iterdir()) == files and files[0].stat().st_mtime_ns == before
+    start = json.loads(result.log_path.read_text().splitlines()[0])
+    assert start["warmup_cache"] == str(files[0])
+    # the key follows what the warm-up depends on, not λ or the schedule
+    assert warmup_key(ctx, tiny(lam=1.0)) == warmup_key(ctx, tiny(lam=2.0, schedule="cosine"))
+    assert warmup_key(ctx, tiny()) != warmup_key(ctx, tiny(warmup_iterations=3))
+    assert warmup_key(ctx, tiny()) != warmup_key(context(data, tmp_path / "c", seed=1), tiny())
+
+
+def test_too_small_training_set(data, tmp_path):
+    with pytest.raises(ConfigError, match="too small"):
+        bmtas_search(tiny(batch_size=16), context(data, tmp_path / "x"))
+
+
+@pytest.mark.slow
+def test_lambda_grid_trades_madds_and_groups_related_tasks(data, tmp_path):
+    """Growing λ never raises the exported MAdds: λ = 0 keeps one route per task, a large λ shares the
+    first layers, and the object-layout pair (semseg, sal) stays together longer than unrelated pairs."""
+    madds, configs = [], []
+    for lam in (0.0, 2.0, 50.0):
+        cfg = tiny(lam=lam, resource_mode="normalized", iterations=60, warmup_iterations=20, batch_size=8,
+                   arch_lr=0.15, weight_steps_per_arch=1, warmup_cache=str(tmp_path / "warm"))
+        result = bmtas_search(cfg, context(data, tmp_path / f"lam{lam}", seed=0))
+        madds.append(result.info["madds"])
+        configs.append(result.config)
+    assert madds == sorted(madds, reverse=True) and madds[-1] < madds[0]
+    assert configs[0].num_groups(17) == len(TASKS)
+    assert configs[-1].num_groups(0) == 1
+    depth = {(a, b): configs[-1].branch_layer(a, b) for a in TASKS for b in TASKS if a < b}
+    depth = {k: 18 if v is None else v for k, v in depth.items()}
+    unrelated = [v for (a, b), v in depth.items() if {a, b} & {"semseg", "sal"} and {a, b} & {"depth", "normals"}]
+    assert depth[("sal", "semseg")] > max(unrelated)

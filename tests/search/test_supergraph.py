@@ -1,0 +1,120 @@
+"""Supergraph routing: same outputs as the naive all-candidates graph, with fewer block evaluations."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import tasks_for, tiny_backbone
+from torch import nn
+
+from branchsweep.arch import BranchConfig
+from branchsweep.search.supergraph import (
+    NaiveSupergraph,
+    Supergraph,
+    gumbel_softmax_weights,
+    reset_batchnorm_stats,
+    strip_last_bn_affine,
+)
+
+
+def pair(name: str, n: int = 3):
+    spec = tiny_backbone(name, size=32)
+    tasks = tasks_for(spec, n)
+    torch.manual_seed(0)
+    fast = Supergraph(spec, tasks).eval()
+    torch.manual_seed(0)
+    naive = NaiveSupergraph(spec, tasks).eval()
+    x = spec.example_input(2).normal_(generator=torch.Generator().manual_seed(1))
+    return spec, fast, naive, x
+
+
+@pytest.mark.parametrize("backbone", ["mobilenet_v2", "mlp"])
+def test_structure(backbone):
+    spec, sg, _, _ = pair(backbone)
+    assert sg.alpha.shape == (spec.num_layers, 3, 3)
+    assert torch.count_nonzero(sg.alpha) == 0
+    assert all(len(layer) == 3 for layer in sg.candidates)
+    # copies share no parameters
+    assert sg.candidates[0][0] is not sg.candidates[0][1]
+    p0 = next(sg.candidates[0][0].parameters())
+    assert all(p0 is not p for p in sg.candidates[0][1].parameters())
+    assert sg.alpha not in set(sg.weight_parameters())
+
+
+def test_last_batchnorm_loses_affine_only():
+    block = nn.Sequential(nn.Conv2d(2, 2, 1), nn.BatchNorm2d(2), nn.Sequential(nn.Conv2d(2, 2, 1), nn.BatchNorm2d(2)))
+    assert strip_last_bn_affine(block)
+    assert block[1].affine and not block[2][1].affine
+    assert not strip_last_bn_affine(nn.Linear(2, 2))
+    _, sg, _, _ = pair("mobilenet_v2")
+    for layer in sg.candidates:
+        for cand in layer:
+            bns = [m for m in cand.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+            assert not bns or not bns[-1].affine
+
+
+@pytest.mark.parametrize("backbone", ["mobilenet_v2", "mlp"])
+@pytest.mark.parametrize("hard", [False, True])
+def test_same_outputs_as_naive_with_fewer_evaluations(backbone, hard):
+    spec, fast, naive, x = pair(backbone)
+    w = gumbel_softmax_weights(fast.alpha, tau=1.0, hard=hard, generator=torch.Generator().manual_seed(2))
+    a, b = fast(x, weights=w), naive(x, weights=w)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
+    L, T = spec.num_layers, 3
+    assert naive.evaluations == L * T * T
+    if hard:  # only the selected candidate per task (once per shared input at layer 1)
+        assert fast.evaluations <= L * T
+    else:  # the stem output is shared: layer 1 runs each candidate once
+        assert fast.evaluations == T + (L - 1) * T * T
+
+
+def test_straight_through_gradient_reaches_alpha_of_the_task_only():
+    spec, sg, _, x = pair("mlp")
+    w = gumbel_softmax_weights(sg.alpha, tau=1.0, hard=True, generator=torch.Generator().manual_seed(0))
+    out = sg(x, weights=w, tasks=["r1"])
+    assert list(out) == ["r1"]
+    out["r1"].sum().backward()
+    assert sg.alpha.grad[:, 1].abs().sum() > 0
+    assert sg.alpha.grad[:, [0, 2]].abs().sum() == 0
+
+
+def test_discrete_routing_costs_the_branched_network():
+    spec, sg, _, x = pair("mobilenet_v2")
+    ops = torch.zeros(spec.num_layers, 3, dtype=torch.long)
+    ops[5:, 2] = 1
+    ops[10:, 1] = 2
+    sg(x, ops=ops)
+    cfg = BranchConfig.from_op_indices(sg.task_names, ops.tolist())
+    assert sg.evaluations == sum(cfg.num_groups(layer) for layer in range(cfg.num_layers))
+    sg.evaluations = 0
+    sg(x, ops=sg.warmup_ops())
+    assert sg.evaluations == spec.num_layers * 3
+
+
+def test_warmup_routing_trains_candidate_t_on_task_t_only():
+    spec, sg, _, x = pair("mlp")
+    out = sg.train()(x, ops=sg.warmup_ops())
+    out["r0"].sum().backward()
+    for layer in sg.candidates:
+        assert all(p.grad is not None for p in layer[0].parameters())
+        assert all(p.grad is None for j in (1, 2) for p in layer[j].parameters())
+
+
+def test_zero_weights_skip_candidates_and_bad_arguments():
+    spec, sg, _, x = pair("mlp")
+    w = torch.zeros(spec.num_layers, 3, 3)
+    w[:, :, 1] = 1.0
+    sg(x, weights=w)
+    assert sg.evaluations == spec.num_layers  # detached equal rows: tasks stay one stream
+    with pytest.raises(ValueError, match="exactly one"):
+        sg(x)
+
+
+def test_reset_batchnorm_stats():
+    _, sg, _, x = pair("mobilenet_v2")
+    sg.train()(x, ops=sg.warmup_ops())
+    bn = next(m for m in sg.modules() if isinstance(m, nn.BatchNorm2d))
+    assert bn.num_batches_tracked > 0
+    reset_batchnorm_stats(sg)
+    assert bn.num_batches_tracked == 0 and torch.all(bn.running_var == 1)
