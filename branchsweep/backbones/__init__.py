@@ -6,6 +6,7 @@ import inspect
 from collections.abc import Callable
 
 from branchsweep.backbones.base import BackboneSpec, fresh_copy
+from branchsweep.backbones.celeba import celeba_deep_wide, celeba_vgg
 from branchsweep.backbones.mlp import mlp
 from branchsweep.backbones.mobilenet import mobilenet_v2
 from branchsweep.backbones.resnet import resnet50
@@ -16,6 +17,8 @@ BACKBONES: Registry[Callable[..., BackboneSpec]] = Registry("backbone")
 BACKBONES.register("mlp", mlp)
 BACKBONES.register("mobilenet_v2", mobilenet_v2)
 BACKBONES.register("resnet50", resnet50)
+BACKBONES.register("celeba_vgg", celeba_vgg)
+BACKBONES.register("celeba_deep_wide", celeba_deep_wide)
 
 
 def create_backbone(name: str, **kwargs) -> BackboneSpec:

@@ -1,0 +1,439 @@
+"""Learning to Branch (Guo, Lee & Ulbricht, ICML 2020): tree-structured branching blocks.
+
+Layer ``l`` of the backbone has ``J_l`` *child nodes*, each an independent copy of the backbone's layer
+``l``. Child ``j`` of layer ``l`` holds logits ``α_{l,j} ∈ R^{J_{l-1}}`` of a categorical distribution over
+the nodes of layer ``l-1`` (its parents; the nodes of the first layer all read the stem output). The
+last layer has exactly one node per task, node ``t`` feeding task ``t``'s head.
+
+Training (Sections 3.2–3.3):
+
+* **hard forward** (Eq. 4): every forward pass, each child draws ``i* = argmax_i(α_{l,j,i} + ε_i)``
+  with Gumbel noise ``ε`` and receives exactly the output ``y_{i*}`` of that parent;
+* **soft backward** (Eq. 5): the gradient flows as if the input were ``Σ_i d̃_i y_i`` with the
+  Gumbel-softmax ``d̃ = softmax((α + ε) / τ)``, so every parent's logit gets a gradient. We compute
+  ``x = y_{i*} + Σ_i (d̃_i − stopgrad(d̃_i)) y_i``: its value is ``y_{i*}`` *exactly* (the correction is a
+  sum of exact zeros), its gradient w.r.t. ``α`` is the relaxed one and w.r.t. ``y_i`` the one-hot one;
+* the temperature follows a named schedule of :mod:`branchsweep.search.schedules` (paper, synthetic:
+  ``inverse_sqrt`` from 50; CelebA: ``inverse`` from 10 counted in epochs, ``--tau-unit epoch``);
+* during the warm-up the logits are not updated (the children still sample, uniformly, so every copy
+  of every layer is trained); weights and logits have separate Adam optimisers and learning rates.
+
+Selection (Eq. 7): ``argmax_i α_{l,j,i}`` without noise, nodes no task path reaches are pruned, and the
+tree is exported with :meth:`BranchConfig.from_parents` to ``branch_config.json``, next to the search log
+``search_log.jsonl`` (temperature, losses and every child's parent probabilities over time).
+
+Logits instead of probabilities: the paper stores probabilities ``θ`` and uses ``log θ`` (Eq. 4) with a
+learning rate of 1e-7 on the synthetic data. We learn the logits ``α = log θ`` (up to a constant) with
+Adam, whose step is ~``lr`` in logit units whatever the gradient scale; 1e-7 would not move them at all.
+The default ``--arch-lr 0.01`` lets a logit move by ~10 over 1000 post-warm-up steps, enough to make a
+decision, without deciding in the first few steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from branchsweep.arch import BranchConfig
+from branchsweep.backbones import BackboneSpec
+from branchsweep.config import from_mapping, to_dict
+from branchsweep.errors import ConfigError
+from branchsweep.search.base import SEARCH_METHODS, SearchContext, SearchMethod, SearchResult
+from branchsweep.search.schedules import make_schedule
+from branchsweep.tasks import Task
+
+CHECKPOINT = "ltb_checkpoint.pt"
+LOG = "search_log.jsonl"
+
+
+# ---------------------------------------------------------------------------------------------- config
+@dataclass
+class LTBConfig:
+    """Learning-to-Branch search settings; defaults are the paper's synthetic setting (Section 4.1).
+
+    ``child_nodes``: nodes per backbone layer; ``"T"`` (or None for the whole list: ``[3, …, 3, T]``)
+    stands for the number of tasks. ``warmup_iterations`` None means 10% of ``iterations`` (the paper's
+    50 of 500 epochs). ``tau_unit``: the schedule's step counts iterations or epochs.
+    """
+
+    child_nodes: list[int | str] | None = None
+    iterations: int = 1500
+    warmup_iterations: int | None = None
+    batch_size: int = 100
+    lr: float = 1e-3
+    arch_lr: float = 0.01
+    weight_decay: float = 0.0
+    schedule: str = "inverse_sqrt"
+    tau0: float = 50.0
+    tau1: float | None = None
+    tau_unit: str = "iteration"
+    log_every: int = 0
+    checkpoint_every: int = 0
+
+    def validate(self) -> None:
+        for name in ("iterations", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"ltb: --{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.warmup_iterations is not None and not 0 <= self.warmup_iterations < self.iterations:
+            raise ConfigError(
+                f"ltb: --warmup-iterations must be in [0, iterations={self.iterations}), got {self.warmup_iterations}"
+            )
+        for name in ("lr", "arch_lr", "tau0"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"ltb: --{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+        if self.weight_decay < 0 or self.log_every < 0 or self.checkpoint_every < 0:
+            raise ConfigError("ltb: --weight-decay, --log-every and --checkpoint-every must be >= 0")
+        if self.tau_unit not in ("iteration", "epoch"):
+            raise ConfigError(f"ltb: --tau-unit must be 'iteration' or 'epoch', got {self.tau_unit!r}")
+        make_schedule(self.schedule, self.tau0, self.tau1)
+        if self.child_nodes is not None:
+            for c in self.child_nodes:
+                if c != "T" and (isinstance(c, bool) or not isinstance(c, int) or c < 1):
+                    raise ConfigError(f"ltb: --child-nodes entries must be positive integers or T, got {c!r}")
+
+    @property
+    def warmup(self) -> int:
+        return self.iterations // 10 if self.warmup_iterations is None else self.warmup_iterations
+
+
+def resolve_child_nodes(child_nodes: Sequence[int | str] | None, num_layers: int, num_tasks: int) -> list[int]:
+    """Child-node counts per layer, checked against the backbone depth and the task count.
+
+    >>> resolve_child_nodes([3, 3, 3, "T"], 4, 15)
+    [3, 3, 3, 15]
+    >>> resolve_child_nodes(None, 3, 5)
+    [3, 3, 5]
+    """
+    if child_nodes is None:
+        child_nodes = [3] * (num_layers - 1) + ["T"]
+    counts = [num_tasks if c == "T" else int(c) for c in child_nodes]
+    if len(counts) != num_layers:
+        raise ConfigError(
+            f"--child-nodes has {len(counts)} entries but the backbone has {num_layers} branchable layers"
+        )
+    if any(c < 1 for c in counts):
+        raise ConfigError(f"--child-nodes entries must be >= 1, got {counts}")
+    if counts[-1] != num_tasks:
+        raise ConfigError(
+            f"--child-nodes: the last layer needs one node per task ({num_tasks}), got {counts[-1]} (use T)"
+        )
+    return counts
+
+
+def parse_child_nodes(text: str) -> list[int | str]:
+    """``"2,4,8,16,T"`` -> ``[2, 4, 8, 16, "T"]`` (argparse type)."""
+    out: list[int | str] = []
+    for item in (t.strip() for t in text.split(",")):
+        if item.upper() == "T":
+            out.append("T")
+            continue
+        try:
+            out.append(int(item))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--child-nodes expects integers or T, got {item!r}") from None
+    return out
+
+
+# --------------------------------------------------------------------------------------------- network
+def straight_through_select(
+    parents: Sequence[torch.Tensor], logits: torch.Tensor, tau: float, generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, int]:
+    """Hard-forward / soft-backward parent selection (Eq. 4 and 5).
+
+    ``d̃ = softmax((α + ε)/τ)``, ``i* = argmax(α + ε)``; returns ``y_{i*} + Σ_i (d̃_i − sg(d̃_i)) y_i`` and
+    ``i*``. The value equals ``parents[i*]`` bit for bit; ``∂/∂α`` is the Gumbel-softmax gradient.
+
+    >>> y = [torch.ones(2), 2 * torch.ones(2)]
+    >>> x, i = straight_through_select(y, torch.tensor([0.0, 50.0]), tau=1.0)
+    >>> i, x.tolist()
+    (1, [2.0, 2.0])
+    """
+    u = torch.rand(logits.shape, generator=generator, device="cpu").to(logits.device)
+    exponential = -torch.log(u.clamp_min(1e-20))
+    gumbel = -torch.log(exponential.clamp_min(1e-20))
+    scores = logits + gumbel
+    index = int(scores.argmax())
+    soft = F.softmax(scores / tau, dim=0)
+    delta = soft - soft.detach()  # exact zeros in value, the relaxed gradient in the backward pass
+    correction = sum(delta[i] * y for i, y in enumerate(parents))
+    return parents[index] + correction, index
+
+
+class BranchingNetwork(nn.Module):
+    """All child nodes of all layers plus one head per task (see the module docstring).
+
+    ``nodes[l][j]``: child ``j`` of layer ``l``; ``logits[l]``: ``[J_l, J_{l-1}]`` (layer 0: ``[J_0, 1]``,
+    unused). In training mode children sample their parent (Eq. 4/5); in eval mode they take the
+    argmax without noise (Eq. 7). ``last_choice`` records the parents used by the last forward pass.
+    """
+
+    def __init__(self, spec: BackboneSpec, tasks: Sequence[Task], child_nodes: Sequence[int]) -> None:
+        super().__init__()
+        counts = resolve_child_nodes(list(child_nodes), spec.num_layers, len(tasks))
+        self.spec = spec
+        self.task_names = [t.name for t in tasks]
+        self.counts = counts
+        self.stem = spec.stem()
+        self.nodes = nn.ModuleList(nn.ModuleList(spec.layers[layer]() for _ in range(c)) for layer, c in enumerate(counts))
+        self.logits = nn.ParameterList(
+            nn.Parameter(torch.zeros(c, 1 if layer == 0 else counts[layer - 1])) for layer, c in enumerate(counts)
+        )
+        self.heads = nn.ModuleDict({t.name: spec.make_head(t) for t in tasks})
+        self.tau = 1.0
+        self.generator: torch.Generator | None = None
+        self.last_choice: list[list[int]] = []
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch = {id(p) for p in self.logits}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return list(self.logits)
+
+    def probabilities(self) -> list[torch.Tensor]:
+        """``softmax(α)`` per layer (row ``j``: child ``j``'s distribution over its parents)."""
+        return [F.softmax(a.detach(), dim=1) for a in self.logits]
+
+    def selected_parents(self) -> list[list[int]]:
+        """Eq. 7: every child's most probable parent (layer 0: the stem, index 0)."""
+        return [[0] * self.counts[0]] + [a.detach().argmax(dim=1).tolist() for a in list(self.logits)[1:]]
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out_size = tuple(x.shape[2:]) if x.dim() == 4 else None
+        stem = self.stem(x)
+        outs: list[torch.Tensor] = [node(stem) for node in self.nodes[0]]
+        choice: list[list[int]] = [[0] * self.counts[0]]
+        history = [outs]
+        for layer in range(1, len(self.counts)):
+            row, new = [], []
+            for j, node in enumerate(self.nodes[layer]):
+                if self.training:
+                    inp, i = straight_through_select(outs, self.logits[layer][j], self.tau, generator=self.generator)
+                else:
+                    i = int(self.logits[layer][j].argmax())
+                    inp = outs[i]
+                row.append(i)
+                new.append(node(inp))
+            choice.append(row)
+            outs = new
+            history.append(outs)
+        self.last_choice = choice
+        results = {}
+        for t, name in enumerate(self.task_names):
+            node, skips = t, {}
+            for layer in range(len(self.counts) - 1, -1, -1):  # walk task t's sampled path up to the stem
+                if layer in self.spec.skip_layers:
+                    skips[layer] = history[layer][node]
+                node = choice[layer][node]
+            results[name] = self.heads[name](outs[t], [skips[s] for s in self.spec.skip_layers], out_size)
+        return results
+
+    def export(self) -> BranchConfig:
+        """The selected tree (Eq. 7) with unreached nodes pruned."""
+        return BranchConfig.from_parents(self.task_names, self.selected_parents())
+
+
+# ---------------------------------------------------------------------------------------------- search
+def _loss(outputs: dict[str, torch.Tensor], batch: dict, tasks: Sequence[Task]) -> tuple[torch.Tensor, dict]:
+    total: torch.Tensor | float = 0.0
+    parts = {}
+    for task in tasks:
+        loss = task.loss(outputs[task.name], batch[task.name])
+        parts[task.name] = float(loss.detach())
+        total = total + task.weight * loss
+    return total, parts  # type: ignore[return-value]
+
+
+def _val_loss(model: BranchingNetwork, dataset, tasks: Sequence[Task], device: torch.device, batch_size: int) -> float:
+    """Mean total loss of the argmax architecture (Eq. 7) on the validation split."""
+    from torch.utils.data import DataLoader
+
+    model.eval()
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for batch in DataLoader(dataset, batch_size=batch_size):
+            batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+            loss, _ = _loss(model(batch["image"]), batch, tasks)
+            bs = batch["image"].shape[0]
+            total, n = total + float(loss) * bs, n + bs
+    model.train()
+    return total / max(n, 1)
+
+
+def run_search(cfg: LTBConfig, ctx: SearchContext) -> SearchResult:
+    """Train weights and branching distributions jointly, export the argmax tree (module docstring)."""
+    from branchsweep.train import epoch_batches, resolve_device
+
+    start = time.perf_counter()
+    device = resolve_device(ctx.device)
+    tasks = list(ctx.tasks)
+    counts = resolve_child_nodes(cfg.child_nodes, ctx.spec.num_layers, len(tasks))
+    torch.manual_seed(ctx.seed)
+    model = BranchingNetwork(ctx.spec, tasks, counts).to(device)
+    model.generator = torch.Generator().manual_seed(ctx.seed + 7919)
+    w_opt = torch.optim.Adam(model.weight_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    a_opt = torch.optim.Adam(model.arch_parameters(), lr=cfg.arch_lr)
+    schedule = make_schedule(cfg.schedule, cfg.tau0, cfg.tau1)
+    train_set = ctx.data.split("train", train=True)
+    per_epoch = max(1, len(train_set) // cfg.batch_size)
+    out_dir = Path(ctx.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path, log_path = out_dir / CHECKPOINT, out_dir / LOG
+    log_every = cfg.log_every or max(1, cfg.iterations // 100)
+    it0, records = 0, []
+    if ctx.resume and not ckpt_path.exists():
+        raise ConfigError(f"--resume: no checkpoint {ckpt_path} to continue from")
+    if ctx.resume:
+        try:
+            state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise ConfigError(f"--resume: cannot read checkpoint {ckpt_path}: {err}") from None
+        if state["child_nodes"] != counts or state["tasks"] != model.task_names:
+            raise ConfigError(f"{ckpt_path}: checkpoint is for other child nodes or tasks; use a new --out")
+        model.load_state_dict(state["model"])
+        w_opt.load_state_dict(state["w_opt"])
+        a_opt.load_state_dict(state["a_opt"])
+        model.generator.set_state(state["gumbel_rng"])
+        torch.set_rng_state(state["rng"])
+        it0, records = state["iteration"], state["records"]
+    total_steps = cfg.iterations if cfg.tau_unit == "iteration" else cfg.iterations / per_epoch
+    batches = epoch_batches(train_set, cfg.batch_size, ctx.seed, start_iteration=it0)
+    model.train()
+    progress = None
+    if ctx.progress:
+        from tqdm import tqdm
+
+        progress = tqdm(total=cfg.iterations, initial=it0, desc="ltb search", leave=False)
+    for it in range(it0, cfg.iterations):
+        step = it if cfg.tau_unit == "iteration" else it // per_epoch
+        model.tau = schedule(step, total_steps)
+        batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in next(batches).items()}
+        loss, parts = _loss(model(batch["image"]), batch, tasks)
+        if not torch.isfinite(loss):
+            raise ConfigError(f"ltb: the search loss became {float(loss.detach())} at iteration {it}; lower --lr or --arch-lr")
+        w_opt.zero_grad(set_to_none=True)
+        a_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        w_opt.step()
+        if it >= cfg.warmup:
+            a_opt.step()
+        if progress is not None:
+            progress.update(1)
+        if (it + 1) % log_every == 0 or it + 1 == cfg.iterations:
+            records.append({
+                "iteration": it + 1, "epoch": (it + 1) / per_epoch, "tau": model.tau, "warmup": it < cfg.warmup,
+                "loss": float(loss.detach()), "task_losses": parts,
+                "probabilities": [p.tolist() for p in model.probabilities()[1:]],
+            })
+        if cfg.checkpoint_every and (it + 1) % cfg.checkpoint_every == 0 and it + 1 < cfg.iterations:
+            _save_checkpoint(ckpt_path, model, w_opt, a_opt, it + 1, records, counts)
+    if progress is not None:
+        progress.close()
+    val_loss = _val_loss(model, ctx.data.split("val", train=False), tasks, device, max(cfg.batch_size, 64))
+    config = model.export()
+    config.save(out_dir / "branch_config.json")
+    header = {"method": "ltb", "config": to_dict(cfg), "child_nodes": counts, "tasks": model.task_names,
+              "layer_names": list(ctx.spec.layer_names), "seed": ctx.seed}
+    summary = {"final": True, "val_loss": val_loss, "parents": model.selected_parents(),
+               "probabilities": [p.tolist() for p in model.probabilities()[1:]],
+               "branch_config": config.to_dict(), "arch_hash": config.arch_hash()}
+    with log_path.open("w") as f:
+        for rec in [{"header": header}, *records, summary]:
+            f.write(json.dumps(rec) + "\n")
+    _save_checkpoint(ckpt_path, model, w_opt, a_opt, cfg.iterations, records, counts)
+    return SearchResult(config=config, log_path=log_path, wall_time_s=time.perf_counter() - start,
+                        info={"val_loss": val_loss, "child_nodes": counts, "parents": model.selected_parents()})
+
+
+def _save_checkpoint(path: Path, model: BranchingNetwork, w_opt, a_opt, iteration: int, records: list,
+                     counts: list[int]) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "w_opt": w_opt.state_dict(), "a_opt": a_opt.state_dict(),
+                "iteration": iteration, "records": records, "child_nodes": counts, "tasks": model.task_names,
+                "rng": torch.get_rng_state(), "gumbel_rng": model.generator.get_state()}, tmp)
+    tmp.replace(path)
+
+
+# ----------------------------------------------------------------------------------------- grouping
+def leaf_groups(config: BranchConfig) -> list[int]:
+    """Per task, the index of its group in the last *shared* layer (the 'leaf branch' of Figure 3).
+
+    The last layer of a Learning-to-Branch tree has one node per task, so tasks are grouped by the
+    layer before it (or by the last layer when the tree has a single layer).
+    """
+    layer = max(0, config.num_layers - 2)
+    return [config.group_of(layer, t) for t in range(config.num_tasks)]
+
+
+def adjusted_rand_index(a: Sequence[int], b: Sequence[int]) -> float:
+    """Adjusted Rand index of two labelings (Hubert & Arabie 1985): 1 identical, ~0 chance level.
+
+    ``ARI = (Σ_ij C(n_ij,2) − E) / (½(Σ_i C(a_i,2) + Σ_j C(b_j,2)) − E)`` with ``E = Σ_i C(a_i,2) Σ_j C(b_j,2) / C(n,2)``,
+    ``n_ij`` the contingency table and ``a_i``, ``b_j`` its marginals; 1.0 when both labelings are
+    trivial (all in one group, or all apart) and equal.
+
+    >>> adjusted_rand_index([0, 0, 1, 1], [5, 5, 7, 7])
+    1.0
+    >>> round(adjusted_rand_index([0, 0, 1, 1], [0, 1, 0, 1]), 3)
+    -0.5
+    """
+    if len(a) != len(b):
+        raise ValueError("labelings differ in length")
+    _, ia = np.unique(np.asarray(a), return_inverse=True)
+    _, ib = np.unique(np.asarray(b), return_inverse=True)
+    table = np.zeros((ia.max() + 1, ib.max() + 1), dtype=np.int64)
+    np.add.at(table, (ia, ib), 1)
+
+    def pairs(x: np.ndarray) -> float:
+        return float((x * (x - 1) // 2).sum())
+
+    index, sa, sb = pairs(table), pairs(table.sum(1)), pairs(table.sum(0))
+    n = len(a)
+    expected = sa * sb / (n * (n - 1) / 2) if n > 1 else 0.0
+    maximum = (sa + sb) / 2
+    if maximum == expected:
+        return 1.0
+    return (index - expected) / (maximum - expected)
+
+
+# ------------------------------------------------------------------------------------------- method
+class LTBMethod(SearchMethod):
+    """Learning to Branch: Gumbel-softmax parent selection in tree-structured branching blocks."""
+
+    name = "ltb"
+    config_type = LTBConfig
+
+    def add_arguments(self, group: argparse._ArgumentGroup) -> None:
+        group.add_argument("--child-nodes", type=parse_child_nodes, default=None,
+                           help="ltb: child nodes per layer, last = T (tasks), e.g. 3,3,3,T (default 3,...,3,T)")
+        group.add_argument("--tau-unit", choices=["iteration", "epoch"], default=None,
+                           help="ltb: the temperature schedule counts iterations (paper, synthetic) or epochs (CelebA)")
+        group.add_argument("--ltb-weight-decay", type=float, default=None, help="ltb: Adam weight decay of the weights (default 0)")
+        group.add_argument("--log-every", type=int, default=None, help="ltb: iterations between search-log records (default 1%%)")
+        group.add_argument("--checkpoint-every", type=int, default=None,
+                           help="ltb: iterations between resumable checkpoints (default: only at the end)")
+
+    def config_from_args(self, args: argparse.Namespace) -> LTBConfig:
+        mapping = {
+            "child_nodes": "child_nodes", "iterations": "iterations", "warmup_iterations": "warmup_iterations",
+            "batch_size": "batch_size", "lr": "lr", "arch_lr": "arch_lr", "schedule": "schedule", "tau0": "tau0",
+            "tau1": "tau1", "tau_unit": "tau_unit", "ltb_weight_decay": "weight_decay", "log_every": "log_every",
+            "checkpoint_every": "checkpoint_every",
+        }
+        values = {key: getattr(args, flag) for flag, key in mapping.items() if getattr(args, flag, None) is not None}
+        return from_mapping(LTBConfig, values, "ltb")
+
+    def run(self, cfg: LTBConfig, ctx: SearchContext) -> SearchResult:
+        return run_search(cfg, ctx)
+
+
+SEARCH_METHODS.register("ltb", LTBMethod())
