@@ -1,0 +1,366 @@
+"""A Pareto sweep: baselines, then Tune + Optuna (minimise MAdds, maximise Δm), then results and report.
+
+Flow of :func:`run_sweep`:
+
+1. join a running Ray cluster (``RAY_ADDRESS`` or ``ray.init(address="auto")``) or start a local one
+   with an explicit CPU budget;
+2. the Single and Shared baselines run as Tune trials of their own (same trainable, same backend);
+   they land in the retrain cache, so a later sweep with the same data, backbone, tasks, retrain
+   settings and seed reuses them at no cost;
+3. the search trials: ``OptunaSearch(metric=["madds", "delta_m"], mode=["min", "max"])`` over the
+   conditional space of :mod:`branchsweep.sweep.space`, ``FailureConfig(max_failures)`` retrying a
+   trial from its last checkpoint; ``resume=True`` continues an interrupted sweep with
+   ``Tuner.restore`` (finished trials keep their results and are not rerun);
+4. ``RUN_DIR/results.parquet`` (one row per trial, failed ones with ``status="failed"``), the
+   Δm columns and metric directions in ``RUN_DIR/metrics.json``, the economy summary in
+   ``RUN_DIR/sweep.log``, and the analysis report in ``RUN_DIR/report``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from branchsweep.errors import ConfigError
+from branchsweep.pipeline import BASELINES, RESULT_FILE
+from branchsweep.sweep.space import SearchSpace, SweepBase
+from branchsweep.sweep.trainable import TrialSettings, sweep_trial, worker_env
+
+log = logging.getLogger(__name__)
+
+SEARCH_EXPERIMENT = "search"
+BASELINE_EXPERIMENT = "baselines"
+OBJECTIVES = {"madds": "min", "delta_m": "max"}
+
+
+@dataclass
+class SweepConfig:
+    """One sweep, validated once. ``out`` is the run folder; ``storage_path`` (a folder or a cloud URI
+    Ray supports, e.g. ``s3://bucket/sweeps``) holds Tune's experiment state and defaults to ``out/tune``.
+
+    ``points``: parameter dicts evaluated before Optuna samples (e.g. the paper's settings). ``num_cpus``:
+    the CPUs of a local Ray started by the sweep (None: all); ignored when joining a cluster.
+    """
+
+    name: str
+    out: Path
+    base: SweepBase = field(default_factory=SweepBase)
+    space: SearchSpace = field(default_factory=SearchSpace)
+    num_trials: int = 8
+    concurrency: int = 1
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    backend: str = "auto"
+    storage_path: str | None = None
+    cache_dir: Path | None = None
+    resume: bool = False
+    max_failures: int = 1
+    baselines: tuple[str, ...] = ("single", "shared")
+    points: list[dict[str, Any]] = field(default_factory=list)
+    sampler_seed: int = 0
+    num_cpus: int | None = None
+    report: bool = True
+    verbose: bool = True
+
+    def validate(self) -> None:
+        if self.num_trials < 1 or self.concurrency < 1:
+            raise ConfigError("--num-trials and --concurrency must be >= 1")
+        if self.max_failures < 0:
+            raise ConfigError("--max-failures must be >= 0")
+        if "single" not in self.baselines:
+            raise ConfigError("the Single baseline is required: Δm is measured against it")
+        for b in self.baselines:
+            BASELINES.get(b)
+        self.space.validate()
+        self.trial_settings(baseline=False).validate()
+        if self.resume and not (Path(self.out) / "sweep.json").is_file():
+            raise ConfigError(f"--resume: {self.out} holds no sweep to resume (no sweep.json)")
+
+    @property
+    def storage(self) -> str:
+        return self.storage_path or str(Path(self.out).resolve() / "tune")
+
+    @property
+    def caches_root(self) -> Path:
+        return Path(self.cache_dir) if self.cache_dir else Path(self.out) / "cache"
+
+    def trial_settings(self, baseline: bool) -> TrialSettings:
+        return TrialSettings(
+            base=self.base, run_dir=str(Path(self.out).resolve()), cache_dir=str(self.caches_root.resolve()),
+            backend=self.backend, cpus_per_trial=self.cpus_per_trial, gpus_per_trial=self.gpus_per_trial,
+            baseline=baseline,
+        )
+
+
+@dataclass
+class SweepOutcome:
+    run_dir: Path
+    results_path: Path
+    report_dir: Path | None
+    rows: list[dict[str, Any]]
+    wall_time_s: float
+
+
+# --------------------------------------------------------------------------------------------- Ray
+def connect_ray(num_cpus: int | None = None) -> bool:
+    """Join a running cluster (``RAY_ADDRESS``/``ray start``) or start a local Ray bound to 127.0.0.1.
+
+    Returns True when this call started Ray (the caller then shuts it down).
+    """
+    import ray
+
+    for key, value in worker_env().items():
+        os.environ.setdefault(key, value)
+    if ray.is_initialized():
+        return False
+    env = {"env_vars": worker_env()}
+    try:
+        ray.init(address="auto", runtime_env=env, log_to_driver=False)
+        return False
+    except ConnectionError:
+        pass
+    ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=env, log_to_driver=False,
+             _node_ip_address="127.0.0.1")
+    return True
+
+
+# ------------------------------------------------------------------------------------------ progress
+def _front(rows: list[dict[str, Any]]) -> list[tuple[int, float]]:
+    """Non-dominated (MAdds ↓, Δm ↑) points, sorted by MAdds."""
+    pts = sorted({(int(r["madds"]), float(r["delta_m"])) for r in rows
+                  if r.get("madds") is not None and r.get("delta_m") is not None and not math.isnan(float(r["delta_m"]))})
+    front, best = [], -math.inf
+    for madds, dm in pts:
+        if dm > best:
+            front.append((madds, dm))
+            best = dm
+    return front
+
+
+def _progress_callback(logfile: Path, total: int, verbose: bool):
+    from ray.tune import Callback
+
+    class SweepProgress(Callback):
+        """Prints ``done/running/failed`` and the best front so far whenever a trial finishes or fails."""
+
+        def __init__(self) -> None:
+            self.done: dict[str, dict[str, Any]] = {}
+            self.failed: set[str] = set()
+            self.running: set[str] = set()
+
+        def _line(self, event: str) -> None:
+            front = ", ".join(f"{m / 1e6:.2f}M:{d:+.2f}%" for m, d in _front(list(self.done.values())))
+            text = (f"[sweep] {event} | done {len(self.done)}/{total} running {len(self.running)} "
+                    f"failed {len(self.failed)} | front (MAdds:Δm) {front or '-'}")
+            with open(logfile, "a") as handle:
+                handle.write(time.strftime("%H:%M:%S ") + text + "\n")
+            if verbose:
+                print(text, flush=True)
+
+        def on_trial_start(self, iteration, trials, trial, **info) -> None:
+            self.running.add(trial.trial_id)
+
+        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+            self.running.discard(trial.trial_id)
+            result = trial.last_result or {}
+            self.done[trial.trial_id] = result
+            cached = " (retrain reused from cache)" if result.get("retrain_cached") else ""
+            self._line(f"{result.get('label', trial.trial_id)} finished{cached}")
+
+        def on_trial_error(self, iteration, trials, trial, **info) -> None:
+            self.running.discard(trial.trial_id)
+            self.failed.add(trial.trial_id)
+            self._line(f"{trial.config.get('method')} trial {trial.trial_id} FAILED")
+
+    return SweepProgress()
+
+
+# ---------------------------------------------------------------------------------------------- tune
+def _tuner(cfg: SweepConfig, experiment: str, baseline: bool, progress) -> Any:
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    settings = cfg.trial_settings(baseline)
+    trainable = tune.with_resources(tune.with_parameters(sweep_trial, settings=settings), settings.tune_resources())
+    path = f"{cfg.storage.rstrip('/')}/{experiment}"
+    if cfg.resume and tune.Tuner.can_restore(path):
+        log.info("restoring %s", path)
+        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False,
+                                  restart_errored=False)
+    run_config = tune.RunConfig(
+        name=experiment, storage_path=cfg.storage, verbose=0, callbacks=[progress],
+        failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+    )
+    if baseline:
+        space = {"method": tune.grid_search(list(cfg.baselines)), "seed": cfg.base.train.seed}
+        return tune.Tuner(trainable, param_space=space, run_config=run_config,
+                          tune_config=tune.TuneConfig(max_concurrent_trials=cfg.concurrency))
+    import optuna
+
+    searcher = OptunaSearch(
+        space=cfg.space.define_by_run, metric=list(OBJECTIVES), mode=list(OBJECTIVES.values()),
+        points_to_evaluate=cfg.points or None, sampler=optuna.samplers.TPESampler(seed=cfg.sampler_seed),
+    )
+    return tune.Tuner(trainable, run_config=run_config, tune_config=tune.TuneConfig(
+        search_alg=searcher, num_samples=cfg.num_trials, max_concurrent_trials=cfg.concurrency))
+
+
+def _rows(grid: Any, run_dir: Path) -> list[dict[str, Any]]:
+    """One row per trial of a ResultGrid; a failed trial keeps its config and error as a ``failed`` row."""
+    rows = []
+    for result in grid:
+        trial_id = Path(result.path).name.split("_")[1] if result.path else ""
+        row: dict[str, Any] = {}
+        metrics = result.metrics or {}
+        if result.error is None and metrics.get("phase") == "done":
+            row = {k: v for k, v in metrics.items() if not k.startswith(("config", "time_", "timestamp"))}
+            row["status"] = "ok"
+        else:
+            params = dict(result.config or {})
+            row = {"label": params.get("label") or params.get("method"), "method": params.get("method"),
+                   "status": "failed",
+                   "error": str(result.error).strip().splitlines()[-1] if result.error
+                   else f"trial ended without a final result (last phase: {metrics.get('phase', 'none')})",
+                   **{k: v for k, v in metrics.items() if k in ("madds", "arch_hash", "arch_json")}}
+        row["trial_id"] = metrics.get("trial_id", trial_id)
+        rows.append(row)
+    return rows
+
+
+def _economy(rows: list[dict[str, Any]], cache_root: Path) -> list[str]:
+    ok = [r for r in rows if r.get("status") == "ok"]
+    reused = [r for r in ok if r.get("retrain_cached")]
+    warm = sorted((cache_root / "warmup").glob("*.pt")) if (cache_root / "warmup").is_dir() else []
+    bmtas = [r for r in ok if r.get("method") == "bmtas"]
+    return [
+        f"trials: {len(ok)} ok, {len(rows) - len(ok)} failed",
+        f"retrain dedup: {len(reused)} of {len(ok)} trials reused a cached retrain "
+        f"(saved ~{sum(_trained_time(r, ok) for r in reused):.1f} s of retraining)",
+        f"warm-up: {len(warm)} warmed-up supergraph(s) in {cache_root / 'warmup'} shared by {len(bmtas)} BMTAS trial(s)",
+        "MAdds: every architecture priced before its retrain (see each trial.log: 'priced before retraining')",
+        f"search time {sum(float(r.get('search_time_s', 0)) for r in ok):.1f} s, "
+        f"retrain time {sum(float(r.get('retrain_time_s', 0)) for r in ok):.1f} s",
+    ]
+
+
+def _trained_time(row: dict[str, Any], ok: list[dict[str, Any]]) -> float:
+    """Retrain seconds a cached row would have cost: those of the trial that trained that key."""
+    key = row.get("retrain_key")
+    times = [float(r.get("retrain_time_s", 0)) for r in ok if r.get("retrain_key") == key and not r.get("retrain_cached")]
+    return max(times, default=0.0)
+
+
+def _fill_delta_m(rows: list[dict[str, Any]], cfg: SweepConfig) -> None:
+    """Δm of rows that finished before the Single baseline did (concurrent baselines), from its row."""
+    single = next((r for r in rows if r.get("is_baseline") and r.get("method") == "single" and r.get("status") == "ok"), None)
+    missing = [r for r in rows if r.get("status") == "ok" and math.isnan(float(r.get("delta_m", math.nan)))]
+    if single is None or not missing:
+        return
+    from branchsweep.data import create_data
+    from branchsweep.pipeline import compute_delta_m, primary_directions
+
+    data = create_data(cfg.base.data)
+    directions = primary_directions(data.select_tasks(cfg.base.data.tasks))
+    for row in missing:
+        row["delta_m"] = compute_delta_m(row, single, directions)
+
+
+def write_metric_spec(cfg: SweepConfig, run_dir: Path) -> Path:
+    """``RUN_DIR/metrics.json``: the Δm columns (each task's primary metric) and every metric's direction.
+
+    The tasks of a sweep are known here, by their data set; the report reads this file so that tasks
+    created per run (``bent_0``, the 40 CelebA attributes) need no ``--direction`` flags.
+    """
+    from analysis.tables import METRICS_FILE
+    from branchsweep.data import create_data
+    from branchsweep.pipeline import primary_directions
+
+    tasks = create_data(cfg.base.data).select_tasks(cfg.base.data.tasks)
+    spec = {
+        "primary": list(primary_directions(tasks)),
+        "directions": {f"{t.name}/{m}": d for t in tasks for m, d in t.directions.items()},
+    }
+    path = run_dir / METRICS_FILE
+    path.write_text(json.dumps(spec, indent=1))
+    return path
+
+
+def write_results(rows: list[dict[str, Any]], path: Path) -> Path:
+    """``results.parquet`` with the columns the analysis package reads (madds int, status, is_baseline)."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    for column, default in (("status", "failed"), ("is_baseline", False), ("method", "")):
+        if column not in df.columns:
+            df[column] = default
+    df["is_baseline"] = df["is_baseline"].fillna(False).astype(bool)
+    df["madds"] = pd.to_numeric(df.get("madds"), errors="coerce").astype("Int64")
+    for column in df.columns:
+        if df[column].dtype == object:
+            df[column] = df[column].map(lambda v: json.dumps(v, default=str) if isinstance(v, (list, dict, tuple)) else v)
+    front = df.columns[:0].tolist() + [c for c in ("trial_id", "label", "method", "status", "is_baseline", "madds",
+                                                   "params", "delta_m") if c in df.columns]
+    df = df[front + [c for c in df.columns if c not in front]]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.to_parquet(path, index=False)
+    return path
+
+
+def run_sweep(cfg: SweepConfig) -> SweepOutcome:
+    """Run (or resume) the sweep described by ``cfg``; see the module docstring."""
+    cfg.validate()
+    t0 = time.perf_counter()
+    run_dir = Path(cfg.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    logfile = run_dir / "sweep.log"
+    (run_dir / "sweep.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1, default=str))
+    started = connect_ray(cfg.num_cpus)
+    try:
+        say = _progress_callback(logfile, len(cfg.baselines), cfg.verbose)
+        say._line(f"sweep {cfg.name} in {run_dir} ({'resumed' if cfg.resume else 'new'}): "
+                  f"{cfg.num_trials} trials, concurrency {cfg.concurrency}, backend "
+                  f"{cfg.trial_settings(False).resolved_backend}")
+        base_grid = _tuner(cfg, BASELINE_EXPERIMENT, True, say).fit()
+        rows = _rows(base_grid, run_dir)
+        for row in rows:
+            row["is_baseline"] = True
+        bad = [r for r in rows if r["status"] != "ok"]
+        if bad:
+            raise ConfigError(f"baseline {bad[0]['label']} failed ({bad[0].get('error', '')}); see {run_dir}/trials")
+        progress = _progress_callback(logfile, cfg.num_trials, cfg.verbose)
+        grid = _tuner(cfg, SEARCH_EXPERIMENT, False, progress).fit()
+        rows += _rows(grid, run_dir)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    _fill_delta_m(rows, cfg)
+    results = write_results(rows, run_dir / "results.parquet")
+    write_metric_spec(cfg, run_dir)
+    lines = _economy(rows, cfg.caches_root) + [f"wall time {time.perf_counter() - t0:.1f} s", f"results: {results}"]
+    with open(logfile, "a") as handle:
+        handle.write("".join(f"{time.strftime('%H:%M:%S')} [economy] {line}\n" for line in lines))
+    if cfg.verbose:
+        print("\n".join(f"[economy] {line}" for line in lines), flush=True)
+    report_dir = None
+    if cfg.report:
+        from branchsweep.cli import main as cli_main
+
+        if cli_main(["report", str(run_dir)]) == 0:
+            report_dir = run_dir / "report"
+            print(f"[sweep] report: {report_dir}", flush=True)
+    return SweepOutcome(run_dir, results, report_dir, rows, time.perf_counter() - t0)
+
+
+def finished_trial_results(run_dir: Path) -> list[dict[str, Any]]:
+    """The ``result.json`` of every finished trial folder (used to count reruns after a resume)."""
+    return [json.loads(p.read_text()) for p in sorted((Path(run_dir) / "trials").glob(f"*/{RESULT_FILE}"))]

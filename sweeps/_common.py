@@ -1,0 +1,115 @@
+"""Shared flags and start-up of the sweep entry scripts (``python sweeps/X.py`` or ``ray job submit``).
+
+Each script defines a :class:`SweepPreset` (data set, backbone, sizes, search settings: every number
+of that sweep in one place) plus a ``smoke`` variant, and calls :func:`main`. Flags override the
+preset; the resulting :class:`~branchsweep.sweep.SweepConfig` is validated once before Ray starts.
+
+Output folder: ``--out`` or ``$BRANCHSWEEP_RUNS/<name>-<timestamp>`` (``$BRANCHSWEEP_RUNS`` defaults
+to ``~/branchsweep-runs``); the folder is printed at start and end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from branchsweep.config import DataConfig, ModelConfig, TrainConfig
+from branchsweep.errors import BranchsweepError
+from branchsweep.sweep import SearchSpace, SweepBase, SweepConfig, run_sweep
+
+
+@dataclass
+class SweepPreset:
+    """Everything a sweep script fixes; flags override ``num_trials``, ``concurrency``, root and resources."""
+
+    name: str
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+    search_defaults: dict[str, dict[str, Any]]
+    space: SearchSpace = field(default_factory=SearchSpace)
+    num_trials: int = 8
+    concurrency: int = 1
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    points: list[dict[str, Any]] = field(default_factory=list)
+
+
+def default_out(name: str) -> Path:
+    """``$BRANCHSWEEP_RUNS/<name>-<YYYYmmdd-HHMMSS>`` (``~/branchsweep-runs`` when unset)."""
+    root = Path(os.environ.get("BRANCHSWEEP_RUNS") or Path.home() / "branchsweep-runs")
+    return root / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def parser(preset: SweepPreset, doc: str | None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", default=preset.data.root, help="data set folder (default: the preset's)")
+    p.add_argument("--num-trials", type=int, default=None, help=f"search trials (default {preset.num_trials})")
+    p.add_argument("--concurrency", type=int, default=None, help=f"trials at once (default {preset.concurrency})")
+    p.add_argument("--cpus-per-trial", type=float, default=None, help=f"CPUs per trial (default {preset.cpus_per_trial})")
+    p.add_argument("--gpus-per-trial", type=float, default=None,
+                   help=f"GPUs per trial; > 0 runs trials in a Ray Train TorchTrainer (default {preset.gpus_per_trial})")
+    p.add_argument("--backend", choices=("auto", "train", "direct"), default="auto",
+                   help="auto: Ray Train TorchTrainer for GPU trials, the plain Tune function on CPU-only runs")
+    p.add_argument("--storage-path", default=None,
+                   help="Tune experiment storage: a folder or a cloud URI such as s3://bucket/sweeps (default OUT/tune)")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="retrain/warm-up/MAdds caches shared across sweeps (default OUT/cache)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="run folder (default $BRANCHSWEEP_RUNS/<name>-<timestamp>, BRANCHSWEEP_RUNS=~/branchsweep-runs)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted sweep in --out (Tuner.restore)")
+    p.add_argument("--smoke", action="store_true", help="seconds-scale run: tiny data, 2 trials")
+    p.add_argument("--max-failures", type=int, default=1, help="retries of a failing trial from its last checkpoint")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray started by this script (default all)")
+    p.add_argument("--no-report", action="store_true", help="skip the analysis report")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    return p
+
+
+def build_config(preset: SweepPreset, args: argparse.Namespace) -> SweepConfig:
+    """The validated sweep config for ``preset`` with flags applied."""
+    if args.resume and args.out is None:
+        raise BranchsweepError("--resume needs --out RUN_DIR (the folder of the sweep to continue)")
+    data = dataclasses.replace(preset.data, root=args.root)
+    out = args.out or default_out(preset.name)
+
+    def pick(flag: Any, default: Any) -> Any:
+        return default if flag is None else flag
+
+    from branchsweep.data import create_data
+    from branchsweep.factory import build_spec
+
+    num_layers = build_spec(preset.model, create_data(data)).num_layers
+    cfg = SweepConfig(
+        name=preset.name, out=out,
+        base=SweepBase(data=data, model=preset.model, train=preset.train, search_defaults=preset.search_defaults,
+                       num_layers=num_layers),
+        space=preset.space, num_trials=pick(args.num_trials, preset.num_trials),
+        concurrency=pick(args.concurrency, preset.concurrency),
+        cpus_per_trial=pick(args.cpus_per_trial, preset.cpus_per_trial),
+        gpus_per_trial=pick(args.gpus_per_trial, preset.gpus_per_trial), backend=args.backend,
+        storage_path=args.storage_path, cache_dir=args.cache_dir, resume=args.resume, max_failures=args.max_failures,
+        points=preset.points, num_cpus=args.num_cpus, report=not args.no_report, verbose=not args.quiet,
+    )
+    cfg.validate()
+    return cfg
+
+
+def main(preset: SweepPreset, smoke: SweepPreset, doc: str | None = None, argv: list[str] | None = None) -> int:
+    """Parse flags, run the sweep, print where the results and report are. Exit 2 on a user error."""
+    args = parser(preset, doc).parse_args(argv)
+    try:
+        cfg = build_config(smoke if args.smoke else preset, args)
+        print(f"[sweep] {cfg.name}: run folder {Path(cfg.out).resolve()}", flush=True)
+        outcome = run_sweep(cfg)
+    except BranchsweepError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"[sweep] results: {outcome.results_path}", flush=True)
+    return 0
