@@ -15,7 +15,7 @@ only when metric directions or primary metrics are looked up in the task registr
 from analysis.delta_m import delta_m, metric_columns, primary_metric_columns, task_of_column
 from analysis.directions import resolve_directions, split_header
 from analysis.pareto import front_steps, hypervolume_2d, pareto_front
-from analysis.plots import lambda_plot, pareto_plot, tree_plot
+from analysis.plots import lambda_plot, madds_unit, pareto_plot, tree_plot
 from analysis.report import Report, build_report, choose_baseline, write_report
 from analysis.tables import (
     find_results_file,
@@ -38,6 +38,7 @@ __all__ = [
     "lambda_plot",
     "load_paper_table",
     "load_results",
+    "madds_unit",
     "markdown_table",
     "metric_columns",
     "pareto_front",

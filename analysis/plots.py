@@ -18,7 +18,24 @@ from analysis.pareto import front_steps
 from branchsweep.arch import BranchConfig
 
 GIGA = 1e9
-MADDS_LABEL = "MAdds [GMAdds]"
+_UNITS = ((1e9, "GMAdds"), (1e6, "MMAdds"), (1e3, "KMAdds"))
+
+
+def madds_unit(madds: object) -> tuple[float, str]:
+    """``(scale, name)`` that prints the largest of ``madds`` with a digit before the point.
+
+    Paper-size networks are read in GMAdds; the embedded CPU-size ones (~0.5 MMAdds) would all print
+    as ``0.00 GMAdds``, so the unit follows the data: G from 0.1 G, M from 0.1 M, else K.
+
+    >>> madds_unit([15.6e9, 6.0e9]), madds_unit([4.7e5, 2.3e5]), madds_unit([])
+    ((1000000000.0, 'GMAdds'), (1000000.0, 'MMAdds'), (1000000000.0, 'GMAdds'))
+    """
+    values = pd.to_numeric(pd.Series(madds, dtype=object), errors="coerce").abs()
+    largest = float(values.max()) if values.notna().any() else GIGA
+    for scale, name in _UNITS:
+        if largest >= 0.1 * scale:
+            return scale, name
+    return _UNITS[-1]
 DELTA_M_LABEL = "Δm [%] (higher is better)"
 
 
@@ -58,7 +75,8 @@ def pareto_plot(
     label: str = "label",
     title: str | None = None,
 ) -> Figure:
-    """Scatter of MAdds (GMAdds) vs Δm (%), front connected as a step line, baselines and points labelled.
+    """Scatter of MAdds (G/M/KMAdds, see :func:`madds_unit`) vs Δm (%), front connected as a step line,
+    baselines and points labelled.
 
     ``df`` needs ``x`` (raw MAdds), ``y``, ``label`` and optionally ``status``, ``is_baseline``,
     ``method``; failed rows are left out of the figure (the report lists them).
@@ -67,7 +85,8 @@ def pareto_plot(
     ok = ok[ok[x].notna() & ok[y].notna()]
     fig = _figure()
     ax = fig.add_subplot()
-    gx = ok[x].to_numpy(dtype=float) / GIGA
+    scale, unit = madds_unit(ok[x])
+    gx = ok[x].to_numpy(dtype=float) / scale
     gy = ok[y].to_numpy(dtype=float)
     baseline = ok["is_baseline"].to_numpy(dtype=bool) if "is_baseline" in ok.columns else np.zeros(len(ok), bool)
     methods = ok["method"].fillna("").astype(str) if "method" in ok.columns else pd.Series([""] * len(ok))
@@ -85,7 +104,7 @@ def pareto_plot(
         ax.annotate(text, (xi, yi), xytext=(dx, dy), textcoords="offset points", fontsize=8, ha=ha,
                     fontweight="bold" if base else "normal")
     ax.axhline(0.0, color="0.7", lw=0.8, ls="--", zorder=1)
-    ax.set_xlabel(MADDS_LABEL)
+    ax.set_xlabel(f"MAdds [{unit}]")
     ax.set_ylabel(DELTA_M_LABEL)
     ax.set_title(title or "Multi-task performance vs cost (front: circled, connected)")
     ax.grid(True, alpha=0.3)
@@ -95,22 +114,23 @@ def pareto_plot(
 
 
 def lambda_plot(df: pd.DataFrame, lam: str = "hp/lambda", x: str = "madds") -> Figure:
-    """Resource weight λ (log axis; symlog when λ = 0 is among them) vs MAdds (GMAdds), one colour per method."""
+    """Resource weight λ (log axis; symlog when λ = 0 is among them) vs MAdds (G/M/KMAdds), one colour per method."""
     ok = df[(df["status"] == "ok") & df[lam].notna()] if "status" in df.columns else df[df[lam].notna()]
     fig = _figure(6.0, 4.2)
     ax = fig.add_subplot()
     values = pd.to_numeric(ok[lam], errors="coerce")
+    scale, unit = madds_unit(ok[x])
     methods = ok["method"].fillna("").astype(str) if "method" in ok.columns else pd.Series([""] * len(ok))
     for i, method in enumerate(dict.fromkeys(methods)):
         mask = (methods == method).to_numpy()
-        ax.scatter(values[mask], ok[x].to_numpy(dtype=float)[mask] / GIGA, color=f"C{i % 10}",
+        ax.scatter(values[mask], ok[x].to_numpy(dtype=float)[mask] / scale, color=f"C{i % 10}",
                    label=method or "trials", zorder=3)
     if len(values) and (values > 0).all():
         ax.set_xscale("log")
     elif len(values) and (values >= 0).all() and (values > 0).any():  # λ = 0 (no resource loss) included
         ax.set_xscale("symlog", linthresh=float(values[values > 0].min()))
     ax.set_xlabel("resource loss weight λ (hp/lambda)")
-    ax.set_ylabel(MADDS_LABEL)
+    ax.set_ylabel(f"MAdds [{unit}]")
     ax.set_title("Resource weight vs cost of the found architecture")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)

@@ -19,7 +19,7 @@ import pandas as pd
 from analysis.delta_m import Level, delta_m, primary_metric_columns
 from analysis.directions import resolve_directions
 from analysis.pareto import hypervolume_2d, pareto_front
-from analysis.plots import GIGA, lambda_plot, pareto_plot, save, tree_plot
+from analysis.plots import lambda_plot, madds_unit, pareto_plot, save, tree_plot
 from analysis.tables import markdown_table, normalise_results
 from branchsweep.arch import BranchConfig
 from branchsweep.errors import ConfigError
@@ -124,8 +124,10 @@ def build_report(
 
 
 # ---------------------------------------------------------------------------------------------- display
-def _display(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    """Human-readable columns: GMAdds, params in millions, Δm rounded; keeps the given metric columns."""
+def _display(df: pd.DataFrame, columns: Sequence[str], unit: tuple[float, str] | None = None) -> pd.DataFrame:
+    """Human-readable columns: MAdds in ``unit`` (default: :func:`madds_unit` of ``df``), params in
+    millions, Δm rounded; keeps the given metric columns."""
+    scale, name = unit or madds_unit(df["madds"])
     out = pd.DataFrame(index=df.index)
     out["front"] = np.where(df["on_front"], "★", "")
     if "label" in df.columns:
@@ -134,7 +136,7 @@ def _display(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
         out["method"] = df["method"]
     if (df["status"] != "ok").any():
         out["status"] = df["status"]
-    out["GMAdds"] = (df["madds"] / GIGA).round(2)
+    out[name] = (df["madds"] / scale).round(3 if name != "GMAdds" else 2)
     if "params" in df.columns and df["params"].notna().any():
         out["params [M]"] = (pd.to_numeric(df["params"], errors="coerce") / 1e6).round(2)
     out["Δm [%]"] = df["delta_m"].round(2)
@@ -154,16 +156,19 @@ def _tables(report: Report) -> dict[str, pd.DataFrame]:
     metric_cols = list(report.metrics)
     rename = dict(zip(metric_cols, _metric_header(report)))
     hps = report.hp_columns
+    unit = madds_unit(df["madds"])  # one unit for every table of the report
     sections = {
-        "Pareto front (MAdds ↓, Δm ↑)": _display(report.front, metric_cols),
-        "All trials, sorted by MAdds (★ = on the front)": _display(df, metric_cols),
-        "Baselines": _display(df[(df["label"].astype(str) == report.baseline) | df["is_baseline"]], metric_cols),
+        "Pareto front (MAdds ↓, Δm ↑)": _display(report.front, metric_cols, unit),
+        "All trials, sorted by MAdds (★ = on the front)": _display(df, metric_cols, unit),
+        "Baselines": _display(df[(df["label"].astype(str) == report.baseline) | df["is_baseline"]], metric_cols, unit),
     }
     if hps and len(report.front):
-        sections["Hyperparameters of the front points"] = _display(report.front, hps)[["label", "GMAdds", "Δm [%]", *hps]]
+        sections["Hyperparameters of the front points"] = _display(report.front, hps, unit)[
+            ["label", unit[1], "Δm [%]", *hps]
+        ]
     if len(report.failed):
         cols = [c for c in ("error",) if c in df.columns]
-        sections["Failed trials"] = _display(report.failed, cols)
+        sections["Failed trials"] = _display(report.failed, cols, unit)
     return {k: v.rename(columns=rename) for k, v in sections.items()}
 
 
@@ -195,10 +200,11 @@ def _summary_lines(report: Report) -> list[str]:
     ok = df[(df["status"] == "ok") & df["delta_m"].notna()]
     if len(ok):
         ref = {"madds": float(ok["madds"].max()) * 1.1, "delta_m": float(ok["delta_m"].min()) - 1.0}
-        hv = hypervolume_2d(ok.assign(madds=ok["madds"] / GIGA), FRONT_OBJECTIVES,
-                            {"madds": ref["madds"] / GIGA, "delta_m": ref["delta_m"]})
+        scale, unit = madds_unit(df["madds"])
+        hv = hypervolume_2d(ok.assign(madds=ok["madds"] / scale), FRONT_OBJECTIVES,
+                            {"madds": ref["madds"] / scale, "delta_m": ref["delta_m"]})
         lines.append(
-            f"- hypervolume (GMAdds × Δm %, reference {ref['madds'] / GIGA:.3g} GMAdds, {ref['delta_m']:.3g} %): {hv:.4g}"
+            f"- hypervolume ({unit} × Δm %, reference {ref['madds'] / scale:.3g} {unit}, {ref['delta_m']:.3g} %): {hv:.4g}"
         )
     return [line for line in lines if line]
 

@@ -75,8 +75,10 @@ def run(args: argparse.Namespace) -> int:
         out = args.out or args.run_dir / "report"
     files = analysis.write_report(report, out)
     front = report.front
+    scale, unit = analysis.madds_unit(report.results["madds"])
     print(f"{len(report.results)} trials, {len(front)} on the front, Δm against {report.baseline!r}")
+    width = max([24, *(len(str(label)) for label in front["label"])])
     for _, row in front.iterrows():
-        print(f"  {str(row['label']):<24} {row['madds'] / 1e9:9.2f} GMAdds  Δm {row['delta_m']:+7.2f} %")
+        print(f"  {str(row['label']):<{width}} {row['madds'] / scale:9.3f} {unit}  Δm {row['delta_m']:+7.2f} %")
     print(f"report written to {out}/ ({', '.join(p.name for p in files.values())})")
     return 0

@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["analysis.delta_m", "analysis.directions", "analysis.pareto", "analysis.tables"]
+MODULES = ["analysis.delta_m", "analysis.directions", "analysis.pareto", "analysis.plots", "analysis.tables"]
 
 
 @pytest.mark.parametrize("name", MODULES)

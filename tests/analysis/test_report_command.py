@@ -182,3 +182,15 @@ def test_a_sweeps_metrics_file_supplies_columns_and_directions(tmp_path, capsys)
     (tmp_path / "metrics.json").write_text("[1, 2]")
     code, _, err = run_cli(capsys, "report", str(tmp_path))
     assert code == 2 and "metrics.json: not a metrics spec" in err
+
+
+def test_cpu_size_sweeps_are_reported_in_mmadds(tmp_path, capsys):
+    # the embedded sweep's networks cost ~0.5 MMAdds: GMAdds with two decimals would print 0.00 for all
+    df = pd.DataFrame({"label": ["Single", "Shared"], "madds": [470_000, 80_000], "is_baseline": [True, True],
+                       "method": ["single", "shared"], "depth/rmse": [1.0, 1.1]})
+    df.to_csv(tmp_path / "results.csv", index=False)
+    code, out, err = run_cli(capsys, "report", str(tmp_path))
+    assert code == 0, err
+    assert "0.470 MMAdds" in out and "0.080 MMAdds" in out
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "MMAdds" in md and "GMAdds" not in md
