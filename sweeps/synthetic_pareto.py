@@ -26,16 +26,21 @@ PRESET = SweepPreset(
     model=ModelConfig(backbone="mobilenet_v2", width=0.1),
     train=TrainConfig(iterations=40, batch_size=8, eval_batch_size=32, progress=False),
     search_defaults={
-        "bmtas": {"iterations": 16, "warmup_iterations": 16, "batch_size": 8, "checkpoint_every": 8,
-                  "mc_samples": 16},
+        # λ in "normalized" mode (per Single model): at 0.5 MMAdds a per-GMAdd λ would be invisible.
+        # Hard samples, a large architecture lr and one weight step per α step let 40 iterations
+        # move α far enough to span Single-like (λ ≈ 0.5) to Shared (λ ≈ 500);
+        # benchmarks/bmtas_lambda_grid.py prints that range for these settings.
+        "bmtas": {"iterations": 40, "warmup_iterations": 16, "batch_size": 8, "checkpoint_every": 8,
+                  "mc_samples": 16, "resource_mode": "normalized", "hard": True, "arch_lr": 0.15,
+                  "weight_steps_per_arch": 1},
         "ltb": {"iterations": 16, "batch_size": 8, "checkpoint_every": 8},
     },
-    space=SearchSpace(lam=(0.02, 5.0), child_nodes=(1, 2, 3)),
+    space=SearchSpace(lam=(0.5, 500.0), child_nodes=(1, 2, 3)),
     num_trials=8,
     concurrency=2,
     cpus_per_trial=1.0,
     points=[
-        {"method": "bmtas", "seed": 0, "bmtas.lam": 0.05, "bmtas.schedule": "linear", "bmtas.tau0": 5.0},
+        {"method": "bmtas", "seed": 0, "bmtas.lam": 10.0, "bmtas.schedule": "linear", "bmtas.tau0": 5.0},
         {"method": "ltb", "seed": 0, "ltb.child_nodes": 2, "ltb.schedule": "inverse_sqrt", "ltb.tau0": 50.0},
     ],
 )
