@@ -75,7 +75,9 @@ def main() -> int:
     env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1", "RAY_AUTH_MODE": "disabled"}
     os.environ.update({k: env[k] for k in ("RAY_AUTH_MODE",)})
     temp_dir = tempfile.mkdtemp(prefix="bs-fake-")
-    subprocess.run(["ray", "start", "--head", "--num-cpus=1", f"--temp-dir={temp_dir}", "--disable-usage-stats", "--dashboard-host=127.0.0.1",
+    # the ``ray`` CLI of this interpreter's environment, also when the venv is not activated
+    ray_cli = Path(sys.executable).with_name("ray")
+    subprocess.run([str(ray_cli) if ray_cli.exists() else "ray", "start", "--head", "--num-cpus=1", f"--temp-dir={temp_dir}", "--disable-usage-stats", "--dashboard-host=127.0.0.1",
                     f"--autoscaling-config={HERE / 'fake_cluster.yaml'}"],
                    env=env, check=True)
     try:
