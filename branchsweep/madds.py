@@ -30,6 +30,21 @@ from branchsweep.tasks import Task
 TABLE_VERSION = 1
 
 
+def format_madds(madds: float) -> str:
+    """MAdds in the unit that gives a digit before the point: G from 0.1 G, M from 0.1 M, else K.
+
+    Paper-size networks read naturally in GMAdds; the embedded CPU-size ones (~0.5 MMAdds) would
+    print as 0.000 GMAdds.
+
+    >>> format_madds(15.63e9), format_madds(4.67e5), format_madds(3e3)
+    ('15.630 GMAdds', '0.467 MMAdds', '3.000 KMAdds')
+    """
+    for scale, unit in ((1e9, "GMAdds"), (1e6, "MMAdds")):
+        if abs(madds) >= 0.1 * scale:
+            return f"{madds / scale:.3f} {unit}"
+    return f"{madds / 1e3:.3f} KMAdds"
+
+
 def default_cache_dir() -> Path:
     """``$BRANCHSWEEP_CACHE`` or ``$XDG_CACHE_HOME/branchsweep`` (``~/.cache/branchsweep``)."""
     if os.environ.get("BRANCHSWEEP_CACHE"):

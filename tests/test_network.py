@@ -99,3 +99,12 @@ def test_madds_cache(tmp_path):
     assert madds_table(spec, tasks, cache_dir=tmp_path) == a
     files[0].write_text("garbage")  # a broken cache entry is measured again
     assert madds_table(spec, tasks, cache_dir=tmp_path) == a
+
+
+def test_format_madds_picks_a_readable_unit():
+    import doctest
+
+    import branchsweep.madds
+
+    result = doctest.testmod(branchsweep.madds)
+    assert result.attempted > 0 and result.failed == 0

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from branchsweep.backbones.base import BackboneSpec, fresh_copy
 from branchsweep.backbones.celeba import celeba_deep_wide, celeba_vgg
-from branchsweep.backbones.mlp import mlp
+from branchsweep.backbones.mlp import mlp, mlp_select
 from branchsweep.backbones.mobilenet import mobilenet_v2
 from branchsweep.backbones.resnet import resnet50
 from branchsweep.errors import ConfigError
@@ -15,6 +15,7 @@ from branchsweep.registry import Registry
 
 BACKBONES: Registry[Callable[..., BackboneSpec]] = Registry("backbone")
 BACKBONES.register("mlp", mlp)
+BACKBONES.register("mlp_select", mlp_select)
 BACKBONES.register("mobilenet_v2", mobilenet_v2)
 BACKBONES.register("resnet50", resnet50)
 BACKBONES.register("celeba_vgg", celeba_vgg)

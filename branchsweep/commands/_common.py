@@ -42,13 +42,15 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--activations", type=csv_list, default=None, help="ltb-synthetic: activations, e.g. bent,square,sinc")
     g.add_argument("--tasks-per-activation", type=int, default=None, help="ltb-synthetic: tasks per activation")
     g.add_argument("--scales", type=float_list, default=None, help="ltb-synthetic: output multiplier per activation")
+    g.add_argument("--normalize", default=None,
+                   help="ltb-synthetic: target normalisation, input_dim (Eq. 8, default) or activation_std")
     g.add_argument("--half-resolution", action="store_true", help="pascal-context: use the half-resolution copy")
 
 
 def data_config(args: argparse.Namespace) -> DataConfig:
     options: dict = {}
     for flag, key in (("activations", "activations"), ("tasks_per_activation", "tasks_per_activation"),
-                      ("scales", "scales")):
+                      ("scales", "scales"), ("normalize", "normalize")):
         if getattr(args, flag, None) is not None:
             options[key] = getattr(args, flag)
     if getattr(args, "half_resolution", False):

@@ -37,5 +37,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"head {name:<10} {c / 1e6:8.1f} MMAdds")
     for arch in args.arch:
         config = resolve_arch(arch, names, spec.num_layers)
-        print(f"{args.backbone} {args.size}x{args.size} {arch}: {table.madds(config) / 1e9:.2f} GMAdds")
+        print(f"{args.backbone} {args.size}x{args.size} {arch}: {table.madds(config) / 1e9:.2f} GMAdds"
+              f" ({table.madds(config):,} MAdds)")
     return 0

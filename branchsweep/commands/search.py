@@ -14,7 +14,7 @@ from branchsweep.commands._common import add_data_arguments, add_model_arguments
 from branchsweep.data import create_data
 from branchsweep.errors import ConfigError
 from branchsweep.factory import build_spec
-from branchsweep.madds import madds_table
+from branchsweep.madds import format_madds, madds_table
 from branchsweep.search import SEARCH_METHODS, SearchContext
 
 NAME = "search"
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     result = method.run(cfg, ctx)
     madds = madds_table(spec, tasks).madds(result.config)
     print(result.config.draw(spec.layer_names))
-    print(f"{args.method} search finished in {result.wall_time_s:.1f} s: {madds / 1e9:.3f} GMAdds, "
+    print(f"{args.method} search finished in {result.wall_time_s:.1f} s: {format_madds(madds)}, "
           f"architecture {result.config.arch_hash()}")
     print(f"wrote {args.out / 'branch_config.json'}" + (f" and {result.log_path}" if result.log_path else ""))
     return 0

@@ -19,7 +19,7 @@ from branchsweep.config import to_dict
 from branchsweep.data import create_data
 from branchsweep.errors import ConfigError
 from branchsweep.factory import build_model, build_spec, resolve_arch
-from branchsweep.madds import madds_table
+from branchsweep.madds import format_madds, madds_table
 from branchsweep.network import count_parameters
 from branchsweep.train import CHECKPOINT_NAME, evaluate_network, train_network
 
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     model = build_model(spec, tasks, config, tcfg.seed)
     madds = madds_table(spec, tasks).madds(config)
     print(f"{data.name}: {len(names)} tasks ({', '.join(names)}), backbone {spec.name}, "
-          f"{madds / 1e9:.3f} GMAdds, {count_parameters(model) / 1e6:.2f} M parameters")
+          f"{format_madds(madds)}, {count_parameters(model) / 1e6:.2f} M parameters")
     print(config.draw(spec.layer_names))
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
