@@ -34,6 +34,21 @@ class NonFiniteLossError(RuntimeError):
     """A training loss became NaN or infinite (the run cannot continue meaningfully)."""
 
 
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scheduler, where: str) -> None:
+    """One weight update from ``loss`` (zero grads, backward, step, scheduler step).
+
+    A NaN or infinite loss raises :class:`NonFiniteLossError` naming ``where`` before anything is
+    updated: every training loop (retrain, BMTAS warm-up and weight steps) stops the same way, and a
+    sweep records that trial as failed.
+    """
+    if not torch.isfinite(loss):
+        raise NonFiniteLossError(f"loss is {float(loss.detach())} {where}")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+
+
 @dataclass
 class TrainResult:
     iterations: int
@@ -185,12 +200,7 @@ def train_network(
         batch = to_device(next(batches), device)
         outputs = model(batch["image"])
         loss, parts = multitask_loss(outputs, batch, tasks, weights)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"loss is {float(loss.detach())} at iteration {it} (task losses: {parts})")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
+        optimizer_step(loss, optimizer, scheduler, f"at iteration {it} (task losses: {parts})")
         losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
         if ckpt_path is not None and cfg.checkpoint_every and (it + 1) % cfg.checkpoint_every == 0:

@@ -41,6 +41,34 @@ class SweepPreset:
     points: list[dict[str, Any]] = field(default_factory=list)
 
 
+def bmtas_paper_presets(name: str, data: DataConfig, model: ModelConfig, space: SearchSpace,
+                        lambdas: list[float]) -> tuple[SweepPreset, SweepPreset]:
+    """``(PRESET, SMOKE)`` of a sweep at the BMTAS paper's scale (supplement A: 40k search iterations
+    with 2k warm-up, 40k retrain iterations, batch 8, one GPU per trial), starting from ``lambdas``.
+
+    The smoke variant shrinks data, width and iterations so that it runs on a CPU in minutes.
+    """
+    preset = SweepPreset(
+        name=name, data=data, model=model,
+        train=TrainConfig(iterations=40000, batch_size=8, checkpoint_every=1000, progress=False),
+        search_defaults={"bmtas": {"iterations": 40000, "warmup_iterations": 2000, "checkpoint_every": 1000},
+                         "ltb": {"iterations": 40000, "batch_size": 8, "checkpoint_every": 1000}},
+        space=space, num_trials=32, concurrency=4, cpus_per_trial=4.0, gpus_per_trial=1.0,
+        points=[{"method": "bmtas", "seed": 0, "bmtas.lam": lam, "bmtas.schedule": "linear", "bmtas.tau0": 5.0}
+                for lam in lambdas],
+    )
+    smoke = dataclasses.replace(
+        preset, name=f"{name}-smoke",
+        data=dataclasses.replace(data, size=64, train_samples=64, val_samples=16, num_workers=0),
+        model=dataclasses.replace(model, pretrained=None, width=0.25),
+        train=dataclasses.replace(preset.train, iterations=5, checkpoint_every=0),
+        search_defaults={"bmtas": {"iterations": 5, "warmup_iterations": 2, "checkpoint_every": 0},
+                         "ltb": {"iterations": 5, "batch_size": 8}},
+        num_trials=2, concurrency=1, cpus_per_trial=1.0, gpus_per_trial=0.0, points=preset.points[:1],
+    )
+    return preset, smoke
+
+
 def default_out(name: str) -> Path:
     """``$BRANCHSWEEP_RUNS/<name>-<YYYYmmdd-HHMMSS>`` (``~/branchsweep-runs`` when unset)."""
     root = Path(os.environ.get("BRANCHSWEEP_RUNS") or Path.home() / "branchsweep-runs")
@@ -85,7 +113,8 @@ def build_config(preset: SweepPreset, args: argparse.Namespace) -> SweepConfig:
     from branchsweep.data import create_data
     from branchsweep.factory import build_spec
 
-    num_layers = build_spec(preset.model, create_data(data)).num_layers
+    # Only the layer count is needed here: never load (or download) pretrained weights on the driver.
+    num_layers = build_spec(dataclasses.replace(preset.model, pretrained=None), create_data(data)).num_layers
     cfg = SweepConfig(
         name=preset.name, out=out,
         base=SweepBase(data=data, model=preset.model, train=preset.train, search_defaults=preset.search_defaults,

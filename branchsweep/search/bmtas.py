@@ -43,7 +43,7 @@ from branchsweep.search.base import SEARCH_METHODS, SearchContext, SearchMethod,
 from branchsweep.search.resource import EXACT_MAX_TASKS, expected_madds
 from branchsweep.search.schedules import make_schedule
 from branchsweep.search.supergraph import Supergraph, gumbel_softmax_weights, reset_batchnorm_stats
-from branchsweep.train import epoch_batches, resolve_device, to_device
+from branchsweep.train import epoch_batches, optimizer_step, resolve_device, to_device
 
 CHECKPOINT_NAME = "bmtas_checkpoint.pt"
 LOG_NAME = "search_log.jsonl"
@@ -179,12 +179,7 @@ def warm_up(model: Supergraph, ctx: SearchContext, cfg: BMTASConfig, weight_set:
                    mininterval=1.0):
         batch = to_device(next(batches), device)
         loss, parts = _losses(model, ctx, model(batch["image"], ops=ops), batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"warm-up loss is {float(loss.detach())} at iteration {it} ({parts})")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+        optimizer_step(loss, opt, sched, f"in the bmtas warm-up at iteration {it} ({parts})")
 
 
 def warm_up_cached(model: Supergraph, ctx: SearchContext, cfg: BMTASConfig, weight_set: Dataset,
@@ -307,12 +302,7 @@ def bmtas_search(cfg: BMTASConfig, ctx: SearchContext, stop_at: int | None = Non
         batch = to_device(next(weight_batches), device)
         weights = gumbel_softmax_weights(model.alpha.detach(), tau, cfg.hard, gen)
         loss, parts = _losses(model, ctx, model(batch["image"], weights=weights), batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"search loss is {float(loss.detach())} at step {step} ({parts})")
-        w_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        w_opt.step()
-        w_sched.step()
+        optimizer_step(loss, w_opt, w_sched, f"in the bmtas search at step {step} ({parts})")
         log.append({"phase": "weights", "step": step, "tau": tau, "task_losses": parts})
         if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
             save(step + 1)
