@@ -64,6 +64,16 @@ def _finite_array(path: Path, what: str, array: np.ndarray) -> np.ndarray:
     return array.astype(np.float32)
 
 
+def _read_plane(path: Path, what: str) -> np.ndarray:
+    """A finite ``[H, W]`` array from ``path`` (``[H, W, 1]`` accepted); DataError naming the file otherwise."""
+    array = read_npy(path, what)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim != 2:
+        raise DataError(f"{path}: {what} must be [H, W], got shape {array.shape}")
+    return _finite_array(path, what, array)
+
+
 class NyudFiles:
     """Label readers for one NYUD-v2 multi-task root."""
 
@@ -81,12 +91,7 @@ class NyudFiles:
 
     def depth(self, image_id: str) -> Label:
         path = self.root / "depth" / f"{image_id}.npy"
-        depth = read_npy(path, "depth label")
-        if depth.ndim == 3 and depth.shape[-1] == 1:
-            depth = depth[..., 0]
-        if depth.ndim != 2:
-            raise DataError(f"{path}: depth label must be [H, W], got shape {depth.shape}")
-        depth = _finite_array(path, "depth label", depth)
+        depth = _read_plane(path, "depth label")
         if (depth < 0).any():
             raise DataError(f"{path}: depth label has negative values (metres expected, 0 = invalid)")
         return Label(depth[None], path)
@@ -103,12 +108,7 @@ class NyudFiles:
 
     def edge(self, image_id: str) -> Label:
         path = self.root / "edge" / f"{image_id}.npy"
-        e = read_npy(path, "edge label")
-        if e.ndim == 3 and e.shape[-1] == 1:
-            e = e[..., 0]
-        if e.ndim != 2:
-            raise DataError(f"{path}: edge label must be [H, W], got shape {e.shape}")
-        e = _finite_array(path, "edge label", e)
+        e = _read_plane(path, "edge label")
         if ((e != 0) & (e != 1)).any():
             raise DataError(f"{path}: edge label must contain only 0 and 1")
         return Label(e[None], path)
