@@ -95,7 +95,7 @@ class SweepConfig:
         return TrialSettings(
             base=self.base, run_dir=str(Path(self.out).resolve()), cache_dir=str(self.caches_root.resolve()),
             backend=self.backend, cpus_per_trial=self.cpus_per_trial, gpus_per_trial=self.gpus_per_trial,
-            baseline=baseline,
+            baseline=baseline, train_storage=f"{self.storage.rstrip('/')}/ray_train",
         )
 
 

@@ -45,6 +45,9 @@ class TrialSettings:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     baseline: bool = False
+    #: Where Ray Train persists a trial's checkpoints: the sweep's storage (a shared folder or cloud URI
+    #: on a multi-node cluster, where the GPU worker is not on the driver's node).
+    train_storage: str | None = None
 
     def validate(self) -> None:
         if self.backend not in BACKENDS:
@@ -161,7 +164,8 @@ def sweep_trial(config: dict[str, Any], settings: TrialSettings) -> None:
         scaling_config=ray.train.ScalingConfig(num_workers=1, use_gpu=settings.gpus_per_trial > 0,
                                                resources_per_worker=resources),
         run_config=ray.train.RunConfig(
-            name=f"train-{trial_id}", storage_path=str(Path(settings.run_dir) / "ray_train"),
+            name=f"train-{trial_id}",
+            storage_path=settings.train_storage or str(Path(settings.run_dir) / "ray_train"),
             callbacks=[TuneReportCallback()],
         ),
     )
