@@ -77,10 +77,11 @@ def main() -> int:
     temp_dir = tempfile.mkdtemp(prefix="bs-fake-")
     # the ``ray`` CLI of this interpreter's environment, also when the venv is not activated
     ray_cli = Path(sys.executable).with_name("ray")
-    subprocess.run([str(ray_cli) if ray_cli.exists() else "ray", "start", "--head", "--num-cpus=1", f"--temp-dir={temp_dir}", "--disable-usage-stats", "--dashboard-host=127.0.0.1",
-                    f"--autoscaling-config={HERE / 'fake_cluster.yaml'}"],
-                   env=env, check=True)
-    try:
+    try:  # from here on, whatever happens, this cluster's processes and temp dir are removed
+        subprocess.run([str(ray_cli) if ray_cli.exists() else "ray", "start", "--head", "--num-cpus=1",
+                        f"--temp-dir={temp_dir}", "--disable-usage-stats", "--dashboard-host=127.0.0.1",
+                        f"--autoscaling-config={HERE / 'fake_cluster.yaml'}"],
+                       env=env, check=True)
         import ray
 
         ray.init(address="auto")

@@ -75,15 +75,19 @@ class TrialSettings:
         return {"cpu": 0.1, "gpu": 0}
 
 
-def _snapshot(work: Path) -> Any:
-    """A Ray checkpoint of the trial folder's small files (a temp copy: the folder keeps changing)."""
+def _report_with_snapshot(report, metrics: dict[str, Any], work: Path) -> None:
+    """``report(metrics, checkpoint=...)`` with a Ray checkpoint of the trial folder's small files.
+
+    The files are copied to a temporary folder (the trial folder keeps changing); Ray persists the
+    checkpoint to the run's storage before ``report`` returns, so the copy is removed right after.
+    """
     import ray.train
 
-    tmp = Path(tempfile.mkdtemp(prefix="branchsweep-ckpt-"))
-    for name in CHECKPOINT_FILES:
-        if (work / name).is_file():
-            shutil.copy2(work / name, tmp / name)
-    return ray.train.Checkpoint.from_directory(str(tmp))
+    with tempfile.TemporaryDirectory(prefix="branchsweep-ckpt-") as tmp:
+        for name in CHECKPOINT_FILES:
+            if (work / name).is_file():
+                shutil.copy2(work / name, Path(tmp) / name)
+        report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
 def _restore(checkpoint: Any, work: Path) -> bool:
@@ -109,7 +113,7 @@ def _execute(payload: dict[str, Any], report, get_checkpoint, device: str | None
     resumed = _restore(get_checkpoint(), work) or (work / ARCH_FILE).is_file()
     if resumed and (work / RESULT_FILE).is_file():
         row = json.loads((work / RESULT_FILE).read_text())
-        report({**row, "phase": "done", "resumed": True}, checkpoint=_snapshot(work))
+        _report_with_snapshot(report, {**row, "phase": "done", "resumed": True}, work)
         return
     from branchsweep.pipeline import TrialConfig
 
@@ -117,11 +121,11 @@ def _execute(payload: dict[str, Any], report, get_checkpoint, device: str | None
 
     def on_phase(phase: str, row: dict[str, Any]) -> None:
         # Tune checks every result for the searcher's metrics; Δm is unknown until the retrain.
-        report({"delta_m": math.nan, **row, "phase": phase}, checkpoint=_snapshot(work))
+        _report_with_snapshot(report, {"delta_m": math.nan, **row, "phase": phase}, work)
 
     row = run_trial(cfg, work, SweepCaches(Path(payload["cache_dir"])), resume=resumed, device=device,
                     on_phase=on_phase)
-    report({**row, "phase": "done", "resumed": resumed}, checkpoint=_snapshot(work))
+    _report_with_snapshot(report, {**row, "phase": "done", "resumed": resumed}, work)
 
 
 def _train_worker_loop(payload: dict[str, Any]) -> None:
