@@ -135,6 +135,17 @@ def test_saliency_default_thresholds_are_the_astmt_ones():
     assert m.iou_thresholds[-1] == pytest.approx(0.9)
 
 
+#: BSDS's correspondPixels (pyedgeeval's port) samples its sparse outlier graph with a C++ RNG seeded
+#: from the clock, so about 1 call in 70 leaves one of the 20 pixels of these edges unmatched even
+#: for a perfect prediction (measured: 100.0 in 296 of 300 calls, 95.0 in 4). The reference BSDS
+#: benchmark behaves the same way; the expected values below hold up to that one pixel.
+ONE_PIXEL = 5.1
+
+
+def _ods(value: float) -> object:
+    return pytest.approx(value, abs=ONE_PIXEL)
+
+
 def _row_edges(rows: list[int], size: int = 20, cols: slice = slice(None)) -> torch.Tensor:
     e = torch.zeros(1, 1, size, size)
     for r in rows:
@@ -150,10 +161,10 @@ def test_ods_perfect_and_half_recall():
     gt = _row_edges([10])
     m = metrics.EdgeODS(thresholds=[0.5])
     m.update(_edge_logits(gt), gt)
-    assert m.compute()["odsF"] == pytest.approx(100.0)
+    assert m.compute()["odsF"] == _ods(100.0)
     half = metrics.EdgeODS(thresholds=[0.5])
     half.update(_edge_logits(_row_edges([10], cols=slice(0, 10))), gt)  # P = 1, R = 1/2
-    assert half.compute()["odsF"] == pytest.approx(100 * 2 * 0.5 / 1.5)
+    assert half.compute()["odsF"] == _ods(100 * 2 * 0.5 / 1.5)
 
 
 def test_ods_matching_tolerance_is_a_fraction_of_the_diagonal():
@@ -163,7 +174,7 @@ def test_ods_matching_tolerance_is_a_fraction_of_the_diagonal():
     assert tight.compute()["odsF"] == pytest.approx(0.0)
     loose = metrics.EdgeODS(max_dist=0.05, thresholds=[0.5])  # 1.41 px: every pixel matches
     loose.update(shifted, gt)
-    assert loose.compute()["odsF"] == pytest.approx(100.0)
+    assert loose.compute()["odsF"] == _ods(100.0)
 
 
 def _logits_for_rows(rows: list[int]) -> torch.Tensor:
@@ -176,7 +187,7 @@ def test_ods_matching_is_one_to_one():
     gt = _row_edges([10])
     m = metrics.EdgeODS(max_dist=0.05, thresholds=[0.5], thin=False)
     m.update(_logits_for_rows([9, 10, 11]), gt)
-    assert m.compute()["odsF"] == pytest.approx(100 * 2 * (1 / 3) / (4 / 3))
+    assert m.compute()["odsF"] == _ods(100 * 2 * (1 / 3) / (4 / 3))
 
 
 def test_ods_accumulates_counts_over_the_set():
@@ -185,7 +196,7 @@ def test_ods_accumulates_counts_over_the_set():
     pred = torch.cat([_logits_for_rows([10]), torch.full((1, 1, 20, 20), -4.0)])
     m = metrics.EdgeODS(thresholds=[0.5])
     m.update(pred, gt)
-    assert m.compute()["odsF"] == pytest.approx(100 * 2 / 3)
+    assert m.compute()["odsF"] == _ods(100 * 2 / 3)
 
 
 def test_ods_scores_only_the_valid_region():
@@ -196,7 +207,7 @@ def test_ods_scores_only_the_valid_region():
     pred[..., :20, :20] = _logits_for_rows([10])
     m = metrics.EdgeODS(thresholds=[0.5])
     m.update(pred, gt)
-    assert m.compute()["odsF"] == pytest.approx(100.0)
+    assert m.compute()["odsF"] == _ods(100.0)
 
 
 def test_ods_picks_the_best_threshold():
@@ -205,7 +216,7 @@ def test_ods_picks_the_best_threshold():
     pred[..., 10, :] = torch.logit(torch.tensor(0.8))
     m = metrics.EdgeODS(thresholds=[0.3, 0.6])  # 0.3 fires everywhere, 0.6 only on the edge
     m.update(pred, gt)
-    assert m.compute()["odsF"] == pytest.approx(100.0)
+    assert m.compute()["odsF"] == _ods(100.0)
 
 
 def test_mse_by_hand():
