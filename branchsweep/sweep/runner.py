@@ -230,13 +230,14 @@ def _rows(grid: Any) -> list[dict[str, Any]]:
     import pandas as pd
 
     df = grid.get_dataframe()
-    errors = {str((r.metrics or {}).get("trial_id") or _trial_id_from_path(r.path)): r.error
+    failed = {str((r.metrics or {}).get("trial_id") or _trial_id_from_path(r.path)): r
               for r in grid if r.error is not None}
     rows = []
     for raw in df.to_dict("records"):
         raw = {k: v for k, v in raw.items() if not (isinstance(v, float) and pd.isna(v) and k.startswith("config/"))}
         trial_id = str(raw.get("trial_id", ""))
-        error = errors.pop(trial_id, None)
+        result = failed.pop(trial_id, None)
+        error = result.error if result is not None else None
         if error is None and raw.get("phase") == "done":
             row = {k: v for k, v in raw.items() if not k.startswith(_TUNE_COLUMNS)}
             row["status"] = "ok"
@@ -247,8 +248,10 @@ def _rows(grid: Any) -> list[dict[str, Any]]:
                    **{k: raw[k] for k in ("madds", "arch_hash", "arch_json") if k in raw}}
         row["trial_id"] = trial_id
         rows.append(row)
-    for trial_id, error in errors.items():  # failed before reporting anything: no row in the data frame
-        rows.append({"status": "failed", "error": _error_line(error, None), "trial_id": trial_id})
+    for trial_id, result in failed.items():  # failed before reporting anything: no row in the data frame
+        params = dict(result.config or {})
+        rows.append({"label": params.get("label") or params.get("method"), "method": params.get("method"),
+                     "status": "failed", "error": _error_line(result.error, None), "trial_id": trial_id})
     return rows
 
 
@@ -258,9 +261,12 @@ _TUNE_COLUMNS = ("config/", "time_", "timestamp", "date", "hostname", "node_ip",
 
 
 def _trial_id_from_path(path: str | None) -> str:
-    """Tune names a trial's folder ``<trainable>_<trial id>_<tag>``; trial ids look like ``a1b2c_00003``."""
-    name = Path(path or "").name.removeprefix(f"{sweep_trial.__name__}_")
-    return "_".join(name.split("_")[:2])
+    """Tune names a trial's folder ``<trainable>_<trial id>_<index>_<params>``; trial ids look like
+    ``a1b2c_00003`` (grid search) or ``f5bec826`` (a searcher's)."""
+    tokens = Path(path or "").name.removeprefix(f"{sweep_trial.__name__}_").split("_")
+    if len(tokens) > 1 and len(tokens[1]) == 5 and tokens[1].isdigit():
+        return f"{tokens[0]}_{tokens[1]}"
+    return tokens[0]
 
 
 def _error_line(error: Any, phase: Any) -> str:

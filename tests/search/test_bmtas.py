@@ -14,6 +14,7 @@ from branchsweep.config import DataConfig, from_mapping
 from branchsweep.data import create_data
 from branchsweep.errors import BranchsweepError, ConfigError
 from branchsweep.search import SEARCH_METHODS, SearchContext
+from branchsweep.search.base import add_method_flags, parse_settings
 from branchsweep.search.bmtas import CHECKPOINT_NAME, BMTASConfig, run_search, warmup_key
 
 TASKS = ["semseg", "sal", "depth", "normals"]
@@ -40,15 +41,16 @@ def tiny(**kw) -> BMTASConfig:
 def test_registered_with_paper_defaults():
     method = SEARCH_METHODS.get("bmtas")
     parser = argparse.ArgumentParser()
-    method.add_arguments(parser.add_argument_group("bmtas"))
+    dests = add_method_flags(parser)
     args = parser.parse_args(["--lambda", "0.02"])
-    args.schedule = args.tau0 = args.iterations = None
-    cfg = method.config_from_args(args)
+    cfg = method.make_config(parse_settings(args, method, dests))
     assert cfg.lam == 0.02 and (cfg.schedule, cfg.tau0, cfg.tau1) == ("linear", 5.0, 0.1)
     assert (cfg.arch_lr, cfg.arch_weight_decay, cfg.lr, cfg.momentum, cfg.weight_decay) == (0.01, 5e-5, 0.005, 0.9, 1e-4)
+    assert (cfg.iterations, cfg.warmup_iterations, cfg.batch_size, cfg.arch_fraction) == (40000, 2000, 16, 0.2)
     assert not cfg.hard and cfg.resource_mode == "absolute"
-    args.schedule, args.tau0 = "cosine", 2.0
-    assert method.config_from_args(args).schedule == "cosine"
+    args = parser.parse_args(["--schedule", "cosine", "--tau0", "2", "--hard"])
+    cfg = method.make_config(parse_settings(args, method, dests))
+    assert (cfg.schedule, cfg.tau0, cfg.hard) == ("cosine", 2.0, True)
 
 
 @pytest.mark.parametrize("bad,match", [

@@ -43,6 +43,7 @@ def test_failing_trial_is_recorded_and_duplicates_reuse_the_retrain(ray_local, t
     assert sorted(base.label) == ["Shared", "Single"] and (base.status == "ok").all()
     failed = df[df.status == "failed"]
     assert list(failed.method) == ["ltb"] and "nan" in failed.error.iloc[0].lower()
+    assert failed.trial_id.str.fullmatch(r"[0-9a-f]{8}").all()  # failed before reporting: id from its folder
     ok = df[(df.status == "ok") & ~df.is_baseline]
     assert len(ok) == 2 and ok.arch_hash.nunique() == 1
     assert sorted(ok.retrain_cached.tolist()) == [False, True]  # the identical second trial reused the first
