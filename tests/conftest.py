@@ -1,4 +1,8 @@
-"""Shared test setup: caches go to a temporary folder, never to the user's home."""
+"""Shared test setup: caches and run folders go to a temporary folder, never to the user's home.
+
+The variables are *overwritten*, not defaulted: a user who has ``BRANCHSWEEP_CACHE`` or
+``BRANCHSWEEP_RUNS`` set for real work must not find test files there (tests/test_isolation.py).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,12 @@ import tempfile
 
 import pytest
 
-_CACHE = tempfile.TemporaryDirectory(prefix="branchsweep-test-cache-")  # removed at interpreter exit
-os.environ.setdefault("BRANCHSWEEP_CACHE", _CACHE.name)
-os.environ.setdefault("MPLBACKEND", "Agg")
+_TMP = tempfile.TemporaryDirectory(prefix="branchsweep-test-")  # removed at interpreter exit
+#: Prefix of the cache folder every test run uses (checked by tests/test_isolation.py).
+CACHE_PREFIX = "branchsweep-test-cache"
+os.environ["BRANCHSWEEP_CACHE"] = os.path.join(_TMP.name, CACHE_PREFIX)
+os.environ["BRANCHSWEEP_RUNS"] = os.path.join(_TMP.name, "runs")
+os.environ["MPLBACKEND"] = "Agg"
 
 
 @pytest.fixture
