@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -283,7 +284,9 @@ class BranchConfig:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.to_json() + "\n")
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")  # atomic: a resumed trial or search reads it
+        tmp.write_text(self.to_json() + "\n")
+        os.replace(tmp, path)
         return path
 
     @classmethod

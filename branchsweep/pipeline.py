@@ -256,7 +256,9 @@ def _export(cfg: TrialConfig, data, spec, tasks, work: Path, caches: SweepCaches
         if "warmup_cache" in {f.name for f in fields(method.config_type)}:
             say(f"warm-up cache: {scfg.warmup_cache} (shared by the sweep's trials)")
     config.save(exported)
-    (work / "search_info.json").write_text(json.dumps({"search_time_s": seconds, **info}, default=str))
+    tmp = work / f"search_info.json.tmp{os.getpid()}"  # atomic: a resumed trial reads it next to the export
+    tmp.write_text(json.dumps({"search_time_s": seconds, **info}, default=str))
+    os.replace(tmp, work / "search_info.json")
     return config, seconds, info
 
 
@@ -345,5 +347,7 @@ def run_trial(cfg: TrialConfig, work_dir: str | Path, caches: SweepCaches, resum
     row["trial_time_s"] = time.perf_counter() - t0
     say(f"done: delta_m={row['delta_m']:.3f}% params={row['params']} "
         f"search={search_s:.1f}s retrain={row['retrain_time_s']:.1f}s{' (cached)' if cached else ''}")
-    (work / RESULT_FILE).write_text(json.dumps(row, indent=1, default=str))
+    tmp = work / f"{RESULT_FILE}.tmp{os.getpid()}"  # atomic: result.json marks the trial finished on resume
+    tmp.write_text(json.dumps(row, indent=1, default=str))
+    os.replace(tmp, work / RESULT_FILE)
     return row
