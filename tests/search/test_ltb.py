@@ -297,13 +297,3 @@ def test_setting_a_one_seed_groups_tasks_by_activation(tmp_path, one_thread):
     result = run_search(cfg, SearchContext(data, spec, tasks, tmp_path, progress=False))
     labels = [data.info["groups"][t.name] for t in tasks]
     assert adjusted_rand_index(leaf_groups(result.config), labels) == 1.0
-
-
-@pytest.mark.parametrize("module", [ltb, "branchsweep.data.ltb_synthetic"])
-def test_docstring_examples(module):
-    import doctest
-    import importlib
-
-    mod = importlib.import_module(module) if isinstance(module, str) else module
-    result = doctest.testmod(mod)
-    assert result.attempted > 0 and result.failed == 0
