@@ -193,16 +193,18 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, forei
     env = {**foreign_env, "HOME": str(tmp_path), "BRANCHSWEEP_TEST_HOOKS": str(hooks),
            "RAY_RUNTIME_ENV_HOOK": "sweep_hooks.runtime_env_hook",
            "PYTHONPATH": os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p)}
-    procs: list = []
+    drivers: list[subprocess.Popen] = []
+    orphans: list = []  # a killed driver's Ray processes, collected while it lived
     try:
         first = _driver(out, env, resume=False, log=tmp_path / "first.log")
-        deadline = time.monotonic() + 400
+        drivers.append(first)
+        deadline = time.monotonic() + 240
         while not list(hooks.glob("gate-blocked-*")) and first.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
-        procs = process_tree(first.pid)
         assert first.poll() is None and list(hooks.glob("gate-blocked-*")), \
             f"the gated trial never started (exit {first.poll()})"
-        kill_tree(procs)  # the driver, its private Ray and the trial waiting at the gate
+        orphans = process_tree(first.pid)
+        kill_tree(orphans)  # the driver, its private Ray and the trial waiting at the gate
         first.wait(timeout=60)
         first_log = (tmp_path / "first.log").read_text()
         before = _finished(out)
@@ -211,12 +213,12 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, forei
 
         (hooks / "gate-open").touch()
         second = _driver(out, env, resume=True, log=tmp_path / "second.log")
-        try:
-            second.wait(timeout=400)
-        finally:
-            procs = process_tree(second.pid)
+        drivers.append(second)
+        second.wait(timeout=240)
     finally:
-        kill_tree(procs)
+        for driver in drivers:  # whatever still runs, by process id; then reap
+            kill_tree(process_tree(driver.pid) + orphans)
+            driver.wait(timeout=60)
     log = (tmp_path / "second.log").read_text()
     assert second.returncode == 0, log[-3000:]
     assert "[sweep] Ray: started a private instance" in log and foreign_address not in log
