@@ -112,12 +112,13 @@ class SweepOutcome:
 
 # --------------------------------------------------------------------------------------------- Ray
 def connect_ray(num_cpus: int | None = None, local: bool = False) -> bool:
-    """Join a Ray cluster or start a private one bound to 127.0.0.1, and print which (address, nodes,
-    resources).
+    """Join a Ray cluster or start a private one, and print which (address, nodes, resources).
 
     Default (Ray's convention): join ``RAY_ADDRESS`` when set (``ray job submit`` sets it), else the
     cluster that ``ray start`` runs on this machine (the address file it leaves in Ray's temp folder),
-    else start a private instance with ``num_cpus`` CPUs. A Ray that another program started
+    else start a private instance with ``num_cpus`` CPUs and node address 127.0.0.1 (Ray 2.60 honours
+    that only with ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` set before ray is imported, as the tests
+    do; otherwise it uses the machine's address). A Ray that another program started
     in-process (a notebook, a test session) leaves no address file and is never joined, unlike
     ``ray.init(address="auto")``, which joins any Ray process it finds. ``local=True`` (``--local``)
     always starts a private instance; combined with ``RAY_ADDRESS`` it is a user error.
