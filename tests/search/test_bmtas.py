@@ -142,3 +142,40 @@ def test_lambda_grid_trades_madds_and_groups_related_tasks(data, tmp_path):
     depth = {k: 18 if v is None else v for k, v in depth.items()}
     unrelated = [v for (a, b), v in depth.items() if {a, b} & {"semseg", "sal"} and {a, b} & {"depth", "normals"}]
     assert depth[("sal", "semseg")] > max(unrelated)
+
+
+def test_cli_resume_continues_an_interrupted_search_bit_exactly(tmp_path, capsys, monkeypatch):
+    """README: ``search`` resumes bit-exactly with ``--resume``. A CLI search is interrupted (Ctrl-C,
+    raised at its 506th α update) after the checkpoint at step 500; ``--resume`` finishes it with the
+    same architecture, log and final weights as an uninterrupted run."""
+    from branchsweep.cli import main
+
+    argv = ["search", "--method", "bmtas", "--dataset", "ltb-synthetic", "--activations", "bent,sin",
+            "--tasks-per-activation", "1", "--train-samples", "40", "--val-samples", "8", "--width", "0.08",
+            "--iterations", "520", "--warmup-iterations", "2", "--batch-size", "4", "--hard",
+            "--weight-steps-per-arch", "1", "--arch-lr", "0.1", "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "full")]) == 0
+
+    real_step, calls = torch.optim.Adam.step, {"n": 0}
+
+    def interrupted_step(self, *args, **kwargs):  # Adam updates only α in BMTAS
+        calls["n"] += 1
+        if calls["n"] == 506:
+            raise KeyboardInterrupt
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", interrupted_step)
+    assert main([*argv, "--out", str(tmp_path / "cut")]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    monkeypatch.setattr(torch.optim.Adam, "step", real_step)
+    assert torch.load(tmp_path / "cut" / CHECKPOINT_NAME, weights_only=True)["step"] == 500
+    assert not (tmp_path / "cut" / "branch_config.json").exists()
+    assert main([*argv, "--out", str(tmp_path / "cut"), "--resume"]) == 0
+    for name in ("branch_config.json", "search_log.jsonl"):
+        assert (tmp_path / "cut" / name).read_bytes() == (tmp_path / "full" / name).read_bytes(), name
+    a = torch.load(tmp_path / "full" / CHECKPOINT_NAME, weights_only=True)
+    b = torch.load(tmp_path / "cut" / CHECKPOINT_NAME, weights_only=True)
+    assert a["step"] == b["step"] == 520
+    for key, value in a["model"].items():
+        assert torch.equal(b["model"][key], value), key
+    assert torch.equal(a["gen"], b["gen"]) and torch.equal(a["rng"], b["rng"])
