@@ -7,13 +7,10 @@ moved over the target with :func:`os.replace` (atomic on POSIX file systems): a 
 file or the new one, never a mix, and two writers never share a temporary file.
 
 >>> import tempfile, pathlib
->>> folder = pathlib.Path(tempfile.mkdtemp())
->>> write_json(folder / "result.json", {"madds": 12})
-PosixPath('...result.json')
->>> read_json(folder / "result.json")
-{'madds': 12}
->>> sorted(p.name for p in folder.iterdir())  # no temporary file left behind
-['result.json']
+>>> with tempfile.TemporaryDirectory() as folder:
+...     path = write_json(pathlib.Path(folder) / "result.json", {"madds": 12})
+...     print(read_json(path), sorted(p.name for p in pathlib.Path(folder).iterdir()))  # no temporary file left
+{'madds': 12} ['result.json']
 """
 
 from __future__ import annotations
