@@ -50,7 +50,7 @@ def test_channels_last_changes_layout_not_results(dense):
     conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     # Same first loss; later steps drift by rounding, amplified by this tiny untrained net's huge gradients.
-    assert last.losses[0] == pytest.approx(plain.losses[0], rel=1e-5)
+    assert last.losses[0] == pytest.approx(plain.losses[0], rel=1e-4)
     assert all(torch.isfinite(torch.tensor(last.losses)))
 
 

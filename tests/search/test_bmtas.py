@@ -105,12 +105,12 @@ def test_warmup_cache_is_shared_across_lambdas(data, tmp_path):
     cache = tmp_path / "warm"
     ctx = context(data, tmp_path / "a")
     run_search(tiny(lam=0.0, warmup_cache=str(cache), iterations=2), ctx)
-    files = list(cache.iterdir())
+    files = list(cache.glob("*.pt"))
     assert len(files) == 1
     before = files[0].stat().st_mtime_ns
     result = run_search(tiny(lam=5.0, schedule="cosine", warmup_cache=str(cache), iterations=2),
                           context(data, tmp_path / "b"))
-    assert list(cache.iterdir()) == files and files[0].stat().st_mtime_ns == before
+    assert list(cache.glob("*.pt")) == files and files[0].stat().st_mtime_ns == before
     start = json.loads(result.log_path.read_text().splitlines()[0])
     assert start["warmup_cache"] == str(files[0])
     # the key follows what the warm-up depends on, not λ or the schedule

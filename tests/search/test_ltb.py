@@ -4,11 +4,12 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
+from branchsweep import loop
 from branchsweep.arch import BranchConfig
 from branchsweep.backbones import create_backbone
 from branchsweep.data.base import MultiTaskData
 from branchsweep.errors import BranchsweepError, ConfigError
-from branchsweep.search import SEARCH_METHODS, SearchContext, ltb
+from branchsweep.search import SEARCH_METHODS, SearchContext
 from branchsweep.search.ltb import (
     BranchingNetwork,
     LTBConfig,
@@ -191,7 +192,7 @@ def test_resume_continues_exactly(tmp_path, one_thread, monkeypatch):
     full = run_search(cfg, SearchContext(data, spec, tasks, tmp_path / "full", progress=False))
 
     calls = {"n": 0}
-    real_loss = ltb._loss
+    real_loss = loop.weighted_loss  # what the shared training step computes every iteration
 
     def crash_after_six(*args):
         calls["n"] += 1
@@ -199,10 +200,10 @@ def test_resume_continues_exactly(tmp_path, one_thread, monkeypatch):
             raise KeyboardInterrupt
         return real_loss(*args)
 
-    monkeypatch.setattr(ltb, "_loss", crash_after_six)
+    monkeypatch.setattr(loop, "weighted_loss", crash_after_six)
     with pytest.raises(KeyboardInterrupt):
         run_search(cfg, SearchContext(data, spec, tasks, tmp_path / "cut", progress=False))
-    monkeypatch.setattr(ltb, "_loss", real_loss)
+    monkeypatch.setattr(loop, "weighted_loss", real_loss)
     resumed = run_search(cfg, SearchContext(data, spec, tasks, tmp_path / "cut", resume=True, progress=False))
     log = lambda d: [json.loads(x) for x in (d / "search_log.jsonl").read_text().splitlines()][1:]  # noqa: E731
     assert log(tmp_path / "cut") == log(tmp_path / "full")

@@ -158,7 +158,7 @@ point = {{"method": "ltb", "seed": 0, "ltb.schedule": "inverse_sqrt", "ltb.tau0"
 points = [{{**point, "ltb.child_nodes": 1}}, {{**point, "ltb.child_nodes": 2}},
           {{**point, "ltb.child_nodes": 2, "ltb.schedule": "gate"}}]
 cfg = SweepConfig(name="r", out=Path({out!r}), base=tiny_base(),
-                  space=SearchSpace(methods=("ltb",), ltb_schedules=("inverse_sqrt", "gate")),
+                  space=SearchSpace(methods=("ltb",), ranges={{"ltb": {{"schedules": ("inverse_sqrt", "gate")}}}}),
                   num_trials=4, concurrency=1, backend="direct", report=False, verbose=True, num_cpus=2,
                   local=True, resume={resume}, baselines=("single",), points=points)
 run_sweep(cfg)
