@@ -4,16 +4,22 @@ Pandas-first: every function takes and returns DataFrames/Series, so a notebook 
 
     import analysis
     df = analysis.load_results("runs/sweep1/results.parquet")
-    report = analysis.build_report(df)                  # adds delta_m and on_front
-    report.front                                        # the non-dominated trials, sorted by MAdds
+    primary, directions = analysis.read_metric_spec("runs/sweep1")   # the sweep's metrics.json
+    report = analysis.build_report(df, metrics=primary, directions=directions)  # adds delta_m, on_front
+    report.front                                     # the non-dominated trials, sorted by MAdds
     analysis.write_report(report, "runs/sweep1/report")
 
-The package needs pandas, numpy and matplotlib (object-oriented API, Agg canvas); torch is imported
-only when metric directions or primary metrics are looked up in the task registry.
+It is a leaf package: importing it pulls in pandas, numpy and matplotlib (object-oriented API, Agg
+canvas) and nothing of torch, Ray or :mod:`branchsweep`. What it knows about tasks arrives as data:
+metric directions and Δm columns from the sweep's ``metrics.json`` (:func:`read_metric_spec`) or as
+arguments (``known=`` / ``primaries=``, which ``branchsweep report`` fills from the task registry);
+architectures from the ``arch_hash``, ``arch_drawing`` and ``arch_json`` columns (:func:`branch_tree`).
+Mistakes in the input raise :class:`AnalysisError` (a ``ValueError``) with a one-line message.
 """
 
 from analysis.delta_m import delta_m, metric_columns, primary_metric_columns, task_of_column
 from analysis.directions import resolve_directions, split_header
+from analysis.errors import AnalysisError
 from analysis.pareto import front_steps, hypervolume_2d, pareto_front
 from analysis.plots import lambda_plot, madds_unit, pareto_plot, tree_plot
 from analysis.report import Report, build_report, choose_baseline, write_report
@@ -26,9 +32,13 @@ from analysis.tables import (
     read_metric_spec,
     read_table,
 )
+from analysis.trees import BranchTree, branch_tree
 
 __all__ = [
+    "AnalysisError",
+    "BranchTree",
     "Report",
+    "branch_tree",
     "build_report",
     "choose_baseline",
     "delta_m",

@@ -21,8 +21,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from analysis.directions import check_direction, registry_directions, split_header
-from branchsweep.errors import ConfigError
+from analysis.directions import check_direction, split_header
+from analysis.errors import AnalysisError
 
 Level = Literal["metric", "task"]
 TaskOf = Callable[[str], str] | Mapping[str, str]
@@ -32,46 +32,56 @@ def task_of_column(column: str) -> str:
     """The task a metric column belongs to: the part before ``/`` (``"depth/rmse"`` -> ``"depth"``).
 
     Paper-table headers without a ``/`` are their own task: ``"Norm↓"`` -> ``"Norm"``.
+
+    >>> task_of_column("depth/rmse"), task_of_column("Norm↓")
+    ('depth', 'Norm')
     """
     name, _ = split_header(column)
     return name.split("/", 1)[0]
 
 
 def metric_columns(columns: Iterable[str]) -> list[str]:
-    """Columns named ``"<task>/<metric>"`` that are not hyperparameters (``hp/...``)."""
+    """Columns named ``"<task>/<metric>"`` that are not hyperparameters (``hp/...``).
+
+    >>> metric_columns(["label", "depth/rmse", "hp/lambda", "sal/maxF"])
+    ['depth/rmse', 'sal/maxF']
+    """
     return [c for c in columns if "/" in str(c) and not str(c).startswith("hp/")]
 
 
-def primary_metric_columns(columns: Iterable[str]) -> list[str]:
+def primary_metric_columns(columns: Iterable[str], primaries: Mapping[str, str] | None = None) -> list[str]:
     """Each task's primary metric column (the one BMTAS-style Δm uses), in column order.
 
-    A task's primary metric comes from the task registry (``create_task(kind).primary``); a task that is
-    not registered must have exactly one metric column, otherwise the choice would be a guess and it is
-    a ConfigError (pass the metric columns explicitly).
-    """
-    from branchsweep.tasks import TASKS, create_task
+    ``primaries`` maps a task to its primary metric, ``{"depth": "rmse"}`` (``branchsweep report``
+    passes the task registry's, :func:`branchsweep.tasks.primary_metrics`). A task in it uses
+    ``"<task>/<primary>"``, which must be a column; a task not in it must have exactly one metric
+    column, otherwise the choice would be a guess and it is an AnalysisError (name the metric columns).
 
+    >>> primary_metric_columns(["depth/rmse", "depth/abs_rel", "sal/maxF", "hp/lambda"], {"depth": "rmse"})
+    ['depth/rmse', 'sal/maxF']
+    """
+    primaries = dict(primaries or {})
     by_task: dict[str, list[str]] = {}
     for column in metric_columns(columns):
         by_task.setdefault(task_of_column(column), []).append(column)
     chosen: list[str] = []
     for task, cols in by_task.items():
-        if task in TASKS:
-            primary = f"{task}/{create_task(task).primary}"
+        if task in primaries:
+            primary = f"{task}/{primaries[task]}"
             if primary not in cols:
-                raise ConfigError(
+                raise AnalysisError(
                     f"task {task!r}: its primary metric column {primary!r} is missing (have {', '.join(cols)})"
                 )
             chosen.append(primary)
         elif len(cols) == 1:
             chosen.append(cols[0])
         else:
-            raise ConfigError(
-                f"task {task!r} is not registered and has several metric columns ({', '.join(cols)}); "
+            raise AnalysisError(
+                f"task {task!r} has several metric columns ({', '.join(cols)}) and no known primary metric; "
                 "name the ones Δm should use (--metrics)"
             )
     if not chosen:
-        raise ConfigError("no metric columns named '<task>/<metric>' found; name them (--metrics)")
+        raise AnalysisError("no metric columns named '<task>/<metric>' found; name them (--metrics)")
     return chosen
 
 
@@ -79,18 +89,18 @@ def _baseline_values(results: pd.DataFrame, baseline: str | pd.Series, metrics: 
     if isinstance(baseline, pd.Series):
         missing = [m for m in metrics if m not in baseline.index]
         if missing:
-            raise ConfigError(f"the baseline scores have no value for {', '.join(map(repr, missing))}")
+            raise AnalysisError(f"the baseline scores have no value for {', '.join(map(repr, missing))}")
         values = baseline[list(metrics)]
     else:
         if baseline not in results.index:
             known = ", ".join(map(str, results.index[:12]))
-            raise ConfigError(f"baseline row {baseline!r} not found; rows are: {known}")
+            raise AnalysisError(f"baseline row {baseline!r} not found; rows are: {known}")
         rows = results.loc[[baseline], list(metrics)]
         values = rows.astype(float).mean(axis=0)  # repeated label (several seeds): their mean
     values = pd.to_numeric(values, errors="coerce").astype(float)
     bad = [m for m in metrics if not np.isfinite(values[m]) or values[m] == 0]
     if bad:
-        raise ConfigError(
+        raise AnalysisError(
             f"baseline value of {', '.join(map(repr, bad))} is zero or missing; Δm divides by it"
         )
     return values
@@ -99,7 +109,7 @@ def _baseline_values(results: pd.DataFrame, baseline: str | pd.Series, metrics: 
 def delta_m(
     results: pd.DataFrame,
     baseline: str | pd.Series,
-    directions: Mapping[str, str] | None = None,
+    directions: Mapping[str, str],
     level: Level = "metric",
     task_of: TaskOf | None = None,
 ) -> pd.Series:
@@ -111,8 +121,9 @@ def delta_m(
         results: one row per model, one column per metric (other columns are ignored).
         baseline: a row label of ``results`` (rows sharing the label are averaged) or a Series of the
             single-task scores indexed by metric column.
-        directions: metric column -> ``"max"``/``"min"``; its keys are the metrics Δm averages over.
-            ``None``: each task's primary ``"<task>/<metric>"`` column, directed by the task registry.
+        directions: metric column -> ``"max"``/``"min"``; its keys are the metrics Δm averages over
+            (for the BMTAS convention, each task's primary metric: :func:`primary_metric_columns`,
+            directed by :func:`~analysis.directions.resolve_directions`).
         level: ``"metric"`` averages all terms; ``"task"`` averages within each task first.
         task_of: column -> task (callable or mapping) for ``level="task"``; default: the part before ``/``.
 
@@ -124,20 +135,13 @@ def delta_m(
     [0.0, -5.0]
     """
     if level not in ("metric", "task"):
-        raise ConfigError(f"level must be 'metric' or 'task', got {level!r}")
-    if directions is None:
-        metrics = primary_metric_columns(results.columns)
-        registry = registry_directions()
-        directions = {m: registry[m] for m in metrics if m in registry}
-        missing = [m for m in metrics if m not in directions]
-        if missing:
-            raise ConfigError(f"metric column {missing[0]!r} has no registered direction; pass directions")
+        raise AnalysisError(f"level must be 'metric' or 'task', got {level!r}")
     metrics = list(directions)
     if not metrics:
-        raise ConfigError("Δm needs at least one metric")
+        raise AnalysisError("Δm needs at least one metric")
     absent = [m for m in metrics if m not in results.columns]
     if absent:
-        raise ConfigError(f"metric column {absent[0]!r} is not in the results (columns: {', '.join(map(str, results.columns))})")
+        raise AnalysisError(f"metric column {absent[0]!r} is not in the results (columns: {', '.join(map(str, results.columns))})")
     signs = np.array([1.0 if check_direction(m, directions[m]) == "max" else -1.0 for m in metrics])
     base = _baseline_values(results, baseline, metrics)
     values = results[metrics].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
@@ -150,7 +154,7 @@ def delta_m(
         try:
             tasks = [lookup(m) for m in metrics]
         except KeyError as err:
-            raise ConfigError(f"task_of has no task for metric column {err.args[0]!r}") from None
+            raise AnalysisError(f"task_of has no task for metric column {err.args[0]!r}") from None
         groups = {t: [i for i, u in enumerate(tasks) if u == t] for t in dict.fromkeys(tasks)}
         per_task = np.stack([terms[:, idx].mean(axis=1) for idx in groups.values()], axis=1)
         out = per_task.mean(axis=1)

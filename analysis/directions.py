@@ -1,13 +1,16 @@
-"""Which way is better for each metric column: explicit mapping > header arrow > task registry.
+"""Which way is better for each metric column: explicit mapping > header arrow > known directions.
 
 Getting the direction of a metric wrong flips the sign of its Δm term, and that error is silent. So a
 direction is never guessed: it comes from (in this order)
 
-1. an explicit mapping given by the user (``{"depth/rmse": "min"}``),
+1. an explicit mapping given by the user (``{"depth/rmse": "min"}``; ``branchsweep report`` puts a
+   sweep's ``metrics.json`` here, overridden by ``--direction`` flags),
 2. an arrow in the column header, as printed in paper tables (``"Norm↓"``, ``"SemSeg ↑"``),
-3. the task registry (:func:`branchsweep.tasks.metric_directions`, for ``"<task>/<metric>"`` columns),
+3. ``known``: directions passed in as data, e.g. ``{"<task>/<metric>": direction}`` of every registered
+   task (``branchsweep report`` passes :func:`branchsweep.tasks.metric_directions`; this package never
+   looks them up itself),
 
-and a column found in none of them is a :class:`~branchsweep.errors.ConfigError` naming the column.
+and a column found in none of them is an :class:`~analysis.errors.AnalysisError` naming the column.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Literal
 
-from branchsweep.errors import ConfigError
+from analysis.errors import AnalysisError
 
 Direction = Literal["max", "min"]
 DIRECTIONS: tuple[Direction, ...] = ("max", "min")
@@ -43,38 +46,39 @@ def split_header(header: str) -> tuple[str, Direction | None]:
 
 
 def check_direction(column: str, direction: object) -> Direction:
-    """Validate one direction value; ``"higher"``/``"lower"`` are accepted as aliases."""
+    """Validate one direction value; ``"higher"``/``"lower"`` are accepted as aliases.
+
+    >>> check_direction("a/acc", "higher"), check_direction("b/err", "min")
+    ('max', 'min')
+    """
     alias = {"higher": "max", "lower": "min", "maximize": "max", "minimize": "min"}
     value = alias.get(str(direction).strip().lower(), str(direction).strip().lower())
     if value not in DIRECTIONS:
-        raise ConfigError(f"metric {column!r}: direction must be 'max' or 'min', got {direction!r}")
+        raise AnalysisError(f"metric {column!r}: direction must be 'max' or 'min', got {direction!r}")
     return value  # type: ignore[return-value]
-
-
-def registry_directions() -> dict[str, Direction]:
-    """``{"<task>/<metric>": direction}`` from the task registry (imports torch, so only on demand)."""
-    from branchsweep.tasks import metric_directions
-
-    return dict(metric_directions())
 
 
 def resolve_directions(
     columns: Iterable[str],
     explicit: Mapping[str, str] | None = None,
     *,
-    use_registry: bool = True,
+    known: Mapping[str, str] | None = None,
 ) -> dict[str, Direction]:
-    """Direction of every column in ``columns``; a column without one is a ConfigError.
+    """Direction of every column in ``columns``: ``explicit``, else the header arrow, else ``known``.
 
     Header arrows are matched on the raw header (``"Norm↓"``); explicit keys may use either the raw
     header or its arrow-less name, or ``"*/<metric>"`` for that metric of every task (many generic tasks,
-    e.g. ``{"*/mse": "min"}`` for the Learning-to-Branch synthetic regressions).
+    e.g. ``{"*/mse": "min"}`` for the Learning-to-Branch synthetic regressions). ``known`` is the last
+    source, matched on the exact column (``{"depth/rmse": "min"}``, e.g. the task registry's). A column
+    found in none of them is an AnalysisError naming it.
 
-    >>> resolve_directions(["Norm↓", "SemSeg", "t0/mse"], {"SemSeg": "max", "*/mse": "min"}, use_registry=False)
+    >>> resolve_directions(["Norm↓", "SemSeg", "t0/mse"], {"SemSeg": "max", "*/mse": "min"})
     {'Norm↓': 'min', 'SemSeg': 'max', 't0/mse': 'min'}
+    >>> resolve_directions(["depth/rmse", "Edge↑"], {}, known={"depth/rmse": "min", "Edge↑": "min"})
+    {'depth/rmse': 'min', 'Edge↑': 'max'}
     """
     explicit = {str(k): check_direction(str(k), v) for k, v in (explicit or {}).items()}
-    registry: dict[str, Direction] | None = None
+    known = dict(known or {})
     out: dict[str, Direction] = {}
     for column in columns:
         name, arrow = split_header(column)
@@ -86,14 +90,11 @@ def resolve_directions(
         if arrow is not None:
             out[column] = arrow
             continue
-        if use_registry:
-            if registry is None:
-                registry = registry_directions()
-            if column in registry:
-                out[column] = registry[column]
-                continue
-        raise ConfigError(
-            f"metric column {column!r} has no direction: it is not a registered task metric and its header "
+        if column in known:
+            out[column] = check_direction(column, known[column])
+            continue
+        raise AnalysisError(
+            f"metric column {column!r} has no direction: it is not a known task metric and its header "
             "has no ↑/↓; give one explicitly (e.g. --direction 'COLUMN=max' or directions={COLUMN: 'min'})"
         )
     return out

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.directions import check_direction
-from branchsweep.errors import ConfigError
+from analysis.errors import AnalysisError
 
 # Rows compared per block when testing dominance: keeps the (block, n, k) boolean array small.
 _BLOCK = 1024
@@ -26,10 +26,10 @@ _BLOCK = 1024
 def _minimisation_matrix(df: pd.DataFrame, objectives: Mapping[str, str]) -> np.ndarray:
     """``(rows, objectives)`` float matrix with ``"max"`` columns negated, NaN for non-numbers."""
     if not objectives:
-        raise ConfigError("a Pareto front needs at least one objective")
+        raise AnalysisError("a Pareto front needs at least one objective")
     missing = [c for c in objectives if c not in df.columns]
     if missing:
-        raise ConfigError(f"objective column {missing[0]!r} is not in the table")
+        raise AnalysisError(f"objective column {missing[0]!r} is not in the table")
     cols = []
     for column, direction in objectives.items():
         values = pd.to_numeric(df[column], errors="coerce").to_numpy(dtype=float)
@@ -67,12 +67,12 @@ def _reference_pair(objectives: Mapping[str, str], reference: Mapping[str, float
     if isinstance(reference, Mapping):
         missing = [c for c in cols if c not in reference]
         if missing:
-            raise ConfigError(f"the hypervolume reference point has no value for {missing[0]!r}")
+            raise AnalysisError(f"the hypervolume reference point has no value for {missing[0]!r}")
         ref = [float(reference[c]) for c in cols]
     else:
         ref = [float(v) for v in reference]
         if len(ref) != len(cols):
-            raise ConfigError(f"the hypervolume reference point has {len(ref)} values for {len(cols)} objectives")
+            raise AnalysisError(f"the hypervolume reference point has {len(ref)} values for {len(cols)} objectives")
     signs = [1.0 if check_direction(c, objectives[c]) == "min" else -1.0 for c in cols]
     return np.asarray(ref) * np.asarray(signs)
 
@@ -97,7 +97,7 @@ def hypervolume_2d(
     6.0
     """
     if len(objectives) != 2:
-        raise ConfigError(f"hypervolume_2d needs exactly two objectives, got {len(objectives)}")
+        raise AnalysisError(f"hypervolume_2d needs exactly two objectives, got {len(objectives)}")
     ref = _reference_pair(objectives, reference)
     x = _minimisation_matrix(df, objectives)
     x = x[~np.isnan(x).any(axis=1)]

@@ -7,6 +7,7 @@ function returns the ``Figure``; :func:`save` writes it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from analysis.pareto import front_steps
-from branchsweep.arch import BranchConfig
+from analysis.trees import BranchTree, branch_tree
 
 GIGA = 1e9
 _UNITS = ((1e9, "GMAdds"), (1e6, "MMAdds"), (1e3, "KMAdds"))
@@ -137,35 +138,51 @@ def lambda_plot(df: pd.DataFrame, lam: str = "hp/lambda", x: str = "madds") -> F
     return fig
 
 
-def tree_plot(config: BranchConfig, title: str = "") -> Figure:
+def leaf_order(tree: BranchTree) -> list[str]:
+    """Tasks in depth-first order of the tree (sorted by their group index at each layer), so that
+    drawn branches never cross.
+
+    >>> leaf_order(branch_tree({"version": 1, "tasks": ["a", "b", "c"], "layers": [[["a", "c"], ["b"]]]}))
+    ['a', 'c', 'b']
+    """
+    owners = [{t: i for i, g in enumerate(part) for t in g} for part in tree.layers]
+    return sorted(tree.tasks, key=lambda t: [owner[t] for owner in owners])
+
+
+def tree_plot(arch: BranchTree | Mapping | str, title: str = "") -> Figure:
     """A branching tree: layers left to right, one node per block, leaves labelled with their tasks.
 
-    A block's height is the mean position of its tasks (tasks in leaf order), so branches fan out
-    towards the heads and a shared block sits at the centre of the tasks it serves.
+    ``arch`` is a branch-config as plain data (its JSON text or parsed object, see
+    :mod:`analysis.trees`), a :class:`~analysis.trees.BranchTree`, or any object whose ``to_dict()``
+    returns the JSON object. A block's height is the mean position of its tasks (tasks in
+    :func:`leaf_order`), so branches fan out towards the heads and a shared block sits at the centre of
+    the tasks it serves.
     """
-    order = [t for g in config.partitions[-1] for t in g]
-    pos = {t: i for i, t in enumerate(order)}
-    fig = _figure(max(4.0, 0.5 * config.num_layers + 2.5), max(2.5, 0.45 * config.num_tasks + 1.2))
+    if isinstance(arch, BranchTree):
+        tree = arch
+    else:
+        tree = branch_tree(arch.to_dict() if hasattr(arch, "to_dict") else arch)
+    num_layers = len(tree.layers)
+    pos = {t: i for i, t in enumerate(leaf_order(tree))}
+    fig = _figure(max(4.0, 0.5 * num_layers + 2.5), max(2.5, 0.45 * len(tree.tasks) + 1.2))
     ax = fig.add_subplot()
 
-    def height(group: tuple[int, ...]) -> float:
+    def height(group: tuple[str, ...]) -> float:
         return float(np.mean([pos[t] for t in group]))
 
-    for layer, part in enumerate(config.partitions):
-        for gi, group in enumerate(part):
+    for layer, (part, ups) in enumerate(zip(tree.layers, tree.parents)):
+        for group, up in zip(part, ups):
             ax.scatter([layer], [height(group)], s=40, color="C0" if len(group) > 1 else "C1", zorder=3)
             if layer > 0:
-                parent = config.partitions[layer - 1][config.parent_group(layer, gi)]
+                parent = tree.layers[layer - 1][up]
                 ax.plot([layer - 1, layer], [height(parent), height(group)], color="0.4", lw=1.2, zorder=2)
-    last = config.num_layers - 1
-    for group in config.partitions[-1]:
-        ax.annotate(" ".join(config.tasks[t] for t in group), (last, height(group)), xytext=(8, 0),
+    for group in tree.layers[-1]:
+        ax.annotate(" ".join(group), (num_layers - 1, height(group)), xytext=(8, 0),
                     textcoords="offset points", va="center", fontsize=9)
-    ax.set_xticks(range(config.num_layers), [f"L{i + 1}" for i in range(config.num_layers)],
-                  fontsize=7 if config.num_layers > 12 else 9)
+    ax.set_xticks(range(num_layers), [f"L{i + 1}" for i in range(num_layers)], fontsize=7 if num_layers > 12 else 9)
     ax.set_yticks([])
     ax.invert_yaxis()
     ax.set_xlabel("backbone layer (blue: shared block, orange: single-task block)")
     ax.margins(x=0.25, y=0.15)
-    ax.set_title(title or f"architecture {config.arch_hash()}", fontsize=10)
+    ax.set_title(title or "branching tree", fontsize=10)
     return fig

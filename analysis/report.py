@@ -18,17 +18,17 @@ import pandas as pd
 
 from analysis.delta_m import Level, delta_m, primary_metric_columns
 from analysis.directions import resolve_directions
+from analysis.errors import AnalysisError
 from analysis.pareto import hypervolume_2d, pareto_front
 from analysis.plots import lambda_plot, madds_unit, pareto_plot, save, tree_plot
 from analysis.tables import markdown_table, normalise_results
-from branchsweep.arch import BranchConfig
-from branchsweep.errors import ConfigError
+from analysis.trees import BranchTree, branch_tree
 
 FRONT_OBJECTIVES = {"madds": "min", "delta_m": "max"}
 LAMBDA_COLUMN = "hp/lambda"
 _LEADING = ["trial_id", "label", "method", "status", "is_baseline", "on_front", "madds", "params", "delta_m",
             "delta_m_reported"]
-_TRAILING = ["arch_hash", "arch_json", "search_time_s", "retrain_time_s"]
+_TRAILING = ["arch_hash", "arch_drawing", "arch_json", "search_time_s", "retrain_time_s"]
 _FRONT_COLOUR = "#d8f3d8"
 _FAILED_COLOUR = "#f6d5d5"
 
@@ -68,7 +68,7 @@ def choose_baseline(results: pd.DataFrame) -> str:
     if len(labels) == 1:
         return str(labels[0])
     what = f"several ({', '.join(labels)})" if len(labels) else "no"
-    raise ConfigError(f"{what} successful baseline rows; choose the Δm reference with --baseline LABEL")
+    raise AnalysisError(f"{what} successful baseline rows; choose the Δm reference with --baseline LABEL")
 
 
 def _order_columns(df: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
@@ -88,25 +88,30 @@ def build_report(
     directions: Mapping[str, str] | None = None,
     level: Level = "metric",
     source: str = "",
+    known: Mapping[str, str] | None = None,
+    primaries: Mapping[str, str] | None = None,
 ) -> Report:
     """Add ``delta_m`` and ``on_front`` to a results table (sweep schema, see :mod:`analysis.tables`).
 
-    ``metrics`` are the Δm columns (default: each task's primary metric); their directions come from
-    ``directions``, header arrows or the task registry. ``baseline`` is the reference row label (rows
-    sharing it are averaged; default: :func:`choose_baseline`).
+    ``metrics`` are the Δm columns (default: each task's primary metric, ``primaries`` mapping a task to
+    it, see :func:`~analysis.delta_m.primary_metric_columns`); their directions come from
+    ``directions``, header arrows or ``known`` (``{"<task>/<metric>": direction}``, see
+    :func:`~analysis.directions.resolve_directions`). ``branchsweep report`` passes the task
+    registry's as ``known`` and ``primaries``. ``baseline`` is the reference row label (rows sharing it
+    are averaged; default: :func:`choose_baseline`).
     """
     df = normalise_results(results, source or "results")
     label = baseline if baseline is not None else choose_baseline(df)
     ok = df["status"] == "ok"
     base_rows = df[ok & (df["label"].astype(str) == label)]
     if base_rows.empty:
-        known = ", ".join(dict.fromkeys(df.loc[ok, "label"].astype(str)))
-        raise ConfigError(f"baseline {label!r} is not the label of any successful row; labels: {known}")
-    chosen = list(metrics) if metrics else primary_metric_columns(df.columns)
+        labels = ", ".join(dict.fromkeys(df.loc[ok, "label"].astype(str)))
+        raise AnalysisError(f"baseline {label!r} is not the label of any successful row; labels: {labels}")
+    chosen = list(metrics) if metrics else primary_metric_columns(df.columns, primaries)
     missing = [m for m in chosen if m not in df.columns]
     if missing:
-        raise ConfigError(f"metric column {missing[0]!r} is not in the results")
-    dirs = resolve_directions(chosen, directions)
+        raise AnalysisError(f"metric column {missing[0]!r} is not in the results")
+    dirs = resolve_directions(chosen, directions, known=known)
     base = base_rows[chosen].apply(pd.to_numeric, errors="coerce").mean(axis=0)
     df["delta_m"] = delta_m(df, base, dirs, level=level).where(ok)
     front = pareto_front(df[ok], FRONT_OBJECTIVES)
@@ -172,18 +177,50 @@ def _tables(report: Report) -> dict[str, pd.DataFrame]:
     return {k: v.rename(columns=rename) for k, v in sections.items()}
 
 
-def _architectures(report: Report) -> dict[str, tuple[BranchConfig, list[str]]]:
-    """Distinct architectures on the front: hash -> (config, labels of the front rows using it)."""
-    if "arch_json" not in report.results.columns:
+@dataclass
+class Architecture:
+    """One distinct architecture on the front: its ``arch_hash``, the labels of the front rows that use
+    it, its text drawing (``arch_drawing``) and its tree (read from ``arch_json``); None when absent."""
+
+    key: str
+    labels: list[str] = field(default_factory=list)
+    drawing: str | None = None
+    tree: BranchTree | None = None
+
+
+def _text(value: object) -> str | None:
+    """A cell as a non-empty str; None for a missing value (None, NaN, pd.NA) or a blank."""
+    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
+        return None
+    text = str(value)
+    return text if text.strip() else None
+
+
+def front_architectures(front: pd.DataFrame) -> dict[str, Architecture]:
+    """The distinct architectures of ``front``, keyed by the ``arch_hash`` column, in row order.
+
+    Rows without a hash are left out; a hash's drawing and tree come from the first of its rows that
+    has ``arch_drawing`` / ``arch_json``. A malformed ``arch_json`` is an AnalysisError naming its trial.
+
+    >>> front = pd.DataFrame({"label": ["A", "B", "C"], "arch_hash": ["h1", "h2", "h1"],
+    ...                       "arch_drawing": ["L1 [a b]", None, None]})
+    >>> {k: (a.labels, a.drawing, a.tree) for k, a in front_architectures(front).items()}
+    {'h1': (['A', 'C'], 'L1 [a b]', None), 'h2': (['B'], None, None)}
+    """
+    if "arch_hash" not in front.columns:
         return {}
-    out: dict[str, tuple[BranchConfig, list[str]]] = {}
-    for _, row in report.front.iterrows():
-        text = row["arch_json"]
-        if not isinstance(text, str) or not text.strip():
+    out: dict[str, Architecture] = {}
+    for i, row in front.iterrows():
+        key = _text(row["arch_hash"])
+        if key is None:
             continue
-        config = BranchConfig.from_json(text, source=f"arch_json of trial {row['trial_id']!r} ({row['label']})")
-        key = config.arch_hash()
-        out.setdefault(key, (config, []))[1].append(str(row["label"]))
+        arch = out.setdefault(key, Architecture(key))
+        arch.labels.append(str(row.get("label", i)))
+        if arch.drawing is None:
+            arch.drawing = _text(row.get("arch_drawing"))
+        text = _text(row.get("arch_json"))
+        if arch.tree is None and text is not None:
+            arch.tree = branch_tree(text, source=f"arch_json of trial {row.get('trial_id', i)!r} ({row.get('label', i)})")
     return out
 
 
@@ -232,26 +269,39 @@ def write_report(report: Report, out_dir: Path) -> dict[str, Path]:
     else:
         notes.append(f"No {LAMBDA_COLUMN} column with values, so there is no lambda_vs_madds.png.")
 
-    archs = _architectures(report)
-    drawings: dict[str, str] = {}
-    for key, (config, labels) in archs.items():
+    archs = front_architectures(report.front)
+    for key, arch in archs.items():
         (out_dir / "arch").mkdir(exist_ok=True)
-        drawings[key] = config.draw()
-        (out_dir / "arch" / f"{key}.txt").write_text(drawings[key] + "\n")
-        save(tree_plot(config, f"{key}: {', '.join(labels)}"), out_dir / "arch" / f"{key}.png")
-    if not archs:
-        notes.append("No architecture JSON on the front rows, so there are no tree drawings.")
+        if arch.drawing is not None:
+            (out_dir / "arch" / f"{key}.txt").write_text(arch.drawing + "\n")
+        if arch.tree is not None:
+            save(tree_plot(arch.tree, f"{key}: {', '.join(arch.labels)}"), out_dir / "arch" / f"{key}.png")
+    notes += _architecture_notes(archs)
 
     tables = _tables(report)
     files["markdown"] = out_dir / "report.md"
-    files["markdown"].write_text(_markdown(report, tables, files, archs, drawings, notes))
+    files["markdown"].write_text(_markdown(report, tables, files, archs, notes))
     files["html"] = out_dir / "report.html"
-    files["html"].write_text(_html(report, tables, files, archs, drawings, notes))
+    files["html"].write_text(_html(report, tables, files, archs, notes))
     return files
 
 
+def _architecture_notes(archs: Mapping[str, Architecture]) -> list[str]:
+    """What the architecture section lacks, and why (older sweeps have no ``arch_drawing``)."""
+    if not archs:
+        return ["No architecture hash (arch_hash) on the front rows, so there are no tree drawings."]
+    notes = []
+    no_text = [k for k, a in archs.items() if a.drawing is None]
+    no_tree = [k for k, a in archs.items() if a.tree is None]
+    if no_text:
+        notes.append(f"No arch_drawing for {len(no_text)} of {len(archs)} front architecture(s), so they have no text drawing.")
+    if no_tree:
+        notes.append(f"No arch_json for {len(no_tree)} of {len(archs)} front architecture(s), so they have no tree plot.")
+    return notes
+
+
 def _markdown(report: Report, tables: dict[str, pd.DataFrame], files: dict[str, Path],
-              archs: dict[str, tuple[BranchConfig, list[str]]], drawings: dict[str, str], notes: list[str]) -> str:
+              archs: Mapping[str, Architecture], notes: list[str]) -> str:
     parts = ["# branchsweep report", "", *_summary_lines(report), ""]
     parts += ["## Figures", "", f"![Δm vs MAdds]({files['pareto'].name})", ""]
     if "lambda" in files:
@@ -260,9 +310,12 @@ def _markdown(report: Report, tables: dict[str, pd.DataFrame], files: dict[str, 
         parts += [f"## {title}", "", markdown_table(table), ""]
     if archs:
         parts += ["## Architectures on the front", ""]
-        for key, (_, labels) in archs.items():
-            parts += [f"### {key} ({', '.join(labels)})", "", f"![tree](arch/{key}.png)", "", "```",
-                      drawings[key], "```", ""]
+        for key, arch in archs.items():
+            parts += [f"### {key} ({', '.join(arch.labels)})", ""]
+            if arch.tree is not None:
+                parts += [f"![tree](arch/{key}.png)", ""]
+            if arch.drawing is not None:
+                parts += ["```", arch.drawing, "```", ""]
     if notes:
         parts += ["## Notes", "", *[f"- {n}" for n in notes], ""]
     return "\n".join(parts)
@@ -281,7 +334,7 @@ def _styled(table: pd.DataFrame) -> str:
 
 
 def _html(report: Report, tables: dict[str, pd.DataFrame], files: dict[str, Path],
-          archs: dict[str, tuple[BranchConfig, list[str]]], drawings: dict[str, str], notes: list[str]) -> str:
+          archs: Mapping[str, Architecture], notes: list[str]) -> str:
     esc = html.escape
     body = ["<h1>branchsweep report</h1>", "<ul>"]
     body += [f"<li>{esc(line[2:]).replace('**', '').replace('`', '')}</li>" for line in _summary_lines(report)]
@@ -293,9 +346,12 @@ def _html(report: Report, tables: dict[str, pd.DataFrame], files: dict[str, Path
         body += [f"<h2>{esc(title)}</h2>", _styled(table)]
     if archs:
         body.append("<h2>Architectures on the front</h2>")
-        for key, (_, labels) in archs.items():
-            body += [f"<h3>{esc(key)} ({esc(', '.join(labels))})</h3>",
-                     f'<img src="arch/{esc(key)}.png" alt="tree {esc(key)}">', f"<pre>{esc(drawings[key])}</pre>"]
+        for key, arch in archs.items():
+            body.append(f"<h3>{esc(key)} ({esc(', '.join(arch.labels))})</h3>")
+            if arch.tree is not None:
+                body.append(f'<img src="arch/{esc(key)}.png" alt="tree {esc(key)}">')
+            if arch.drawing is not None:
+                body.append(f"<pre>{esc(arch.drawing)}</pre>")
     if notes:
         body += ["<h2>Notes</h2>", "<ul>", *[f"<li>{esc(n)}</li>" for n in notes], "</ul>"]
     style = "body{font-family:sans-serif;margin:2em} table{border-collapse:collapse} td,th{padding:2px 8px;border-bottom:1px solid #ddd}"

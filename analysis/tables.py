@@ -2,7 +2,8 @@
 
 Both are normalised to the sweep schema (one row per trial): ``trial_id``, ``label``, ``method``,
 ``status`` (``"ok"``/``"failed"``), ``is_baseline``, ``madds`` (integer MAdds, not G), ``params``,
-metric columns, ``hp/*`` hyperparameters, ``arch_hash``, ``arch_json``, wall times, and optionally a
+metric columns, ``hp/*`` hyperparameters, ``arch_hash``, ``arch_json`` (the branch-config JSON),
+``arch_drawing`` (its text drawing; optional, older sweeps lack it), wall times, and optionally a
 ``delta_m`` column, which is kept as ``delta_m_reported`` so the recomputed value can be compared.
 """
 
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.directions import resolve_directions, split_header
-from branchsweep.errors import ConfigError
+from analysis.errors import AnalysisError
 
 RESULTS_NAMES = ("results.parquet", "results.csv")
 #: Written by a sweep beside its results: the Δm metric columns and every metric's direction, so a
@@ -41,11 +42,11 @@ def parse_madds(value: object) -> int:
         return int(value)
     if isinstance(value, (float, np.floating)):
         if not math.isfinite(value):
-            raise ConfigError(f"cannot read MAdds from {value!r}")
+            raise AnalysisError(f"cannot read MAdds from {value!r}")
         return int(round(value))
     match = _MADDS_RE.match(str(value))
     if match is None:
-        raise ConfigError(f"cannot read MAdds from {value!r}: expected a number with an optional K/M/G/B/T suffix")
+        raise AnalysisError(f"cannot read MAdds from {value!r}: expected a number with an optional K/M/G/B/T suffix")
     return int(round(float(match.group(1)) * _SUFFIX[match.group(2).lower()]))
 
 
@@ -56,21 +57,22 @@ def is_delta_m_column(column: str) -> bool:
 
 
 def find_results_file(run_dir: Path) -> Path:
-    """``RUN_DIR/results.parquet`` or ``RUN_DIR/results.csv``; ConfigError when neither exists."""
+    """``RUN_DIR/results.parquet`` or ``RUN_DIR/results.csv``; an AnalysisError when neither exists."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise ConfigError(f"run folder {run_dir} does not exist")
+        raise AnalysisError(f"run folder {run_dir} does not exist")
     for name in RESULTS_NAMES:
         if (run_dir / name).is_file():
             return run_dir / name
-    raise ConfigError(f"{run_dir} has no {' or '.join(RESULTS_NAMES)}: is it a sweep folder?")
+    raise AnalysisError(f"{run_dir} has no {' or '.join(RESULTS_NAMES)}: is it a sweep folder?")
 
 
 def read_metric_spec(run_dir: Path) -> tuple[list[str] | None, dict[str, str]]:
     """``(primary metric columns or None, {column: "max"|"min"})`` from ``RUN_DIR/metrics.json``.
 
-    A folder without the file gives ``(None, {})`` (directions then come from the registry); a file
-    that is not the expected JSON object is a ConfigError naming it.
+    A folder without the file gives ``(None, {})`` (the caller then needs other sources of the
+    directions, e.g. the task registry's); a file that is not the expected JSON object is an
+    AnalysisError naming it.
     """
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
@@ -82,23 +84,23 @@ def read_metric_spec(run_dir: Path) -> tuple[list[str] | None, dict[str, str]]:
         primary = spec.get("primary")
         directions = {str(k): str(v) for k, v in dict(spec.get("directions", {})).items()}
     except (ValueError, AttributeError, TypeError) as err:
-        raise ConfigError(f"{path}: not a metrics spec ({err})") from None
+        raise AnalysisError(f"{path}: not a metrics spec ({err})") from None
     if primary is not None and not (isinstance(primary, list) and all(isinstance(c, str) for c in primary)):
-        raise ConfigError(f"{path}: 'primary' must be a list of metric column names")
+        raise AnalysisError(f"{path}: 'primary' must be a list of metric column names")
     return primary, directions
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    """Read a ``.parquet`` or ``.csv`` file; ConfigError for a missing or unreadable file."""
+    """Read a ``.parquet`` or ``.csv`` file; an AnalysisError for a missing or unreadable file."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path} not found")
+        raise AnalysisError(f"{path} not found")
     try:
         if path.suffix.lower() == ".parquet":
             return pd.read_parquet(path)
         return pd.read_csv(path)
     except (ValueError, OSError, pd.errors.ParserError) as err:
-        raise ConfigError(f"{path}: cannot read it as a table ({err})") from None
+        raise AnalysisError(f"{path}: cannot read it as a table ({err})") from None
 
 
 def normalise_results(df: pd.DataFrame, source: str = "results") -> pd.DataFrame:
@@ -106,7 +108,7 @@ def normalise_results(df: pd.DataFrame, source: str = "results") -> pd.DataFrame
     df = df.copy()
     for required in ("label", "madds"):
         if required not in df.columns:
-            raise ConfigError(f"{source}: column {required!r} is missing")
+            raise AnalysisError(f"{source}: column {required!r} is missing")
     if "trial_id" not in df.columns:
         df.insert(0, "trial_id", [str(i) for i in range(len(df))])
     defaults = {"method": "", "status": "ok", "is_baseline": False}
@@ -119,7 +121,7 @@ def normalise_results(df: pd.DataFrame, source: str = "results") -> pd.DataFrame
     madds = pd.to_numeric(df["madds"], errors="coerce")
     bad = df.index[ok & madds.isna()]
     if len(bad):
-        raise ConfigError(f"{source}: trial {df.loc[bad[0], 'label']!r} is ok but its MAdds {df.loc[bad[0], 'madds']!r} is not a number")
+        raise AnalysisError(f"{source}: trial {df.loc[bad[0], 'label']!r} is ok but its MAdds {df.loc[bad[0], 'madds']!r} is not a number")
     df["madds"] = madds
     if "delta_m" in df.columns:
         df = df.rename(columns={"delta_m": "delta_m_reported"})
@@ -139,14 +141,16 @@ def load_paper_table(
     label_column: str | None = None,
     metrics: Sequence[str] | None = None,
     directions: Mapping[str, str] | None = None,
+    known: Mapping[str, str] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, str]]:
     """A table that did not come from a sweep (e.g. a paper's), in the sweep schema.
 
     The label column defaults to the first column; ``madds_column`` is parsed with :func:`parse_madds`;
     the metrics default to every other column except a reported Δm (kept as ``delta_m_reported``).
-    Metric directions come from ``directions``, header arrows or the task registry. Headers lose their
-    arrows in the returned frame (``"Norm↓"`` -> ``"Norm"``). The row labelled ``baseline`` becomes
-    ``is_baseline``. Returns the frame and ``{metric: direction}``.
+    Metric directions come from ``directions``, header arrows or ``known`` (in that order, see
+    :func:`~analysis.directions.resolve_directions`). Headers lose their arrows in the returned frame
+    (``"Norm↓"`` -> ``"Norm"``). The row labelled ``baseline`` becomes ``is_baseline``. Returns the
+    frame and ``{metric: direction}``.
     """
     raw = read_table(path)
     names = {c: split_header(str(c))[0] for c in raw.columns}
@@ -157,7 +161,7 @@ def load_paper_table(
             return requested
         if split_header(requested)[0] in by_name:
             return by_name[split_header(requested)[0]]
-        raise ConfigError(f"{path}: no column {requested!r} ({flag}); columns: {', '.join(map(str, raw.columns))}")
+        raise AnalysisError(f"{path}: no column {requested!r} ({flag}); columns: {', '.join(map(str, raw.columns))}")
 
     label_col = column(label_column, "--label-column") if label_column else str(raw.columns[0])
     madds_col = column(madds_column, "--madds-column")
@@ -167,22 +171,22 @@ def load_paper_table(
     else:
         metric_cols = [c for c in raw.columns if c not in (label_col, madds_col) and c not in reported]
     if not metric_cols:
-        raise ConfigError(f"{path}: no metric columns besides {label_col!r} and {madds_col!r}")
-    dirs = resolve_directions(metric_cols, directions)
+        raise AnalysisError(f"{path}: no metric columns besides {label_col!r} and {madds_col!r}")
+    dirs = resolve_directions(metric_cols, directions, known=known)
     for c in metric_cols:
         values = pd.to_numeric(raw[c], errors="coerce")
         if values.isna().any():
             row = raw.loc[values.isna().idxmax(), label_col]
-            raise ConfigError(f"{path}: metric {c!r} of row {row!r} is not a number ({raw.loc[values.isna().idxmax(), c]!r})")
+            raise AnalysisError(f"{path}: metric {c!r} of row {row!r} is not a number ({raw.loc[values.isna().idxmax(), c]!r})")
     labels = raw[label_col].astype(str)
     if baseline not in set(labels):
-        raise ConfigError(f"{path}: baseline row {baseline!r} not found in column {label_col!r}; rows: {', '.join(labels)}")
+        raise AnalysisError(f"{path}: baseline row {baseline!r} not found in column {label_col!r}; rows: {', '.join(labels)}")
     madds = []
     for label, value in zip(labels, raw[madds_col]):
         try:
             madds.append(parse_madds(value))
-        except ConfigError as err:
-            raise ConfigError(f"{path}: row {label!r}, column {madds_col!r}: {err}") from None
+        except AnalysisError as err:
+            raise AnalysisError(f"{path}: row {label!r}, column {madds_col!r}: {err}") from None
     out = pd.DataFrame({
         "trial_id": [str(i) for i in range(len(raw))],
         "label": labels,

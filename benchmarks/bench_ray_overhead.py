@@ -33,7 +33,6 @@ BASE = SweepBase(
     model=ModelConfig(width=0.16),
     train=TrainConfig(iterations=20, batch_size=16, eval_batch_size=16, progress=False),
     search_defaults={"ltb": {"iterations": 20, "batch_size": 16}},
-    num_layers=4,
 )
 
 

@@ -23,7 +23,7 @@ from branchsweep.backbones import create_backbone
 from branchsweep.config import DataConfig, from_mapping
 from branchsweep.data import create_data
 from branchsweep.search import SearchContext
-from branchsweep.search.bmtas import BMTASConfig, bmtas_search
+from branchsweep.search.bmtas import BMTASConfig, run_search
 
 
 def main() -> None:
@@ -60,7 +60,7 @@ def main() -> None:
             ctx = SearchContext(data=data, spec=spec, tasks=data.select_tasks(names), out_dir=Path(tmp) / f"l{lam}",
                                 seed=args.seed, progress=False, cache_dir=Path(tmp) / "cache")
             t0 = time.perf_counter()
-            result = bmtas_search(cfg, ctx)
+            result = run_search(cfg, ctx)
             config = result.config
             groups = ",".join(str(config.num_groups(layer)) for layer in range(config.num_layers))
             split = [config.branch_layer(a, b) for a, b in pairs]

@@ -197,9 +197,6 @@ class BranchConfig:
                 return layer
         return None
 
-    def leaf_groups(self) -> list[list[str]]:
-        return self.groups(self.num_layers - 1)
-
     def check_tasks(self, tasks: Sequence[str], num_layers: int | None = None) -> None:
         """Check that this config fits a network with ``tasks`` and ``num_layers`` backbone layers."""
         if set(tasks) != set(self.tasks):
@@ -281,10 +278,10 @@ class BranchConfig:
         return cls.from_dict(data, source)
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.to_json() + "\n")
-        return path
+        """Write the JSON atomically (a resumed trial trusts an existing file)."""
+        from branchsweep.atomic import write_text
+
+        return write_text(path, self.to_json() + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> BranchConfig:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 from collections.abc import Sequence
@@ -41,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
+        from branchsweep.registry import import_plugins
+
+        # Plugins register search methods, tasks or data sets; the parser is built from the registries.
+        import_plugins(os.environ.get("BRANCHSWEEP_PLUGINS", "").split(","))
         parser = build_parser()
         args = parser.parse_args(argv)
         return int(args._run(args) or 0)

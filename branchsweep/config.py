@@ -9,6 +9,7 @@ not a silently ignored setting.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,7 +39,7 @@ def to_dict(obj: Any) -> dict[str, Any]:
 
 
 def _positive(name: str, value: float, allow_zero: bool = False) -> None:
-    if value < 0 or (value == 0 and not allow_zero):
+    if math.isnan(value) or value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
 
@@ -102,11 +103,23 @@ class TrainConfig:
     checkpoint_every: int = 0
     eval_batch_size: int = 16
     progress: bool = True
+    #: Mixed precision of forward and loss: off, bf16 (CPU or GPU) or fp16 (GPU, with a GradScaler).
+    amp: str = "off"
+    #: Channels-last memory format for model and images (faster convolutions on GPUs).
+    channels_last: bool = False
+    #: ``torch.compile`` the retrained network's forward pass.
+    compile: bool = False
 
     def validate(self) -> None:
+        from branchsweep.loop import check_amp
+
+        check_amp(self.amp)
         _positive("iterations", self.iterations)
         _positive("batch_size", self.batch_size)
+        if not math.isfinite(self.lr):
+            raise ConfigError(f"lr must be a finite number, got {self.lr}")
         _positive("lr", self.lr)
+        _positive("eval_batch_size", self.eval_batch_size)
         _positive("weight_decay", self.weight_decay, allow_zero=True)
         _positive("checkpoint_every", self.checkpoint_every, allow_zero=True)
         if self.optimizer not in ("sgd", "adam"):

@@ -24,6 +24,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from branchsweep.arch import BranchConfig
+from branchsweep.atomic import write_text
 from branchsweep.backbones import BackboneSpec
 from branchsweep.tasks import Task
 
@@ -141,9 +142,7 @@ def madds_table(spec: BackboneSpec, tasks: Sequence[Task], cache_dir: str | Path
     if use_cache:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(table.to_json())
-            tmp.replace(path)
+            write_text(path, table.to_json())
         except OSError:
             pass  # the cache is an optimisation; a read-only home must not break pricing
     return table

@@ -8,7 +8,11 @@ known. Registries make the test matrix: tests parametrise over ``registry.names(
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Generic, TypeVar
 
 from branchsweep.errors import BranchsweepError
@@ -78,3 +82,37 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def import_plugins(specs: Iterable[str]) -> None:
+    """Import modules that register things (a search method, a task, a data set) before they are used.
+
+    Each spec is a module name (``my_lab.methods``) or the path of a ``.py`` file; a file is imported
+    once per process under a name derived from its path. Every process that looks a name up needs the
+    plugin: the CLI reads ``BRANCHSWEEP_PLUGINS`` (comma-separated), a sweep passes its ``plugins`` to
+    every trial. A plugin that cannot be imported is a one-line error.
+    """
+    for spec in specs:
+        spec = spec.strip()
+        if not spec:
+            continue
+        try:
+            if spec.endswith(".py"):
+                path = Path(spec).resolve()
+                name = "branchsweep_plugin_" + "".join(c if c.isalnum() else "_" for c in str(path))
+                if name in sys.modules:
+                    continue
+                module_spec = importlib.util.spec_from_file_location(name, path)
+                if module_spec is None or module_spec.loader is None or not path.is_file():
+                    raise ImportError(f"no such file {path}")
+                module = importlib.util.module_from_spec(module_spec)
+                sys.modules[name] = module
+                try:
+                    module_spec.loader.exec_module(module)
+                except BaseException:
+                    del sys.modules[name]
+                    raise
+            else:
+                importlib.import_module(spec)
+        except ImportError as err:
+            raise BranchsweepError(f"cannot import plugin {spec!r}: {err}") from None

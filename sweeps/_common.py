@@ -54,7 +54,7 @@ def bmtas_paper_presets(name: str, data: DataConfig, model: ModelConfig, space: 
         search_defaults={"bmtas": {"iterations": 40000, "warmup_iterations": 2000, "checkpoint_every": 1000},
                          "ltb": {"iterations": 40000, "batch_size": 8, "checkpoint_every": 1000}},
         space=space, num_trials=32, concurrency=4, cpus_per_trial=4.0, gpus_per_trial=1.0,
-        points=[{"method": "bmtas", "seed": 0, "bmtas.lam": lam, "bmtas.schedule": "linear", "bmtas.tau0": 5.0}
+        points=[{"method": "bmtas", "seed": 0, "bmtas.lambda": lam, "bmtas.schedule": "linear", "bmtas.tau0": 5.0}
                 for lam in lambdas],
     )
     smoke = dataclasses.replace(
@@ -96,6 +96,8 @@ def parser(preset: SweepPreset, doc: str | None) -> argparse.ArgumentParser:
     p.add_argument("--max-failures", type=int, default=1, help="retries of a failing trial from its last checkpoint")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray started by this script (default all)")
     p.add_argument("--no-report", action="store_true", help="skip the analysis report")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE|FILE.py",
+                   help="import a module registering extra search methods, tasks or data sets (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
 
@@ -110,21 +112,16 @@ def build_config(preset: SweepPreset, args: argparse.Namespace) -> SweepConfig:
     def pick(flag: Any, default: Any) -> Any:
         return default if flag is None else flag
 
-    from branchsweep.data import create_data
-    from branchsweep.factory import build_spec
-
-    # Only the layer count is needed here: never load (or download) pretrained weights on the driver.
-    num_layers = build_spec(dataclasses.replace(preset.model, pretrained=None), create_data(data)).num_layers
     cfg = SweepConfig(
         name=preset.name, out=out,
-        base=SweepBase(data=data, model=preset.model, train=preset.train, search_defaults=preset.search_defaults,
-                       num_layers=num_layers),
+        base=SweepBase(data=data, model=preset.model, train=preset.train, search_defaults=preset.search_defaults),
         space=preset.space, num_trials=pick(args.num_trials, preset.num_trials),
         concurrency=pick(args.concurrency, preset.concurrency),
         cpus_per_trial=pick(args.cpus_per_trial, preset.cpus_per_trial),
         gpus_per_trial=pick(args.gpus_per_trial, preset.gpus_per_trial), backend=args.backend,
         storage_path=args.storage_path, cache_dir=args.cache_dir, resume=args.resume, max_failures=args.max_failures,
         points=preset.points, num_cpus=args.num_cpus, report=not args.no_report, verbose=not args.quiet,
+        plugins=tuple(args.plugin),
     )
     cfg.validate()
     return cfg

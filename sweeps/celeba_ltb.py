@@ -26,7 +26,7 @@ PRESET = SweepPreset(
     train=TrainConfig(iterations=20000, batch_size=64, optimizer="adam", lr=1e-3, checkpoint_every=1000,
                       progress=False),
     search_defaults={"ltb": {"iterations": 20000, "batch_size": 64, "checkpoint_every": 1000}},
-    space=SearchSpace(methods=("ltb",), child_nodes=(2, 3, 4, 5), ltb_tau0=(10.0, 100.0)),
+    space=SearchSpace(methods=("ltb",), ranges={"ltb": {"child_nodes": (2, 3, 4, 5), "tau0": (10.0, 100.0)}}),
     num_trials=16,
     concurrency=4,
     cpus_per_trial=4.0,

@@ -21,7 +21,7 @@ PRESET, SMOKE = bmtas_paper_presets(
     "nyud-pareto",
     DataConfig(dataset="nyud", tasks=["semseg", "depth", "normals", "edge"], num_workers=4),
     ModelConfig(backbone="resnet50", pretrained="imagenet"),
-    SearchSpace(lam=(0.01, 1.0), child_nodes=(2, 3, 4)),
+    SearchSpace(ranges={"bmtas": {"lam": (0.01, 1.0)}, "ltb": {"child_nodes": (2, 3, 4)}}),
     lambdas=[0.01, 0.05, 0.1, 0.5],
 )
 

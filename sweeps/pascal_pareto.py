@@ -21,7 +21,7 @@ PRESET, SMOKE = bmtas_paper_presets(
     "pascal-pareto",
     DataConfig(dataset="pascal-context", tasks=["semseg", "human_parts", "sal", "normals", "edge"], num_workers=4),
     ModelConfig(backbone="mobilenet_v2", pretrained="imagenet"),
-    SearchSpace(lam=(0.05, 2.0), child_nodes=(2, 3, 4)),
+    SearchSpace(ranges={"bmtas": {"lam": (0.05, 2.0)}, "ltb": {"child_nodes": (2, 3, 4)}}),
     # The paper's MobileNetV2 grid {0.1, 0.05, 0.02} in our absolute mode: λ = 2·T·λ_paper, T = 5
     # (docs/bmtas.md), evaluated first so the front starts at the published operating points.
     lambdas=[1.0, 0.5, 0.2],

@@ -35,12 +35,12 @@ PRESET = SweepPreset(
                   "weight_steps_per_arch": 1},
         "ltb": {"iterations": 16, "batch_size": 8, "checkpoint_every": 8},
     },
-    space=SearchSpace(lam=(0.5, 500.0), child_nodes=(1, 2, 3)),
+    space=SearchSpace(ranges={"bmtas": {"lam": (0.5, 500.0)}, "ltb": {"child_nodes": (1, 2, 3)}}),
     num_trials=8,
     concurrency=2,
     cpus_per_trial=1.0,
     points=[
-        {"method": "bmtas", "seed": 0, "bmtas.lam": 10.0, "bmtas.schedule": "linear", "bmtas.tau0": 5.0},
+        {"method": "bmtas", "seed": 0, "bmtas.lambda": 10.0, "bmtas.schedule": "linear", "bmtas.tau0": 5.0},
         {"method": "ltb", "seed": 0, "ltb.child_nodes": 2, "ltb.schedule": "inverse_sqrt", "ltb.tau0": 50.0},
     ],
 )

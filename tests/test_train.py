@@ -5,7 +5,8 @@ from branchsweep.arch import BranchConfig
 from branchsweep.config import DataConfig, ModelConfig, TrainConfig
 from branchsweep.data import create_data
 from branchsweep.factory import build_model, build_spec
-from branchsweep.train import epoch_batches, evaluate_network, train_network
+from branchsweep.loop import epoch_batches
+from branchsweep.train import evaluate_network, train_network
 
 EMBEDDED = {
     "synthetic-dense": (DataConfig(dataset="synthetic-dense", size=32, train_samples=32, val_samples=16),
@@ -67,7 +68,7 @@ def test_batch_order_resumes_exactly():
     ds = list(range(10))
     a = epoch_batches(ds, 3, seed=1)
     full = [next(a).tolist() for _ in range(7)]
-    b = epoch_batches(ds, 3, seed=1, start_iteration=4)
+    b = epoch_batches(ds, 3, seed=1, start=4)
     assert [next(b).tolist() for _ in range(3)] == full[4:]
 
 

@@ -73,6 +73,17 @@ def model_config(args: argparse.Namespace) -> ModelConfig:
     return from_mapping(ModelConfig, {"backbone": args.backbone, "width": args.width, "pretrained": args.pretrained})
 
 
+def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    """How to run (not what to compute): device, mixed precision, memory format."""
+    from branchsweep.loop import AMP_MODES
+
+    g = parser.add_argument_group("runtime")
+    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    g.add_argument("--amp", default="off", choices=AMP_MODES,
+                   help="mixed precision: off, bf16 (CPU or GPU) or fp16 (GPU, with gradient scaling)")
+    g.add_argument("--channels-last", action="store_true", help="channels-last memory format (faster on GPUs)")
+
+
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("training (BMTAS supplement A defaults)")
     d = TrainConfig()
@@ -86,7 +97,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--loss-weight", action="append", default=[], metavar="TASK=W",
                    help="override a task's loss weight (repeatable)")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    g.add_argument("--compile", action="store_true", help="torch.compile the network's forward pass")
     g.add_argument("--checkpoint-every", type=int, default=0, help="iterations between checkpoints (0: at the end)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -106,6 +117,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         "weight_decay": args.weight_decay, "divide_lr_by_sharing": not args.no_lr_division,
         "loss_weights": weights, "seed": args.seed, "device": args.device,
         "checkpoint_every": args.checkpoint_every, "progress": not args.no_progress,
+        "amp": args.amp, "channels_last": args.channels_last, "compile": args.compile,
     })
 
 

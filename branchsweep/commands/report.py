@@ -8,6 +8,10 @@ Two inputs:
 * ``branchsweep report --table FILE.csv --baseline Single --madds-column MAdds`` reads a table that did
   not come from a sweep (e.g. a paper's, MAdds like ``15.7B``, directions as ``↑``/``↓`` in the
   headers) and writes ``FILE's folder/report/``.
+
+The :mod:`analysis` package knows no tasks: this command hands it the task registry's metric
+directions and primary metrics as data (the last source of both), and turns its
+:class:`~analysis.AnalysisError` into a one-line :class:`ConfigError`.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pathlib import Path
 
 from branchsweep.commands._common import csv_list
 from branchsweep.errors import ConfigError
+from branchsweep.tasks import metric_directions, primary_metrics
 
 NAME = "report"
 HELP = "Δm, Pareto front over MAdds, tables and plots for a sweep folder (or --table FILE.csv)"
@@ -53,6 +58,15 @@ def _directions(items: list[str]) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     import analysis
 
+    try:
+        return _report(args)
+    except analysis.AnalysisError as err:
+        raise ConfigError(str(err)) from None
+
+
+def _report(args: argparse.Namespace) -> int:
+    import analysis
+
     if (args.run_dir is None) == (args.table is None):
         raise ConfigError("give either a sweep folder (branchsweep report RUN_DIR) or --table FILE, not both or neither")
     directions = _directions(args.direction)
@@ -61,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--table needs --baseline LABEL (the row Δm is measured against)")
         results, table_dirs = analysis.load_paper_table(
             args.table, args.baseline, args.madds_column, label_column=args.label_column,
-            metrics=args.metrics, directions=directions,
+            metrics=args.metrics, directions=directions, known=metric_directions(),
         )
         report = analysis.build_report(results, baseline=args.baseline, metrics=list(table_dirs),
                                        directions=table_dirs, level=args.level, source=str(args.table))
@@ -71,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
         primary, recorded = analysis.read_metric_spec(args.run_dir)
         report = analysis.build_report(analysis.load_results(path), baseline=args.baseline,
                                        metrics=args.metrics or primary, directions={**recorded, **directions},
-                                       level=args.level, source=str(path))
+                                       level=args.level, source=str(path), known=metric_directions(),
+                                       primaries=primary_metrics())
         out = args.out or args.run_dir / "report"
     files = analysis.write_report(report, out)
     front = report.front

@@ -1,8 +1,9 @@
-"""``branchsweep search --method bmtas|ltb``: search a branching structure, export branch_config.json.
+"""``branchsweep search --method NAME``: search a branching structure, export branch_config.json.
 
-Flags common to every method live here; each method adds its own (``--lambda`` for BMTAS,
-``--child-nodes`` for Learning to Branch). Common flags default to None, meaning "the method's paper
-default", so one flag name serves both methods.
+Flags common to every search (where to write, seed, device, data, backbone) live here; every
+registered method contributes the flags of its own settings (generated from its config dataclass,
+e.g. ``--lambda`` for BMTAS, ``--child-nodes`` for Learning to Branch). A flag that several methods
+declare is added once; a flag of another method than ``--method`` is an error, never ignored.
 """
 
 from __future__ import annotations
@@ -10,15 +11,23 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from branchsweep.commands._common import add_data_arguments, add_model_arguments, data_config, model_config
+from branchsweep.commands._common import (
+    add_data_arguments,
+    add_model_arguments,
+    add_runtime_arguments,
+    data_config,
+    model_config,
+)
 from branchsweep.data import create_data
 from branchsweep.errors import ConfigError
 from branchsweep.factory import build_spec
 from branchsweep.madds import format_madds, madds_table
 from branchsweep.search import SEARCH_METHODS, SearchContext
+from branchsweep.search.base import add_method_flags, parse_settings
 
 NAME = "search"
-HELP = "search a branched architecture (BMTAS or Learning to Branch) and write branch_config.json"
+HELP = "search a branched architecture (BMTAS, Learning to Branch, ...) and write branch_config.json"
+_DESTS = "_method_setting_dests"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -26,26 +35,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder (branch_config.json, search log, checkpoints)")
     p.add_argument("--resume", action="store_true", help="continue the search in --out from its checkpoint")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--no-progress", action="store_true")
-    g = p.add_argument_group("search schedule (default: the method's paper settings)")
-    g.add_argument("--schedule", default=None, help="temperature schedule: linear, exponential, cosine, constant, ...")
-    g.add_argument("--tau0", type=float, default=None, help="initial temperature")
-    g.add_argument("--tau1", type=float, default=None, help="final temperature (schedules that have one)")
-    g.add_argument("--iterations", type=int, default=None, help="search iterations (weight updates)")
-    g.add_argument("--warmup-iterations", type=int, default=None, help="warm-up iterations before the architecture is trained")
-    g.add_argument("--batch-size", type=int, default=None)
-    g.add_argument("--lr", type=float, default=None, help="learning rate of the network weights")
-    g.add_argument("--arch-lr", type=float, default=None, help="learning rate of the architecture parameters")
+    add_runtime_arguments(p)
     add_data_arguments(p)
     add_model_arguments(p)
-    for name in SEARCH_METHODS.names():
-        SEARCH_METHODS.get(name).add_arguments(p.add_argument_group(f"{name} options"))
+    p.set_defaults(**{_DESTS: add_method_flags(p)})
 
 
 def run(args: argparse.Namespace) -> int:
     method = SEARCH_METHODS.get(args.method)
-    cfg = method.config_from_args(args)
+    cfg = method.make_config(parse_settings(args, method, getattr(args, _DESTS)))
     dcfg, mcfg = data_config(args), model_config(args)
     data = create_data(dcfg)
     tasks = data.select_tasks(dcfg.tasks)
@@ -53,7 +52,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("a branching search needs at least two tasks")
     spec = build_spec(mcfg, data)
     ctx = SearchContext(data=data, spec=spec, tasks=tasks, out_dir=args.out, seed=args.seed, device=args.device,
-                        resume=args.resume, progress=not args.no_progress)
+                        resume=args.resume, progress=not args.no_progress, amp=args.amp,
+                        channels_last=args.channels_last)
+    ctx.runtime()  # a bad device or precision fails here, before anything is written
     args.out.mkdir(parents=True, exist_ok=True)
     result = method.run(cfg, ctx)
     madds = madds_table(spec, tasks).madds(result.config)

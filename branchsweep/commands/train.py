@@ -9,6 +9,7 @@ from pathlib import Path
 from branchsweep.commands._common import (
     add_data_arguments,
     add_model_arguments,
+    add_runtime_arguments,
     add_train_arguments,
     data_config,
     format_metrics,
@@ -36,6 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_data_arguments(p)
     add_model_arguments(p)
     add_train_arguments(p)
+    add_runtime_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:

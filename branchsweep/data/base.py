@@ -43,6 +43,8 @@ class MultiTaskData:
     default_backbone: str
     splits: tuple[str, ...] = ("train", "val")
     info: dict = field(default_factory=dict)
+    #: Data-loader worker processes of the loops that read this data set (``DataConfig.num_workers``).
+    num_workers: int = 0
 
     def split(self, name: str, train: bool | None = None) -> Dataset:
         if name not in self.splits:
@@ -68,7 +70,9 @@ DATASETS: Registry[Callable[[DataConfig], MultiTaskData]] = Registry("data set")
 
 def create_data(cfg: DataConfig) -> MultiTaskData:
     """Build the data set named by ``cfg.dataset``."""
-    return DATASETS.create(cfg.dataset, cfg)
+    data = DATASETS.create(cfg.dataset, cfg)
+    data.num_workers = cfg.num_workers
+    return data
 
 
 def check_options(cfg: DataConfig, allowed: set[str]) -> None:

@@ -1,18 +1,100 @@
-"""The interface between the ``search`` command / sweeps and a search method."""
+"""The interface between a search method and everything that runs one (CLI, sweeps, trial pipeline).
+
+A method is one registration in ``SEARCH_METHODS`` and owns everything that is its own:
+
+* its **settings**: a config dataclass whose fields are declared with :func:`setting` (default, help,
+  optionally the flag name and an argparse type). The ``search`` command generates its flags from them
+  (:func:`config_flags`); a sweep's per-trial settings are built with
+  :func:`branchsweep.config.from_mapping`, so an unknown key is an error, never ignored;
+* its **search space** for sweeps: a dataclass (``space_type``) of ranges with
+  ``suggest(trial, prefix)`` sampling Optuna parameters named ``"<method>.<name>"``, and
+  :meth:`SearchMethod.settings` mapping the sampled values onto config fields;
+* its **per-sweep shared state** (e.g. the BMTAS warm-up, computed once per sweep):
+  :meth:`SearchMethod.sweep_settings` gets a folder the sweep reserves for the method and returns the
+  settings every trial of the method receives; :meth:`SearchMethod.sweep_summary` says what was shared.
+
+The CLI, ``branchsweep.sweep`` and ``branchsweep.pipeline`` loop over ``SEARCH_METHODS`` and never
+name a method.
+"""
 
 from __future__ import annotations
 
 import abc
 import argparse
+import dataclasses
+import types
+import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from branchsweep.arch import BranchConfig
 from branchsweep.backbones import BackboneSpec
+from branchsweep.config import from_mapping
 from branchsweep.data.base import MultiTaskData
 from branchsweep.registry import Registry
 from branchsweep.tasks import Task
+
+
+def setting(default: Any = dataclasses.MISSING, help: str = "", *, flag: str | None = None,
+            type: Callable[[str], Any] | None = None, choices: tuple | None = None, cli: bool = True,
+            default_factory: Any = dataclasses.MISSING) -> Any:
+    """A config field with what its ``search`` flag needs (a drop-in for :func:`dataclasses.field`).
+
+    ``flag`` defaults to ``--<field-name-with-dashes>``; ``type`` to the field's annotated type
+    (``int``, ``float``, ``str``; ``bool`` gives ``--x/--no-x``); ``cli=False`` keeps a field out of
+    the command line.
+    """
+    meta = {"help": help, "flag": flag, "type": type, "choices": choices, "cli": cli}
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ConfigFlag:
+    """One generated command-line flag: ``flag`` sets config field ``field``."""
+
+    flag: str
+    field: str
+    type: Callable[[str], Any] | None
+    boolean: bool
+    choices: tuple | None
+    help: str
+
+
+def _plain_type(hint: Any) -> Any:
+    """``int | None`` -> ``int``; other unions and generics -> None (they need an explicit type)."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        rest = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _plain_type(rest[0]) if len(rest) == 1 else None
+    return hint if hint in (int, float, str, bool) else None
+
+
+def config_flags(config_type: type) -> list[ConfigFlag]:
+    """The flags of a settings dataclass, in field order (fields declared with :func:`setting`).
+
+    >>> @dataclass
+    ... class Demo:
+    ...     lam: float = setting(0.1, "resource weight", flag="--lambda")
+    ...     hard: bool = setting(False, "hard samples")
+    >>> [(f.flag, f.field, f.boolean) for f in config_flags(Demo)]
+    [('--lambda', 'lam', False), ('--hard', 'hard', True)]
+    """
+    hints = typing.get_type_hints(config_type)
+    out = []
+    for f in dataclasses.fields(config_type):
+        meta = f.metadata
+        if not meta.get("cli", True) or "help" not in meta:
+            continue
+        plain = _plain_type(hints[f.name])
+        conv = meta.get("type") or (plain if plain is not bool else None)
+        if conv is None and plain is not bool:
+            raise TypeError(f"{config_type.__name__}.{f.name}: give setting(type=...) for a {hints[f.name]} flag")
+        out.append(ConfigFlag(meta.get("flag") or "--" + f.name.replace("_", "-"), f.name, conv, plain is bool,
+                              meta.get("choices"), meta.get("help", "")))
+    return out
 
 
 @dataclass
@@ -20,7 +102,8 @@ class SearchContext:
     """What every search gets: data, the backbone spec, the tasks, where to write, and how to run.
 
     ``out_dir`` receives ``branch_config.json``, the search log and resumable checkpoints;
-    ``resume`` continues from the last checkpoint there.
+    ``resume`` continues from the last checkpoint there. ``device``, ``amp`` and ``channels_last``
+    are run settings (:class:`branchsweep.loop.Runtime`); loader workers come from the data set.
     """
 
     data: MultiTaskData
@@ -32,6 +115,13 @@ class SearchContext:
     resume: bool = False
     progress: bool = True
     cache_dir: Path | None = None
+    amp: str = "off"
+    channels_last: bool = False
+
+    def runtime(self):
+        from branchsweep.loop import Runtime
+
+        return Runtime(self.device, self.amp, self.channels_last, self.data.num_workers)
 
 
 @dataclass
@@ -45,23 +135,43 @@ class SearchResult:
 
 
 class SearchMethod(abc.ABC):
-    """Base class of a search method.
+    """Base class of a search method (see the module docstring).
 
-    ``config_type`` is the method's typed config dataclass; ``add_arguments`` adds its flags to the
-    ``search`` command; ``config_from_args`` maps parsed flags onto the config (and is what a sweep's
-    search space maps onto, via :func:`branchsweep.config.from_mapping`).
+    ``config_type``: the settings dataclass (fields declared with :func:`setting`; paper defaults).
+    ``space_type``: the sweep's search space of this method, a dataclass of ranges with a
+    ``suggest(trial, prefix)`` method (None: the method is not swept by Optuna).
     """
 
     name: str = ""
     config_type: type = object
+    space_type: type | None = None
 
-    @abc.abstractmethod
-    def add_arguments(self, group: argparse._ArgumentGroup) -> None:
-        """Add this method's flags (their defaults are the paper's settings)."""
+    def make_config(self, values: Mapping[str, Any]) -> Any:
+        """The validated settings from field values (an unknown field is a one-line error)."""
+        return from_mapping(self.config_type, dict(values), what=f"{self.name} settings")
 
-    @abc.abstractmethod
-    def config_from_args(self, args: argparse.Namespace) -> Any:
-        """Map parsed flags onto ``config_type`` (validated)."""
+    def flags(self) -> list[ConfigFlag]:
+        return config_flags(self.config_type)
+
+    def make_space(self, ranges: Mapping[str, Any] | None = None) -> Any:
+        """This method's search space with ``ranges`` overriding its defaults (validated)."""
+        if self.space_type is None:
+            from branchsweep.errors import ConfigError
+
+            raise ConfigError(f"search method {self.name!r} has no sweep search space")
+        return from_mapping(self.space_type, dict(ranges or {}), what=f"{self.name} search space")
+
+    def settings(self, sampled: Mapping[str, Any]) -> dict[str, Any]:
+        """Config field values from this method's sampled parameters (prefix already removed)."""
+        return dict(sampled)
+
+    def sweep_settings(self, shared_dir: Path) -> dict[str, Any]:
+        """Settings every trial of this method gets in a sweep; ``shared_dir`` is reserved for it."""
+        return {}
+
+    def sweep_summary(self, shared_dir: Path, trials: int) -> str | None:
+        """One line about the state shared by a sweep's ``trials`` of this method (None: nothing)."""
+        return None
 
     @abc.abstractmethod
     def run(self, cfg: Any, ctx: SearchContext) -> SearchResult:
@@ -69,3 +179,49 @@ class SearchMethod(abc.ABC):
 
 
 SEARCH_METHODS: Registry[SearchMethod] = Registry("search method")
+
+
+def parse_settings(args: argparse.Namespace, method: SearchMethod, dest_of: Mapping[str, str]) -> dict[str, Any]:
+    """Field values of ``method`` from flags parsed with :func:`add_method_flags` (unset ones skipped).
+
+    A flag set on the command line that belongs to another method is a one-line error.
+    """
+    from branchsweep.errors import ConfigError
+
+    own = {f.flag: f.field for f in method.flags()}
+    values = {}
+    for flag, dest in dest_of.items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        if flag not in own:
+            owners = [m for m in SEARCH_METHODS if any(f.flag == flag for f in SEARCH_METHODS.get(m).flags())]
+            raise ConfigError(f"{flag} is a {'/'.join(owners)} setting, not {method.name}")
+        values[own[flag]] = value
+    return values
+
+
+def add_method_flags(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Add every registered method's flags once (shared names once); returns ``{flag: dest}``."""
+    by_flag: dict[str, list[tuple[str, ConfigFlag]]] = {}
+    for name in SEARCH_METHODS:
+        for f in SEARCH_METHODS.get(name).flags():
+            by_flag.setdefault(f.flag, []).append((name, f))
+    group = parser.add_argument_group("search-method settings (default: the method's paper settings)")
+    dest_of = {}
+    for flag, owners in by_flag.items():
+        first = owners[0][1]
+        if any((f.type, f.boolean) != (first.type, first.boolean) for _, f in owners):
+            raise TypeError(f"search methods declare {flag} with different types")
+        dest = "method_setting_" + flag.lstrip("-").replace("-", "_")
+        label = "/".join(name for name, _ in owners)
+        kwargs: dict[str, Any] = {"dest": dest, "default": None, "help": f"[{label}] {first.help}"}
+        if first.boolean:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = first.type
+            if first.choices:
+                kwargs["choices"] = first.choices
+        group.add_argument(flag, **kwargs)
+        dest_of[flag] = dest
+    return dest_of

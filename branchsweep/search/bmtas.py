@@ -4,8 +4,8 @@
    result can be cached on disk keyed by what it depends on, so a λ sweep warms up once.
 2. **Search**: alternate one ``α`` step on a seeded 20% split of the training set (Adam, batch
    statistics for BatchNorm) with ``weight_steps_per_arch`` weight steps on the other 80% (SGD with
-   momentum, poly lr); after every ``α`` step the BatchNorm running statistics and the SGD momentum
-   are reset (supplement A). Routing samples Gumbel-softmax weights at temperature ``τ(step)`` from a
+   momentum, poly lr; the step is :class:`branchsweep.loop.TrainStep`, shared with retraining); after
+   every ``α`` step the BatchNorm running statistics and the SGD momentum are reset (supplement A). Routing samples Gumbel-softmax weights at temperature ``τ(step)`` from a
    named schedule (linear 5.0 → 0.1 by default).
 3. **Loss** of an ``α`` step: ``Σ_t w_t L_t + λ · E[C] / scale`` where ``E[C]`` is the exact expected
    MAdds of the layers (:func:`~branchsweep.search.resource.expected_madds`) and ``scale`` is 1e9
@@ -15,18 +15,17 @@
 
 The paper updates the supergraph "sequentially for each task"; since ``α[:, t]`` only influences task
 ``t``'s route, the gradient of the summed loss of one joint forward pass equals the sum of the
-sequential per-task gradients, and the joint pass evaluates shared inputs (the stem, identical
-prefixes) once.
+sequential per-task gradients. The joint pass (default) evaluates shared inputs (the stem, identical
+prefixes) once; ``per_task`` runs one task's forward and backward after the other, accumulating the
+same gradients with one task's activations in memory at a time.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,14 +35,15 @@ from torch.utils.data import Dataset, random_split
 from tqdm.auto import tqdm
 
 from branchsweep.arch import BranchConfig
+from branchsweep.atomic import load_state, save_state, write_text
 from branchsweep.config import to_dict
 from branchsweep.errors import ConfigError
+from branchsweep.loop import Runtime, TrainStep, poly_schedule, to_floats, weighted_loss
 from branchsweep.madds import madds_table
-from branchsweep.search.base import SEARCH_METHODS, SearchContext, SearchMethod, SearchResult
+from branchsweep.search.base import SEARCH_METHODS, SearchContext, SearchMethod, SearchResult, setting
 from branchsweep.search.resource import EXACT_MAX_TASKS, expected_madds
-from branchsweep.search.schedules import make_schedule
+from branchsweep.search.schedules import SCHEDULES, make_schedule
 from branchsweep.search.supergraph import Supergraph, gumbel_softmax_weights, reset_batchnorm_stats
-from branchsweep.train import epoch_batches, optimizer_step, resolve_device, to_device
 
 CHECKPOINT_NAME = "bmtas_checkpoint.pt"
 LOG_NAME = "search_log.jsonl"
@@ -62,28 +62,34 @@ class BMTASConfig:
     warmed-up supergraphs keyed by data, backbone, tasks, seed and warm-up settings.
     """
 
-    lam: float = 0.05
-    resource_mode: str = "absolute"
-    resource_estimator: str = "auto"
-    mc_samples: int = 64
-    hard: bool = False
-    schedule: str = "linear"
-    tau0: float = 5.0
-    tau1: float = 0.1
-    iterations: int = 40000
-    warmup_iterations: int = 2000
-    batch_size: int = 16
-    lr: float = 0.005
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    poly_power: float = 0.9
-    arch_lr: float = 0.01
-    arch_weight_decay: float = 5e-5
-    arch_fraction: float = 0.2
-    weight_steps_per_arch: int = 4
-    checkpoint_every: int = 500
-    log_alpha_every: int = 1
-    warmup_cache: str | None = None
+    lam: float = setting(0.05, "resource weight λ (per GMAdd, or per Single-model MAdds with --resource-mode "
+                               "normalized)", flag="--lambda")
+    resource_mode: str = setting("absolute", "absolute: λ · expected GMAdds; normalized: λ · expected MAdds / "
+                                             "Single's", choices=RESOURCE_MODES)
+    resource_estimator: str = setting("auto", f"expected-MAdds computation (auto: exact up to {EXACT_MAX_TASKS} "
+                                              "tasks, then Monte Carlo)", choices=ESTIMATORS)
+    mc_samples: int = setting(64, "Monte-Carlo samples of the resource loss")
+    hard: bool = setting(False, "straight-through hard Gumbel samples (run only the selected candidates)")
+    per_task: bool = setting(False, "weight and α steps forward/backward one task after the other (same "
+                                    "gradients, one task's activations in memory)")
+    schedule: str = setting("linear", "temperature schedule")
+    tau0: float = setting(5.0, "initial temperature")
+    tau1: float = setting(0.1, "final temperature")
+    iterations: int = setting(40000, "search iterations (weight updates)")
+    warmup_iterations: int = setting(2000, "warm-up iterations (candidate t trained on task t)")
+    batch_size: int = setting(16, "batch size of the search")
+    lr: float = setting(0.005, "learning rate of the supergraph weights (SGD, poly)")
+    momentum: float = setting(0.9, "SGD momentum of the weights")
+    weight_decay: float = setting(1e-4, "weight decay of the weights")
+    poly_power: float = setting(0.9, "power of the poly lr schedule")
+    arch_lr: float = setting(0.01, "learning rate of α (Adam)")
+    arch_weight_decay: float = setting(5e-5, "weight decay of α")
+    arch_fraction: float = setting(0.2, "share of the training set used for α steps")
+    weight_steps_per_arch: int = setting(4, "weight updates per α update (4: the 80/20 data split)")
+    checkpoint_every: int = setting(500, "iterations between resumable checkpoints (0: only at the end)")
+    log_alpha_every: int = setting(1, "α steps between α snapshots in the search log")
+    warmup_cache: str | None = setting(None, "folder of cached warmed-up supergraphs (shared by the runs of a "
+                                             "λ sweep)")
 
     def validate(self) -> None:
         if self.lam < 0:
@@ -100,7 +106,7 @@ class BMTASConfig:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         for name in ("lr", "arch_lr"):
-            if getattr(self, name) <= 0:
+            if not getattr(self, name) > 0:
                 raise ConfigError(f"{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
         if self.weight_decay < 0 or self.arch_weight_decay < 0:
             raise ConfigError("weight decays must be >= 0")
@@ -108,6 +114,28 @@ class BMTASConfig:
             raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
         if not 0 < self.arch_fraction < 1:
             raise ConfigError(f"arch-fraction must be in (0, 1), got {self.arch_fraction}")
+
+
+@dataclass
+class BMTASSpace:
+    """What a sweep samples for BMTAS: λ and τ0 log-uniformly (they act multiplicatively), a schedule."""
+
+    lam: tuple[float, float] = (0.01, 2.0)
+    schedules: tuple[str, ...] = ("linear", "exponential", "constant")
+    tau0: tuple[float, float] = (1.0, 10.0)
+
+    def validate(self) -> None:
+        for s in self.schedules:
+            SCHEDULES.get(s)
+        for name in ("lam", "tau0"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi:
+                raise ConfigError(f"bmtas search space {name}: need 0 < low <= high, got ({lo}, {hi})")
+
+    def suggest(self, trial: Any, prefix: str) -> None:
+        trial.suggest_float(f"{prefix}lambda", *self.lam, log=True)
+        trial.suggest_categorical(f"{prefix}schedule", list(self.schedules))
+        trial.suggest_float(f"{prefix}tau0", *self.tau0, log=True)
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -125,22 +153,9 @@ def split_train(ctx: SearchContext, cfg: BMTASConfig) -> tuple[Dataset, Dataset]
     return arch, weights
 
 
-def _losses(model: Supergraph, ctx: SearchContext, outputs: dict, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-    total: Any = 0.0
-    parts = {}
-    for task in ctx.tasks:
-        loss = task.loss(outputs[task.name], batch[task.name])
-        parts[task.name] = float(loss.detach())
-        total = total + task.weight * loss
-    return total, parts
-
-
 def _sgd(model: Supergraph, cfg: BMTASConfig, iterations: int) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.LambdaLR]:
     opt = torch.optim.SGD(model.weight_parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda it: max(0.0, 1.0 - it / max(iterations, 1)) ** cfg.poly_power
-    )
-    return opt, sched
+    return opt, poly_schedule(opt, iterations, cfg.poly_power)
 
 
 # ------------------------------------------------------------------------------------------- warm-up
@@ -155,6 +170,8 @@ def warmup_key(ctx: SearchContext, cfg: BMTASConfig) -> str:
         "poly_power": cfg.poly_power, "arch_fraction": cfg.arch_fraction, "torch": torch.__version__,
         "format": WARMUP_FORMAT,
     }
+    if ctx.amp != "off":
+        key["amp"] = ctx.amp
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
@@ -163,8 +180,7 @@ def _fingerprint(item: dict) -> str:
     return hashlib.sha256(item["image"].numpy().tobytes()).hexdigest()[:16]
 
 
-def warm_up(model: Supergraph, ctx: SearchContext, cfg: BMTASConfig, weight_set: Dataset,
-            device: torch.device) -> None:
+def warm_up(model: Supergraph, ctx: SearchContext, cfg: BMTASConfig, weight_set: Dataset, runtime: Runtime) -> None:
     """Train candidate ``t`` of every layer (and head ``t``) on task ``t`` only, ``α`` untouched.
 
     Routing by ``ops[l, t] = t`` runs exactly ``T`` blocks per layer, the stem once per batch.
@@ -173,45 +189,34 @@ def warm_up(model: Supergraph, ctx: SearchContext, cfg: BMTASConfig, weight_set:
         return
     model.train()
     opt, sched = _sgd(model, cfg, cfg.warmup_iterations)
+    step = TrainStep([opt], ctx.tasks, runtime, schedulers=[sched])
     ops = model.warmup_ops()
-    batches = epoch_batches(weight_set, cfg.batch_size, ctx.seed + 7919)
+    batches = runtime.batches(weight_set, cfg.batch_size, ctx.seed + 7919)
     for it in tqdm(range(cfg.warmup_iterations), desc="bmtas warm-up", disable=not ctx.progress, leave=False,
                    mininterval=1.0):
-        batch = to_device(next(batches), device)
-        loss, parts = _losses(model, ctx, model(batch["image"], ops=ops), batch)
-        optimizer_step(loss, opt, sched, f"in the bmtas warm-up at iteration {it} ({parts})")
+        step(lambda x: model(x, ops=ops), runtime.batch(next(batches)), f"in the bmtas warm-up at iteration {it}")
+    step.flush("in the bmtas warm-up")
 
 
 def warm_up_cached(model: Supergraph, ctx: SearchContext, cfg: BMTASConfig, weight_set: Dataset,
-                   device: torch.device) -> Path | None:
+                   runtime: Runtime) -> Path | None:
     """Warm up, or load the warmed-up state from ``cfg.warmup_cache`` (written there when missing).
 
     Returns the cache file used, if any.
     """
     if not cfg.warmup_cache:
-        warm_up(model, ctx, cfg, weight_set, device)
+        warm_up(model, ctx, cfg, weight_set, runtime)
         return None
     path = Path(cfg.warmup_cache) / f"bmtas-warmup-{warmup_key(ctx, cfg)}.pt"
     if path.is_file():
-        try:
-            state = torch.load(path, map_location=device, weights_only=True)
-        except Exception as err:
-            raise ConfigError(f"cannot read warm-up cache {path}: {err}") from None
-        model.load_state_dict(state)
+        model.load_state_dict(load_state(path, "warm-up cache", map_location=runtime.device))
         return path
-    warm_up(model, ctx, cfg, weight_set, device)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{id(model)}")
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(path)
+    warm_up(model, ctx, cfg, weight_set, runtime)
+    save_state(path, model.state_dict())
     return path
 
 
 # -------------------------------------------------------------------------------------------- search
-def _batches(dataset: Dataset, cfg: BMTASConfig, seed: int, start: int) -> Iterator[dict]:
-    return epoch_batches(dataset, cfg.batch_size, seed, start)
-
-
 def resource_scale(cfg: BMTASConfig, layer_madds: torch.Tensor, num_tasks: int) -> float:
     """Divisor of ``E[C]``: 1e9 (GMAdds) or the Single model's layer MAdds ``T · Σ_l c_l``."""
     if cfg.resource_mode == "absolute":
@@ -219,7 +224,7 @@ def resource_scale(cfg: BMTASConfig, layer_madds: torch.Tensor, num_tasks: int) 
     return float(num_tasks * layer_madds.sum())
 
 
-def bmtas_search(cfg: BMTASConfig, ctx: SearchContext, stop_at: int | None = None) -> SearchResult | None:
+def run_search(cfg: BMTASConfig, ctx: SearchContext, stop_at: int | None = None) -> SearchResult | None:
     """Run (or with ``ctx.resume`` continue) a BMTAS search; see the module docstring.
 
     ``stop_at``: checkpoint after that many weight updates and return None (a paused search, which
@@ -227,13 +232,14 @@ def bmtas_search(cfg: BMTASConfig, ctx: SearchContext, stop_at: int | None = Non
     """
     cfg.validate()
     t0 = time.perf_counter()
-    device = resolve_device(ctx.device)
+    runtime = ctx.runtime()
+    device = runtime.device
     out_dir = Path(ctx.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # Price first: measuring an uncached table builds layers and so draws from the global RNG.
     table = madds_table(ctx.spec, ctx.tasks, cache_dir=ctx.cache_dir)
     torch.manual_seed(ctx.seed)
-    model = Supergraph(ctx.spec, ctx.tasks).to(device)
+    model = runtime.prepare(Supergraph(ctx.spec, ctx.tasks))
     layer_madds = table.layer_tensor().to(device)
     scale = resource_scale(cfg, layer_madds, len(ctx.tasks))
     estimator = cfg.resource_estimator
@@ -242,24 +248,16 @@ def bmtas_search(cfg: BMTASConfig, ctx: SearchContext, stop_at: int | None = Non
     schedule = make_schedule(cfg.schedule, cfg.tau0, cfg.tau1)
     arch_set, weight_set = split_train(ctx, cfg)
     arch_opt = torch.optim.Adam([model.alpha], lr=cfg.arch_lr, weight_decay=cfg.arch_weight_decay)
+    w_opt, w_sched = _sgd(model, cfg, cfg.iterations)
     gen = torch.Generator(device=device).manual_seed(ctx.seed + 104729)
     ckpt_path = out_dir / CHECKPOINT_NAME
-    log_path = out_dir / LOG_NAME
     log: list[dict] = []
     start = 0
-    warm_path: Path | None = None
     if ctx.resume:
         if not ckpt_path.is_file():
             raise ConfigError(f"--resume: no BMTAS checkpoint in {out_dir} ({CHECKPOINT_NAME} is missing)")
-        try:
-            state = torch.load(ckpt_path, map_location=device, weights_only=True)
-        except Exception as err:
-            raise ConfigError(f"cannot read checkpoint {ckpt_path}: {err}") from None
+        state = load_state(ckpt_path, "BMTAS checkpoint", map_location=device)
         model.load_state_dict(state["model"])
-    else:
-        warm_path = warm_up_cached(model, ctx, cfg, weight_set, device)
-    w_opt, w_sched = _sgd(model, cfg, cfg.iterations)
-    if ctx.resume:
         arch_opt.load_state_dict(state["arch_opt"])
         w_opt.load_state_dict(state["w_opt"])
         w_sched.load_state_dict(state["w_sched"])
@@ -267,22 +265,29 @@ def bmtas_search(cfg: BMTASConfig, ctx: SearchContext, stop_at: int | None = Non
         gen.set_state(state["gen"])
         start, log = int(state["step"]), list(state["log"])
     else:
+        warm_path = warm_up_cached(model, ctx, cfg, weight_set, runtime)
         log.append({"event": "start", "config": to_dict(cfg), "tasks": [t.name for t in ctx.tasks],
                     "estimator": estimator, "resource_scale": scale, "layer_madds": list(table.layers),
                     "warmup_cache": str(warm_path) if warm_path else None,
                     "note": (f"{len(ctx.tasks)} tasks > {EXACT_MAX_TASKS}: resource loss estimated by unbiased "
                              f"Monte Carlo ({cfg.mc_samples} samples)") if estimator == "mc" else "exact resource loss"})
+    synced = len(log)  # log entries before this index hold plain floats; later ones may hold tensors
+
+    def sync() -> None:
+        nonlocal synced
+        log[synced:] = to_floats(log[synced:])
+        synced = len(log)
 
     def save(step: int) -> None:
-        tmp = ckpt_path.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "arch_opt": arch_opt.state_dict(), "w_opt": w_opt.state_dict(),
-                    "w_sched": w_sched.state_dict(), "rng": torch.get_rng_state(), "gen": gen.get_state(),
-                    "step": step, "log": log}, tmp)
-        tmp.replace(ckpt_path)
+        sync()
+        save_state(ckpt_path, {"model": model.state_dict(), "arch_opt": arch_opt.state_dict(),
+                               "w_opt": w_opt.state_dict(), "w_sched": w_sched.state_dict(),
+                               "rng": torch.get_rng_state(), "gen": gen.get_state(), "step": step, "log": log})
 
     k = cfg.weight_steps_per_arch
-    weight_batches = _batches(weight_set, cfg, ctx.seed, start)
-    arch_batches = _batches(arch_set, cfg, ctx.seed + 1, math.ceil(start / k))
+    w_step = TrainStep([w_opt], ctx.tasks, runtime, schedulers=[w_sched], per_task=cfg.per_task)
+    weight_batches = runtime.batches(weight_set, cfg.batch_size, ctx.seed, start)
+    arch_batches = runtime.batches(arch_set, cfg.batch_size, ctx.seed + 1, math.ceil(start / k))
     end = cfg.iterations if stop_at is None else min(stop_at, cfg.iterations)
     bar = tqdm(range(start, end), initial=start, total=cfg.iterations, desc="bmtas search",
                disable=not ctx.progress, leave=False, mininterval=1.0)
@@ -290,23 +295,28 @@ def bmtas_search(cfg: BMTASConfig, ctx: SearchContext, stop_at: int | None = Non
     for step in bar:
         tau = schedule(step, cfg.iterations)
         if step % k == 0:
-            entry = _arch_step(model, ctx, cfg, next(arch_batches), device, tau, gen, layer_madds, scale,
-                               estimator, arch_opt)
+            entry = _arch_step(model, ctx, cfg, runtime.batch(next(arch_batches)), runtime, tau, gen, layer_madds,
+                               scale, estimator, arch_opt)
             reset_batchnorm_stats(model)
             w_opt.state.clear()  # momentum restarts after every architecture change
             entry.update(step=step, tau=tau)
             if (step // k) % cfg.log_alpha_every == 0:
-                entry["alpha"] = model.alpha.detach().cpu().tolist()
+                entry["alpha"] = model.alpha.detach().clone()
             log.append(entry)
-            bar.set_postfix(gmadds=f"{entry['expected_madds'] / 1e9:.3f}", refresh=False)
-        batch = to_device(next(weight_batches), device)
+        batch = runtime.batch(next(weight_batches))
         weights = gumbel_softmax_weights(model.alpha.detach(), tau, cfg.hard, gen)
-        loss, parts = _losses(model, ctx, model(batch["image"], weights=weights), batch)
-        optimizer_step(loss, w_opt, w_sched, f"in the bmtas search at step {step} ({parts})")
+        _, parts = w_step(lambda x, tasks=None, w=weights: model(x, weights=w, tasks=tasks), batch,
+                          f"in the bmtas search at step {step}")
         log.append({"phase": "weights", "step": step, "tau": tau, "task_losses": parts})
+        if (step + 1) % runtime.sync_every == 0:
+            sync()
+            arch = next((e for e in reversed(log) if e.get("phase") == "arch"), None)
+            if arch is not None:
+                bar.set_postfix(gmadds=f"{arch['expected_madds'] / 1e9:.3f}", refresh=False)
         if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
             save(step + 1)
     bar.close()
+    w_step.flush(f"in the bmtas search before step {end}")
     if end < cfg.iterations:
         save(end)
         return None
@@ -320,31 +330,46 @@ def bmtas_search(cfg: BMTASConfig, ctx: SearchContext, stop_at: int | None = Non
                                                     cfg.mc_samples, gen)),
              "arch_hash": config.arch_hash()}
     log.append(final)
-    tmp = log_path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(e) + "\n" for e in log))
-    tmp.replace(log_path)
+    log_path = write_text(out_dir / LOG_NAME, "".join(json.dumps(e) + "\n" for e in log))
     return SearchResult(config=config, log_path=log_path, wall_time_s=time.perf_counter() - t0,
                         info={"madds": final["madds"], "expected_madds": final["expected_madds"],
                               "estimator": estimator, "op_indices": ops})
 
 
-def _arch_step(model: Supergraph, ctx: SearchContext, cfg: BMTASConfig, batch: dict, device: torch.device, tau: float,
+def _arch_step(model: Supergraph, ctx: SearchContext, cfg: BMTASConfig, batch: dict, runtime: Runtime, tau: float,
                gen: torch.Generator, layer_madds: torch.Tensor, scale: float, estimator: str,
                arch_opt: torch.optim.Optimizer) -> dict:
-    """One ``α`` update: task losses through Gumbel-softmax routes + λ · E[C] / scale (once)."""
-    batch = to_device(batch, device)
+    """One ``α`` update: task losses through Gumbel-softmax routes + λ · E[C] / scale (once).
+
+    Only ``α``'s gradient is computed (``torch.autograd.grad``); with ``per_task`` each task's loss is
+    differentiated on its own forward pass and the gradients are summed.
+    """
     weights = gumbel_softmax_weights(model.alpha, tau, cfg.hard, gen)
-    task_loss, parts = _losses(model, ctx, model(batch["image"], weights=weights), batch)
+    images = batch["image"]
+    grad = torch.zeros_like(model.alpha)
+    parts: dict[str, torch.Tensor] = {}
+    groups = [[t] for t in ctx.tasks] if cfg.per_task else [list(ctx.tasks)]
+    for group in groups:
+        with runtime.autocast():
+            outputs = model(images, weights=weights, tasks=[t.name for t in group] if cfg.per_task else None)
+            task_loss, part = weighted_loss(outputs, batch, group)
+        parts.update(part)
+        if not cfg.per_task:
+            break
+        grad += torch.autograd.grad(task_loss, [model.alpha], retain_graph=True)[0]
     probs = torch.softmax(model.alpha.double(), dim=-1)
     cost = expected_madds(probs, layer_madds, estimator, cfg.mc_samples, gen)
-    loss = task_loss + cfg.lam * cost / scale
-    (grad,) = torch.autograd.grad(loss, [model.alpha])
+    if cfg.per_task:
+        grad += torch.autograd.grad(cfg.lam * cost / scale, [model.alpha])[0].to(grad.dtype)
+    else:
+        loss = task_loss + cfg.lam * cost / scale
+        (grad,) = torch.autograd.grad(loss, [model.alpha])
     arch_opt.zero_grad(set_to_none=True)
     model.alpha.grad = grad
     arch_opt.step()
     model.alpha.grad = None
-    return {"phase": "arch", "task_losses": parts, "expected_madds": float(cost.detach()),
-            "resource_loss": float(cfg.lam * cost.detach() / scale)}
+    return {"phase": "arch", "task_losses": parts, "expected_madds": cost.detach(),
+            "resource_loss": cfg.lam * cost.detach() / scale}
 
 
 # ------------------------------------------------------------------------------------- registration
@@ -353,38 +378,25 @@ class BMTASMethod(SearchMethod):
 
     name = "bmtas"
     config_type = BMTASConfig
+    space_type = BMTASSpace
 
-    def add_arguments(self, group: argparse._ArgumentGroup) -> None:
-        group.add_argument("--lambda", dest="lam", type=float, default=None,
-                           help="resource weight λ (default 0.05; per GMAdd, or per Single-model MAdds with "
-                                "--resource-mode normalized)")
-        group.add_argument("--resource-mode", choices=RESOURCE_MODES, default=None,
-                           help="absolute: λ · expected GMAdds; normalized: λ · expected MAdds / Single's")
-        group.add_argument("--resource-estimator", choices=ESTIMATORS, default=None,
-                           help=f"expected-MAdds computation (auto: exact up to {EXACT_MAX_TASKS} tasks, then Monte Carlo)")
-        group.add_argument("--mc-samples", type=int, default=None, help="Monte-Carlo samples of the resource loss")
-        group.add_argument("--hard", action="store_true", default=None,
-                           help="straight-through hard Gumbel samples (run only the selected candidates)")
-        group.add_argument("--weight-steps-per-arch", type=int, default=None,
-                           help="weight updates per α update (default 4, the 80/20 data split)")
-        group.add_argument("--warmup-cache", default=None,
-                           help="folder of cached warmed-up supergraphs (shared by the runs of a λ sweep)")
+    def settings(self, sampled: dict[str, Any]) -> dict[str, Any]:
+        values = dict(sampled)
+        if "lambda" in values:  # the paper's name (and the flag's); the field is ``lam``
+            values["lam"] = values.pop("lambda")
+        return values
 
-    def config_from_args(self, args: argparse.Namespace) -> BMTASConfig:
-        mapping = {
-            "lam": "lam", "resource_mode": "resource_mode", "resource_estimator": "resource_estimator",
-            "mc_samples": "mc_samples", "hard": "hard", "weight_steps_per_arch": "weight_steps_per_arch",
-            "warmup_cache": "warmup_cache", "schedule": "schedule", "tau0": "tau0", "tau1": "tau1",
-            "iterations": "iterations", "warmup_iterations": "warmup_iterations", "batch_size": "batch_size",
-            "lr": "lr", "arch_lr": "arch_lr",
-        }
-        values = {field: getattr(args, flag) for flag, field in mapping.items() if getattr(args, flag, None) is not None}
-        cfg = BMTASConfig(**values)
-        cfg.validate()
-        return cfg
+    def sweep_settings(self, shared_dir: Path) -> dict[str, Any]:
+        """One warm-up per sweep: every trial reads (or first writes) the cache in ``shared_dir``."""
+        return {"warmup_cache": str(shared_dir / "warmup")}
+
+    def sweep_summary(self, shared_dir: Path, trials: int) -> str | None:
+        folder = shared_dir / "warmup"
+        warm = sorted(folder.glob("*.pt")) if folder.is_dir() else []
+        return f"warm-up: {len(warm)} warmed-up supergraph(s) in {folder} shared by {trials} BMTAS trial(s)"
 
     def run(self, cfg: BMTASConfig, ctx: SearchContext) -> SearchResult:
-        result = bmtas_search(cfg, ctx)
+        result = run_search(cfg, ctx)
         assert result is not None  # only a stop_at pauses a search
         return result
 

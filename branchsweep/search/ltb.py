@@ -37,22 +37,27 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from branchsweep.arch import BranchConfig
+from branchsweep.atomic import load_state, save_state, write_text
 from branchsweep.backbones import BackboneSpec
-from branchsweep.config import from_mapping, to_dict
+from branchsweep.config import to_dict
 from branchsweep.errors import ConfigError
-from branchsweep.search.base import SEARCH_METHODS, SearchContext, SearchMethod, SearchResult
-from branchsweep.search.schedules import make_schedule
+from branchsweep.loop import Runtime, TrainStep, to_floats, weighted_loss
+from branchsweep.search.base import SEARCH_METHODS, SearchContext, SearchMethod, SearchResult, setting
+from branchsweep.search.gumbel import gumbel_noise
+from branchsweep.search.schedules import SCHEDULES, make_schedule
 from branchsweep.tasks import Task
 
-CHECKPOINT = "ltb_checkpoint.pt"
-LOG = "search_log.jsonl"
+CHECKPOINT_NAME = "ltb_checkpoint.pt"
+LOG_NAME = "search_log.jsonl"
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -60,24 +65,28 @@ LOG = "search_log.jsonl"
 class LTBConfig:
     """Learning-to-Branch search settings; defaults are the paper's synthetic setting (Section 4.1).
 
-    ``child_nodes``: nodes per backbone layer; ``"T"`` (or None for the whole list: ``[3, …, 3, T]``)
-    stands for the number of tasks. ``warmup_iterations`` None means 10% of ``iterations`` (the paper's
-    50 of 500 epochs). ``tau_unit``: the schedule's step counts iterations or epochs.
+    ``child_nodes``: nodes per backbone layer; ``"T"`` stands for the number of tasks; an integer
+    ``k`` means ``k`` nodes in every layer but the last, which has one node per task; None means
+    ``[3, …, 3, T]``. ``warmup_iterations`` None means 10% of ``iterations`` (the paper's 50 of 500
+    epochs). ``tau_unit``: the schedule's step counts iterations or epochs.
     """
 
-    child_nodes: list[int | str] | None = None
-    iterations: int = 1500
-    warmup_iterations: int | None = None
-    batch_size: int = 100
-    lr: float = 1e-3
-    arch_lr: float = 0.01
-    weight_decay: float = 0.0
-    schedule: str = "inverse_sqrt"
-    tau0: float = 50.0
-    tau1: float | None = None
-    tau_unit: str = "iteration"
-    log_every: int = 0
-    checkpoint_every: int = 0
+    child_nodes: list[int | str] | int | None = setting(
+        None, "child nodes per layer, last = T (tasks), e.g. 3,3,3,T, or one count k for k,...,k,T "
+              "(default 3,...,3,T)", type=lambda text: parse_child_nodes(text))
+    iterations: int = setting(1500, "search iterations")
+    warmup_iterations: int | None = setting(None, "iterations before the logits are trained (default 10%%)")
+    batch_size: int = setting(100, "batch size of the search")
+    lr: float = setting(1e-3, "learning rate of the weights (Adam)")
+    arch_lr: float = setting(0.01, "learning rate of the branching logits (Adam)")
+    weight_decay: float = setting(0.0, "Adam weight decay of the weights")
+    schedule: str = setting("inverse_sqrt", "temperature schedule")
+    tau0: float = setting(50.0, "initial temperature")
+    tau1: float | None = setting(None, "final temperature (schedules that have one)")
+    tau_unit: str = setting("iteration", "the temperature schedule counts iterations (paper, synthetic) or "
+                                         "epochs (CelebA)", choices=("iteration", "epoch"))
+    log_every: int = setting(0, "iterations between search-log records (0: 1%% of the search)")
+    checkpoint_every: int = setting(0, "iterations between resumable checkpoints (0: only at the end)")
 
     def validate(self) -> None:
         for name in ("iterations", "batch_size"):
@@ -95,7 +104,10 @@ class LTBConfig:
         if self.tau_unit not in ("iteration", "epoch"):
             raise ConfigError(f"ltb: --tau-unit must be 'iteration' or 'epoch', got {self.tau_unit!r}")
         make_schedule(self.schedule, self.tau0, self.tau1)
-        if self.child_nodes is not None:
+        if isinstance(self.child_nodes, int) and not isinstance(self.child_nodes, bool):
+            if self.child_nodes < 1:
+                raise ConfigError(f"ltb: --child-nodes must be >= 1, got {self.child_nodes}")
+        elif self.child_nodes is not None:
             for c in self.child_nodes:
                 if c != "T" and (isinstance(c, bool) or not isinstance(c, int) or c < 1):
                     raise ConfigError(f"ltb: --child-nodes entries must be positive integers or T, got {c!r}")
@@ -105,16 +117,20 @@ class LTBConfig:
         return self.iterations // 10 if self.warmup_iterations is None else self.warmup_iterations
 
 
-def resolve_child_nodes(child_nodes: Sequence[int | str] | None, num_layers: int, num_tasks: int) -> list[int]:
+def resolve_child_nodes(child_nodes: Sequence[int | str] | int | None, num_layers: int, num_tasks: int) -> list[int]:
     """Child-node counts per layer, checked against the backbone depth and the task count.
 
     >>> resolve_child_nodes([3, 3, 3, "T"], 4, 15)
     [3, 3, 3, 15]
     >>> resolve_child_nodes(None, 3, 5)
     [3, 3, 5]
+    >>> resolve_child_nodes(2, 4, 3)
+    [2, 2, 2, 3]
     """
     if child_nodes is None:
-        child_nodes = [3] * (num_layers - 1) + ["T"]
+        child_nodes = 3
+    if isinstance(child_nodes, int):
+        child_nodes = [child_nodes] * (num_layers - 1) + ["T"]
     counts = [num_tasks if c == "T" else int(c) for c in child_nodes]
     if len(counts) != num_layers:
         raise ConfigError(
@@ -157,10 +173,7 @@ def straight_through_select(
     >>> i, x.tolist()
     (1, [2.0, 2.0])
     """
-    u = torch.rand(logits.shape, generator=generator, device="cpu").to(logits.device)
-    exponential = -torch.log(u.clamp_min(1e-20))
-    gumbel = -torch.log(exponential.clamp_min(1e-20))
-    scores = logits + gumbel
+    scores = logits + gumbel_noise(logits, generator)
     index = int(scores.argmax())
     soft = F.softmax(scores / tau, dim=0)
     delta = soft - soft.detach()  # exact zeros in value, the relaxed gradient in the backward pass
@@ -243,102 +256,90 @@ class BranchingNetwork(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------- search
-def _loss(outputs: dict[str, torch.Tensor], batch: dict, tasks: Sequence[Task]) -> tuple[torch.Tensor, dict]:
-    total: torch.Tensor | float = 0.0
-    parts = {}
-    for task in tasks:
-        loss = task.loss(outputs[task.name], batch[task.name])
-        parts[task.name] = float(loss.detach())
-        total = total + task.weight * loss
-    return total, parts  # type: ignore[return-value]
-
-
-def _val_loss(model: BranchingNetwork, dataset, tasks: Sequence[Task], device: torch.device, batch_size: int) -> float:
+def _val_loss(model: BranchingNetwork, dataset, tasks: Sequence[Task], runtime: Runtime, batch_size: int) -> float:
     """Mean total loss of the argmax architecture (Eq. 7) on the validation split."""
-    from torch.utils.data import DataLoader
-
     model.eval()
     total, n = 0.0, 0
     with torch.no_grad():
-        for batch in DataLoader(dataset, batch_size=batch_size):
-            batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
-            loss, _ = _loss(model(batch["image"]), batch, tasks)
+        for batch in runtime.loader(dataset, batch_size):
+            batch = runtime.batch(batch)
+            with runtime.autocast():
+                loss, _ = weighted_loss(model(batch["image"]), batch, tasks)
             bs = batch["image"].shape[0]
             total, n = total + float(loss) * bs, n + bs
     model.train()
     return total / max(n, 1)
 
 
-def run_search(cfg: LTBConfig, ctx: SearchContext) -> SearchResult:
-    """Train weights and branching distributions jointly, export the argmax tree (module docstring)."""
-    from branchsweep.train import epoch_batches, resolve_device
+def run_search(cfg: LTBConfig, ctx: SearchContext, stop_at: int | None = None) -> SearchResult | None:
+    """Train weights and branching distributions jointly, export the argmax tree (module docstring).
 
+    ``stop_at``: checkpoint after that many iterations and return None (a paused search, which
+    ``ctx.resume`` continues exactly where it stopped).
+    """
     start = time.perf_counter()
-    device = resolve_device(ctx.device)
+    runtime = ctx.runtime()
     tasks = list(ctx.tasks)
     counts = resolve_child_nodes(cfg.child_nodes, ctx.spec.num_layers, len(tasks))
     torch.manual_seed(ctx.seed)
-    model = BranchingNetwork(ctx.spec, tasks, counts).to(device)
+    model = runtime.prepare(BranchingNetwork(ctx.spec, tasks, counts))
     model.generator = torch.Generator().manual_seed(ctx.seed + 7919)
     w_opt = torch.optim.Adam(model.weight_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    a_opt = torch.optim.Adam(model.arch_parameters(), lr=cfg.arch_lr)
+    arch_opt = torch.optim.Adam(model.arch_parameters(), lr=cfg.arch_lr)
     schedule = make_schedule(cfg.schedule, cfg.tau0, cfg.tau1)
     train_set = ctx.data.split("train", train=True)
     per_epoch = max(1, len(train_set) // cfg.batch_size)
     out_dir = Path(ctx.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path, log_path = out_dir / CHECKPOINT, out_dir / LOG
+    ckpt_path = out_dir / CHECKPOINT_NAME
     log_every = cfg.log_every or max(1, cfg.iterations // 100)
     it0, records = 0, []
-    if ctx.resume and not ckpt_path.exists():
-        raise ConfigError(f"--resume: no checkpoint {ckpt_path} to continue from")
     if ctx.resume:
-        try:
-            state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise ConfigError(f"--resume: cannot read checkpoint {ckpt_path}: {err}") from None
+        if not ckpt_path.exists():
+            raise ConfigError(f"--resume: no checkpoint {ckpt_path} to continue from")
+        state = load_state(ckpt_path, "Learning-to-Branch checkpoint")
         if state["child_nodes"] != counts or state["tasks"] != model.task_names:
             raise ConfigError(f"{ckpt_path}: checkpoint is for other child nodes or tasks; use a new --out")
         model.load_state_dict(state["model"])
         w_opt.load_state_dict(state["w_opt"])
-        a_opt.load_state_dict(state["a_opt"])
+        arch_opt.load_state_dict(state["arch_opt"])
         model.generator.set_state(state["gumbel_rng"])
         torch.set_rng_state(state["rng"])
         it0, records = state["iteration"], state["records"]
-    total_steps = cfg.iterations if cfg.tau_unit == "iteration" else cfg.iterations / per_epoch
-    batches = epoch_batches(train_set, cfg.batch_size, ctx.seed, start_iteration=it0)
-    model.train()
-    progress = None
-    if ctx.progress:
-        from tqdm import tqdm
 
-        progress = tqdm(total=cfg.iterations, initial=it0, desc="ltb search", leave=False)
-    for it in range(it0, cfg.iterations):
-        step = it if cfg.tau_unit == "iteration" else it // per_epoch
-        model.tau = schedule(step, total_steps)
-        batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in next(batches).items()}
-        loss, parts = _loss(model(batch["image"]), batch, tasks)
-        if not torch.isfinite(loss):
-            raise ConfigError(f"ltb: the search loss became {float(loss.detach())} at iteration {it}; lower --lr or --arch-lr")
-        w_opt.zero_grad(set_to_none=True)
-        a_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        w_opt.step()
-        if it >= cfg.warmup:
-            a_opt.step()
-        if progress is not None:
-            progress.update(1)
+    def save(iteration: int) -> None:
+        records[:] = to_floats(records)
+        save_state(ckpt_path, {"model": model.state_dict(), "w_opt": w_opt.state_dict(),
+                               "arch_opt": arch_opt.state_dict(), "iteration": iteration, "records": records,
+                               "child_nodes": counts, "tasks": model.task_names, "rng": torch.get_rng_state(),
+                               "gumbel_rng": model.generator.get_state()})
+
+    total_steps = cfg.iterations if cfg.tau_unit == "iteration" else cfg.iterations / per_epoch
+    step = TrainStep([w_opt, arch_opt], tasks, runtime)
+    batches = runtime.batches(train_set, cfg.batch_size, ctx.seed, it0)
+    end = cfg.iterations if stop_at is None else min(stop_at, cfg.iterations)
+    model.train()
+    bar = tqdm(range(it0, end), initial=it0, total=cfg.iterations, desc="ltb search", disable=not ctx.progress,
+               leave=False, mininterval=1.0)
+    for it in bar:
+        model.tau = schedule(it if cfg.tau_unit == "iteration" else it // per_epoch, total_steps)
+        # During the warm-up the children still sample (every copy is trained) but the logits stay put.
+        loss, parts = step(model, runtime.batch(next(batches)), f"in the ltb search at iteration {it}",
+                           update=None if it >= cfg.warmup else [w_opt])
         if (it + 1) % log_every == 0 or it + 1 == cfg.iterations:
             records.append({
                 "iteration": it + 1, "epoch": (it + 1) / per_epoch, "tau": model.tau, "warmup": it < cfg.warmup,
-                "loss": float(loss.detach()), "task_losses": parts,
+                "loss": loss, "task_losses": parts,
                 "probabilities": [p.tolist() for p in model.probabilities()[1:]],
             })
         if cfg.checkpoint_every and (it + 1) % cfg.checkpoint_every == 0 and it + 1 < cfg.iterations:
-            _save_checkpoint(ckpt_path, model, w_opt, a_opt, it + 1, records, counts)
-    if progress is not None:
-        progress.close()
-    val_loss = _val_loss(model, ctx.data.split("val", train=False), tasks, device, max(cfg.batch_size, 64))
+            save(it + 1)
+    bar.close()
+    step.flush(f"in the ltb search before iteration {end}")
+    if end < cfg.iterations:
+        save(end)
+        return None
+    val_loss = _val_loss(model, ctx.data.split("val", train=False), tasks, runtime, max(cfg.batch_size, 64))
     config = model.export()
     config.save(out_dir / "branch_config.json")
     header = {"method": "ltb", "config": to_dict(cfg), "child_nodes": counts, "tasks": model.task_names,
@@ -346,21 +347,11 @@ def run_search(cfg: LTBConfig, ctx: SearchContext) -> SearchResult:
     summary = {"final": True, "val_loss": val_loss, "parents": model.selected_parents(),
                "probabilities": [p.tolist() for p in model.probabilities()[1:]],
                "branch_config": config.to_dict(), "arch_hash": config.arch_hash()}
-    with log_path.open("w") as f:
-        for rec in [{"header": header}, *records, summary]:
-            f.write(json.dumps(rec) + "\n")
-    _save_checkpoint(ckpt_path, model, w_opt, a_opt, cfg.iterations, records, counts)
+    save(cfg.iterations)
+    log_path = write_text(out_dir / LOG_NAME, "".join(json.dumps(rec) + "\n"
+                                                       for rec in [{"header": header}, *records, summary]))
     return SearchResult(config=config, log_path=log_path, wall_time_s=time.perf_counter() - start,
                         info={"val_loss": val_loss, "child_nodes": counts, "parents": model.selected_parents()})
-
-
-def _save_checkpoint(path: Path, model: BranchingNetwork, w_opt, a_opt, iteration: int, records: list,
-                     counts: list[int]) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "w_opt": w_opt.state_dict(), "a_opt": a_opt.state_dict(),
-                "iteration": iteration, "records": records, "child_nodes": counts, "tasks": model.task_names,
-                "rng": torch.get_rng_state(), "gumbel_rng": model.generator.get_state()}, tmp)
-    tmp.replace(path)
 
 
 # ----------------------------------------------------------------------------------------- grouping
@@ -406,34 +397,41 @@ def adjusted_rand_index(a: Sequence[int], b: Sequence[int]) -> float:
 
 
 # ------------------------------------------------------------------------------------------- method
+@dataclass
+class LTBSpace:
+    """What a sweep samples for Learning to Branch: the child nodes per layer (``k`` for ``[k, …, k, T]``),
+    the temperature schedule and τ0 (log-uniformly)."""
+
+    child_nodes: tuple[int, ...] = (1, 2, 3)
+    schedules: tuple[str, ...] = ("inverse_sqrt", "inverse", "constant")
+    tau0: tuple[float, float] = (5.0, 100.0)
+
+    def validate(self) -> None:
+        for s in self.schedules:
+            SCHEDULES.get(s)
+        lo, hi = self.tau0
+        if not 0 < lo <= hi:
+            raise ConfigError(f"ltb search space tau0: need 0 < low <= high, got ({lo}, {hi})")
+        if not self.child_nodes or any(k < 1 for k in self.child_nodes):
+            raise ConfigError("ltb search space child_nodes: need counts >= 1")
+
+    def suggest(self, trial: Any, prefix: str) -> None:
+        trial.suggest_categorical(f"{prefix}child_nodes", list(self.child_nodes))
+        trial.suggest_categorical(f"{prefix}schedule", list(self.schedules))
+        trial.suggest_float(f"{prefix}tau0", *self.tau0, log=True)
+
+
 class LTBMethod(SearchMethod):
     """Learning to Branch: Gumbel-softmax parent selection in tree-structured branching blocks."""
 
     name = "ltb"
     config_type = LTBConfig
-
-    def add_arguments(self, group: argparse._ArgumentGroup) -> None:
-        group.add_argument("--child-nodes", type=parse_child_nodes, default=None,
-                           help="ltb: child nodes per layer, last = T (tasks), e.g. 3,3,3,T (default 3,...,3,T)")
-        group.add_argument("--tau-unit", choices=["iteration", "epoch"], default=None,
-                           help="ltb: the temperature schedule counts iterations (paper, synthetic) or epochs (CelebA)")
-        group.add_argument("--ltb-weight-decay", type=float, default=None, help="ltb: Adam weight decay of the weights (default 0)")
-        group.add_argument("--log-every", type=int, default=None, help="ltb: iterations between search-log records (default 1%%)")
-        group.add_argument("--checkpoint-every", type=int, default=None,
-                           help="ltb: iterations between resumable checkpoints (default: only at the end)")
-
-    def config_from_args(self, args: argparse.Namespace) -> LTBConfig:
-        mapping = {
-            "child_nodes": "child_nodes", "iterations": "iterations", "warmup_iterations": "warmup_iterations",
-            "batch_size": "batch_size", "lr": "lr", "arch_lr": "arch_lr", "schedule": "schedule", "tau0": "tau0",
-            "tau1": "tau1", "tau_unit": "tau_unit", "ltb_weight_decay": "weight_decay", "log_every": "log_every",
-            "checkpoint_every": "checkpoint_every",
-        }
-        values = {key: getattr(args, flag) for flag, key in mapping.items() if getattr(args, flag, None) is not None}
-        return from_mapping(LTBConfig, values, "ltb")
+    space_type = LTBSpace
 
     def run(self, cfg: LTBConfig, ctx: SearchContext) -> SearchResult:
-        return run_search(cfg, ctx)
+        result = run_search(cfg, ctx)
+        assert result is not None  # only a stop_at pauses a search
+        return result
 
 
 SEARCH_METHODS.register("ltb", LTBMethod())

@@ -37,9 +37,6 @@ class Schedule:
         step = min(max(float(step), 0.0), frac_total)
         return float(self.fn(step, frac_total, self.tau0, self.tau1))
 
-    def describe(self) -> dict:
-        return {"schedule": self.name, "tau0": self.tau0, "tau1": self.tau1}
-
 
 SCHEDULES: Registry[Callable[[float, float, float, float], float]] = Registry("temperature schedule")
 SCHEDULES.register("linear", lambda t, n, a, b: a + (b - a) * t / n, help="τ0 → τ1 linearly")

@@ -28,6 +28,7 @@ from torch import nn
 
 from branchsweep.backbones import BackboneSpec
 from branchsweep.search import fused
+from branchsweep.search.gumbel import gumbel_noise
 from branchsweep.tasks import Task
 
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -204,9 +205,7 @@ def gumbel_softmax_weights(alpha: torch.Tensor, tau: float, hard: bool = False,
     (straight-through: ``onehot + soft - sg(soft)``, whose non-selected entries are exactly 0, so the
     routing runs only the selected candidate).
     """
-    u = torch.rand(alpha.shape, generator=generator, dtype=alpha.dtype, device=alpha.device)
-    g = -torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7)))
-    soft = torch.softmax((alpha + g) / tau, dim=-1)
+    soft = torch.softmax((alpha + gumbel_noise(alpha, generator)) / tau, dim=-1)
     if not hard:
         return soft
     onehot = torch.zeros_like(soft).scatter_(-1, soft.argmax(-1, keepdim=True), 1.0)

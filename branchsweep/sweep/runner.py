@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from branchsweep.atomic import write_json
 from branchsweep.errors import ConfigError
-from branchsweep.pipeline import BASELINES, RESULT_FILE
+from branchsweep.pipeline import BASELINES, RESULT_FILE, SweepCaches
 from branchsweep.sweep.space import SearchSpace, SweepBase
 from branchsweep.sweep.trainable import TrialSettings, sweep_trial, worker_env
 
@@ -68,8 +69,14 @@ class SweepConfig:
     num_cpus: int | None = None
     report: bool = True
     verbose: bool = True
+    #: Modules or ``.py`` files imported in the driver and in every trial before anything is looked up
+    #: (e.g. a search method registered outside branchsweep; see :func:`branchsweep.registry.import_plugins`).
+    plugins: tuple[str, ...] = ()
 
     def validate(self) -> None:
+        from branchsweep.registry import import_plugins
+
+        import_plugins(self.plugins)
         if self.num_trials < 1 or self.concurrency < 1:
             raise ConfigError("--num-trials and --concurrency must be >= 1")
         if self.max_failures < 0:
@@ -96,6 +103,7 @@ class SweepConfig:
             base=self.base, run_dir=str(Path(self.out).resolve()), cache_dir=str(self.caches_root.resolve()),
             backend=self.backend, cpus_per_trial=self.cpus_per_trial, gpus_per_trial=self.gpus_per_trial,
             baseline=baseline, train_storage=f"{self.storage.rstrip('/')}/ray_train",
+            plugins=tuple(str(Path(p).resolve()) if p.endswith(".py") else p for p in self.plugins),
         )
 
 
@@ -133,15 +141,15 @@ def connect_ray(num_cpus: int | None = None) -> bool:
 
 # ------------------------------------------------------------------------------------------ progress
 def _front(rows: list[dict[str, Any]]) -> list[tuple[int, float]]:
-    """Non-dominated (MAdds ↓, Δm ↑) points, sorted by MAdds."""
-    pts = sorted({(int(r["madds"]), float(r["delta_m"])) for r in rows
-                  if r.get("madds") is not None and r.get("delta_m") is not None and not math.isnan(float(r["delta_m"]))})
-    front, best = [], -math.inf
-    for madds, dm in pts:
-        if dm > best:
-            front.append((madds, dm))
-            best = dm
-    return front
+    """Distinct non-dominated (MAdds ↓, Δm ↑) points of finished rows, sorted by MAdds."""
+    import pandas as pd
+
+    from analysis import pareto_front
+
+    df = pd.DataFrame([{"madds": r.get("madds"), "delta_m": r.get("delta_m")} for r in rows], columns=["madds", "delta_m"])
+    df = df.apply(pd.to_numeric, errors="coerce").astype(float)
+    front = df[pareto_front(df, OBJECTIVES)].drop_duplicates().sort_values(["madds", "delta_m"])
+    return [(int(m), float(d)) for m, d in front.itertuples(index=False)]
 
 
 def _progress_callback(logfile: Path, total: int, verbose: bool):
@@ -216,38 +224,67 @@ def _tuner(cfg: SweepConfig, experiment: str, baseline: bool, progress) -> Any:
         search_alg=searcher, num_samples=cfg.num_trials, max_concurrent_trials=cfg.concurrency, reuse_actors=True))
 
 
-def _rows(grid: Any, run_dir: Path) -> list[dict[str, Any]]:
-    """One row per trial of a ResultGrid; a failed trial keeps its config and error as a ``failed`` row."""
+def _rows(grid: Any) -> list[dict[str, Any]]:
+    """One row per trial of a ResultGrid (its last result, from ``get_dataframe``); a failed trial keeps
+    its sampled config and its error as a ``failed`` row."""
+    import pandas as pd
+
+    df = grid.get_dataframe()
+    errors = {str((r.metrics or {}).get("trial_id") or _trial_id_from_path(r.path)): r.error
+              for r in grid if r.error is not None}
     rows = []
-    for result in grid:
-        trial_id = Path(result.path).name.split("_")[1] if result.path else ""
-        row: dict[str, Any] = {}
-        metrics = result.metrics or {}
-        if result.error is None and metrics.get("phase") == "done":
-            row = {k: v for k, v in metrics.items() if not k.startswith(("config", "time_", "timestamp"))}
+    for raw in df.to_dict("records"):
+        raw = {k: v for k, v in raw.items() if not (isinstance(v, float) and pd.isna(v) and k.startswith("config/"))}
+        trial_id = str(raw.get("trial_id", ""))
+        error = errors.pop(trial_id, None)
+        if error is None and raw.get("phase") == "done":
+            row = {k: v for k, v in raw.items() if not k.startswith(_TUNE_COLUMNS)}
             row["status"] = "ok"
         else:
-            params = dict(result.config or {})
-            row = {"label": params.get("label") or params.get("method"), "method": params.get("method"),
-                   "status": "failed",
-                   "error": str(result.error).strip().splitlines()[-1] if result.error
-                   else f"trial ended without a final result (last phase: {metrics.get('phase', 'none')})",
-                   **{k: v for k, v in metrics.items() if k in ("madds", "arch_hash", "arch_json")}}
-        row["trial_id"] = metrics.get("trial_id", trial_id)
+            params = {k.removeprefix("config/"): v for k, v in raw.items() if k.startswith("config/")}
+            row = {"label": raw.get("label") or params.get("method"), "method": params.get("method"),
+                   "status": "failed", "error": _error_line(error, raw.get("phase")),
+                   **{k: raw[k] for k in ("madds", "arch_hash", "arch_json") if k in raw}}
+        row["trial_id"] = trial_id
         rows.append(row)
+    for trial_id, error in errors.items():  # failed before reporting anything: no row in the data frame
+        rows.append({"status": "failed", "error": _error_line(error, None), "trial_id": trial_id})
     return rows
 
 
-def _economy(rows: list[dict[str, Any]], cache_root: Path) -> list[str]:
+#: Columns Tune adds to every result (not trial results of ours).
+_TUNE_COLUMNS = ("config/", "time_", "timestamp", "date", "hostname", "node_ip", "pid", "done", "training_iteration",
+                 "iterations_since_restore", "checkpoint_dir_name", "logdir", "should_checkpoint")
+
+
+def _trial_id_from_path(path: str | None) -> str:
+    """Tune names a trial's folder ``<trainable>_<trial id>_<tag>``; trial ids look like ``a1b2c_00003``."""
+    name = Path(path or "").name.removeprefix(f"{sweep_trial.__name__}_")
+    return "_".join(name.split("_")[:2])
+
+
+def _error_line(error: Any, phase: Any) -> str:
+    if error is not None:
+        lines = str(error).strip().splitlines()
+        return lines[-1] if lines else type(error).__name__
+    return f"trial ended without a final result (last phase: {phase or 'none'})"
+
+
+def _economy(rows: list[dict[str, Any]], caches: SweepCaches) -> list[str]:
+    from branchsweep.search import SEARCH_METHODS
+
     ok = [r for r in rows if r.get("status") == "ok"]
     reused = [r for r in ok if r.get("retrain_cached")]
-    warm = sorted((cache_root / "warmup").glob("*.pt")) if (cache_root / "warmup").is_dir() else []
-    bmtas = [r for r in ok if r.get("method") == "bmtas"]
-    return [
+    lines = [
         f"trials: {len(ok)} ok, {len(rows) - len(ok)} failed",
         f"retrain dedup: {len(reused)} of {len(ok)} trials reused a cached retrain "
         f"(saved ~{sum(_trained_time(r, ok) for r in reused):.1f} s of retraining)",
-        f"warm-up: {len(warm)} warmed-up supergraph(s) in {cache_root / 'warmup'} shared by {len(bmtas)} BMTAS trial(s)",
+    ]
+    for name in sorted({r.get("method") for r in ok} & set(SEARCH_METHODS.names())):
+        line = SEARCH_METHODS.get(name).sweep_summary(caches.method_dir(name), sum(r.get("method") == name for r in ok))
+        if line:
+            lines.append(line)
+    return lines + [
         "MAdds: every architecture priced before its retrain (see each trial.log: 'priced before retraining')",
         f"search time {sum(float(r.get('search_time_s', 0)) for r in ok):.1f} s, "
         f"retrain time {sum(float(r.get('retrain_time_s', 0)) for r in ok):.1f} s",
@@ -291,9 +328,7 @@ def write_metric_spec(cfg: SweepConfig, run_dir: Path) -> Path:
         "primary": list(primary_directions(tasks)),
         "directions": {f"{t.name}/{m}": d for t in tasks for m, d in t.directions.items()},
     }
-    path = run_dir / METRICS_FILE
-    path.write_text(json.dumps(spec, indent=1))
-    return path
+    return write_json(run_dir / METRICS_FILE, spec)
 
 
 def write_results(rows: list[dict[str, Any]], path: Path) -> Path:
@@ -324,7 +359,7 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
     run_dir = Path(cfg.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     logfile = run_dir / "sweep.log"
-    (run_dir / "sweep.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1, default=str))
+    write_json(run_dir / "sweep.json", dataclasses.asdict(cfg))
     started = connect_ray(cfg.num_cpus)
     try:
         say = _progress_callback(logfile, len(cfg.baselines), cfg.verbose)
@@ -332,7 +367,7 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
                   f"{cfg.num_trials} trials, concurrency {cfg.concurrency}, backend "
                   f"{cfg.trial_settings(False).resolved_backend}")
         base_grid = _tuner(cfg, BASELINE_EXPERIMENT, True, say).fit()
-        rows = _rows(base_grid, run_dir)
+        rows = _rows(base_grid)
         for row in rows:
             row["is_baseline"] = True
         bad = [r for r in rows if r["status"] != "ok"]
@@ -340,7 +375,7 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
             raise ConfigError(f"baseline {bad[0]['label']} failed ({bad[0].get('error', '')}); see {run_dir}/trials")
         progress = _progress_callback(logfile, cfg.num_trials, cfg.verbose)
         grid = _tuner(cfg, SEARCH_EXPERIMENT, False, progress).fit()
-        rows += _rows(grid, run_dir)
+        rows += _rows(grid)
     finally:
         if started:
             import ray
@@ -349,7 +384,7 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
     _fill_delta_m(rows, cfg)
     results = write_results(rows, run_dir / "results.parquet")
     write_metric_spec(cfg, run_dir)
-    lines = _economy(rows, cfg.caches_root) + [f"wall time {time.perf_counter() - t0:.1f} s", f"results: {results}"]
+    lines = _economy(rows, SweepCaches(cfg.caches_root)) + [f"wall time {time.perf_counter() - t0:.1f} s", f"results: {results}"]
     with open(logfile, "a") as handle:
         handle.write("".join(f"{time.strftime('%H:%M:%S')} [economy] {line}\n" for line in lines))
     if cfg.verbose:

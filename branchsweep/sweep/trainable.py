@@ -48,6 +48,8 @@ class TrialSettings:
     #: Where Ray Train persists a trial's checkpoints: the sweep's storage (a shared folder or cloud URI
     #: on a multi-node cluster, where the GPU worker is not on the driver's node).
     train_storage: str | None = None
+    #: Imported by every trial before its method is looked up (:func:`branchsweep.registry.import_plugins`).
+    plugins: tuple[str, ...] = ()
 
     def validate(self) -> None:
         if self.backend not in BACKENDS:
@@ -107,6 +109,9 @@ def _execute(payload: dict[str, Any], report, get_checkpoint, device: str | None
     """Run (or resume) one trial and report through ``report(metrics, checkpoint=...)``."""
     import torch
 
+    from branchsweep.registry import import_plugins
+
+    import_plugins(payload.get("plugins", ()))
     work = Path(payload["work"])
     threads = max(1, int(payload["cpus"]))
     torch.set_num_threads(threads)
@@ -146,12 +151,16 @@ def sweep_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     """The Tune function trainable (wrap with ``tune.with_parameters(sweep_trial, settings=...)``)."""
     from ray import tune
 
+    from branchsweep.registry import import_plugins
+
+    import_plugins(settings.plugins)
     trial_id = tune.get_context().get_trial_id()
     cfg = to_trial_config(config, settings.base, baseline=settings.baseline)
     payload = {
         "trial": cfg.to_dict(), "work": str(Path(settings.run_dir) / "trials" / str(trial_id)),
         "cache_dir": settings.cache_dir, "cpus": settings.cpus_per_trial, "use_gpu": settings.gpus_per_trial > 0,
     }
+    payload["plugins"] = list(settings.plugins)
     if settings.resolved_backend == "direct":
         _execute(payload, tune.report, tune.get_checkpoint, None)
         return

@@ -158,4 +158,10 @@ def metric_directions() -> dict[str, Direction]:
     return out
 
 
-__all__ = ["TASKS", "Task", "Metric", "Direction", "create_task", "metric_directions"]
+def primary_metrics() -> dict[str, str]:
+    """Primary metric of every registered fixed-name task, ``{"semseg": "mIoU", "depth": "rmse", ...}``:
+    the metric Δm uses for it (plain data for :func:`analysis.primary_metric_columns`)."""
+    return {task.name: task.primary for task in map(create_task, TASKS.names())}
+
+
+__all__ = ["TASKS", "Task", "Metric", "Direction", "create_task", "metric_directions", "primary_metrics"]

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from analysis_fixtures import TABLES
 
-from analysis import delta_m, load_paper_table, primary_metric_columns
-from branchsweep.errors import ConfigError
+from analysis import AnalysisError, delta_m, load_paper_table, primary_metric_columns, resolve_directions
+from branchsweep.tasks import metric_directions, primary_metrics
 
 
 def test_delta_m_matches_the_printed_tables(paper_table):
@@ -46,7 +46,7 @@ def test_task_level_averages_within_a_task_first():
     assert delta_m(df, "base", directions, level="task")["m"] == pytest.approx(5.0)
     by_mapping = delta_m(df, "base", directions, level="task", task_of={"a/x": "t", "a/y": "t", "b/z": "t"})
     assert by_mapping["m"] == pytest.approx(10 / 3)
-    with pytest.raises(ConfigError, match="b/z"):
+    with pytest.raises(AnalysisError, match="b/z"):
         delta_m(df, "base", directions, level="task", task_of={"a/x": "t", "a/y": "t"})
 
 
@@ -63,28 +63,36 @@ def test_missing_metric_gives_nan_not_a_number():
     assert np.isnan(delta_m(df, "single", {"a/acc": "max", "b/err": "min"})["failed"])
 
 
-def test_default_metrics_are_each_tasks_primary_from_the_registry():
+def test_each_tasks_primary_metric_from_the_registrys_data():
     df = pd.DataFrame(
         {"semseg/mIoU": [60.0, 57.0], "depth/rmse": [0.5, 0.55], "normals/mean": [20.0, 20.0],
          "normals/median": [15.0, 30.0], "hp/lambda": [0.0, 0.1]},
         index=["single", "m"],
     )
-    assert primary_metric_columns(df.columns) == ["semseg/mIoU", "depth/rmse", "normals/mean"]
+    metrics = primary_metric_columns(df.columns, primary_metrics())
+    assert metrics == ["semseg/mIoU", "depth/rmse", "normals/mean"]
+    directions = resolve_directions(metrics, known=metric_directions())
+    assert directions == {"semseg/mIoU": "max", "depth/rmse": "min", "normals/mean": "min"}
     # (-5 % mIoU, -10 % for +10 % rmse, 0) / 3; normals/median (a non-primary metric) is not used.
-    assert delta_m(df, "single")["m"] == pytest.approx(-5.0)
+    assert delta_m(df, "single", directions)["m"] == pytest.approx(-5.0)
+    # without the registry's data a task with several metric columns is not guessed
+    with pytest.raises(AnalysisError, match="task 'normals' has several metric columns"):
+        primary_metric_columns(df.columns)
+    with pytest.raises(AnalysisError, match="'depth/abs_rel' is missing"):
+        primary_metric_columns(["depth/rmse"], {"depth": "abs_rel"})
 
 
 def test_user_mistakes_are_config_errors():
     df = pd.DataFrame({"a/acc": [0.0, 1.0]}, index=["single", "m"])
-    with pytest.raises(ConfigError, match="zero"):
+    with pytest.raises(AnalysisError, match="zero"):
         delta_m(df, "single", {"a/acc": "max"})
-    with pytest.raises(ConfigError, match="'nope' not found"):
+    with pytest.raises(AnalysisError, match="'nope' not found"):
         delta_m(df, "nope", {"a/acc": "max"})
-    with pytest.raises(ConfigError, match="direction"):
+    with pytest.raises(AnalysisError, match="direction"):
         delta_m(df, "single", {"a/acc": "up"})
-    with pytest.raises(ConfigError, match="b/err"):
+    with pytest.raises(AnalysisError, match="b/err"):
         delta_m(df, "single", {"b/err": "min"})
-    with pytest.raises(ConfigError, match="level"):
+    with pytest.raises(AnalysisError, match="level"):
         delta_m(df, "single", {"a/acc": "max"}, level="dataset")  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="several metric columns"):
+    with pytest.raises(AnalysisError, match="several metric columns"):
         primary_metric_columns(["mytask/a", "mytask/b"])

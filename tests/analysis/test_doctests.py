@@ -7,7 +7,8 @@ import importlib
 
 import pytest
 
-MODULES = ["analysis.delta_m", "analysis.directions", "analysis.pareto", "analysis.plots", "analysis.tables"]
+MODULES = ["analysis.delta_m", "analysis.directions", "analysis.pareto", "analysis.plots", "analysis.report",
+           "analysis.tables", "analysis.trees"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -7,8 +7,7 @@ import pandas as pd
 import pytest
 from analysis_fixtures import FRONTS
 
-from analysis import build_report, front_steps, hypervolume_2d, load_paper_table, pareto_front
-from branchsweep.errors import ConfigError
+from analysis import AnalysisError, build_report, front_steps, hypervolume_2d, load_paper_table, pareto_front
 
 MIN_MAX = {"madds": "min", "dm": "max"}
 
@@ -87,11 +86,11 @@ def test_hypervolume_against_hand_computed_areas():
 
 def test_objective_mistakes_are_config_errors():
     df = pd.DataFrame({"madds": [1.0], "dm": [0.0]})
-    with pytest.raises(ConfigError, match="'speed'"):
+    with pytest.raises(AnalysisError, match="'speed'"):
         pareto_front(df, {"speed": "max"})
-    with pytest.raises(ConfigError, match="direction"):
+    with pytest.raises(AnalysisError, match="direction"):
         pareto_front(df, {"madds": "lowest"})
-    with pytest.raises(ConfigError, match="exactly two"):
+    with pytest.raises(AnalysisError, match="exactly two"):
         hypervolume_2d(df, {"madds": "min"}, [1.0])
-    with pytest.raises(ConfigError, match="'dm'"):
+    with pytest.raises(AnalysisError, match="'dm'"):
         hypervolume_2d(df, MIN_MAX, {"madds": 1.0})

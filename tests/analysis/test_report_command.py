@@ -13,6 +13,7 @@ from branchsweep.arch import BranchConfig
 from branchsweep.cli import main
 
 TASKS = ["semseg", "depth", "normals"]
+LAYER_NAMES = ["conv1", "layer1", "layer2", "layer3"]  # what the sweep's arch_drawing names the layers
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -70,6 +71,7 @@ def _sweep_results() -> pd.DataFrame:
         "hp/seed": [0] * len(rows),
         "arch_hash": [r[9].arch_hash() if r[9] else None for r in rows],
         "arch_json": [r[9].to_json() if r[9] else None for r in rows],
+        "arch_drawing": [r[9].draw(LAYER_NAMES) if r[9] else None for r in rows],
         "search_time_s": [1.0] * len(rows),
         "retrain_time_s": [2.0] * len(rows),
     })
@@ -99,7 +101,10 @@ def test_report_on_a_sweep_folder(tmp_path, capsys, fmt):
     drawings = sorted(p.stem for p in (report_dir / "arch").glob("*.txt"))
     assert len(drawings) == 3 and len(list((report_dir / "arch").glob("*.png"))) == 3
     branched = results.loc[2, "arch_hash"]
-    assert (report_dir / "arch" / f"{branched}.txt").read_text().startswith("L1-L2 [semseg depth normals]")
+    drawing = (report_dir / "arch" / f"{branched}.txt").read_text()
+    assert drawing == results.loc[2, "arch_drawing"] + "\n"  # the sweep's drawing, with its layer names
+    assert drawing.startswith("conv1-layer1 [semseg depth normals]")
+    assert f"### {branched} (bmtas λ=0.05, bmtas λ=0.1)" in md and "tree drawings" not in md
     assert "Δm against 'Single'" in out
 
 
@@ -141,12 +146,40 @@ def test_installed_analysis_package_does_not_import_torch(tmp_path):
     subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
 
 
-def test_a_broken_architecture_names_its_trial(tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("arch_json", "message"),
+    [("{not json", "malformed JSON"),
+     ('{"version": 1, "tasks": ["semseg", "depth"], "layers": [[["semseg"], ["depth"]], [["semseg", "depth"]]]}',
+      "layer 2 merges branches"),
+     ('{"version": 2, "tasks": ["semseg"], "layers": [[["semseg"]]]}', "unsupported version 2")],
+)
+def test_a_broken_architecture_names_its_trial(tmp_path, capsys, arch_json, message):
     results = _sweep_results()
-    results.loc[1, "arch_json"] = "{not json"
+    results.loc[1, "arch_json"] = arch_json
     results.to_csv(tmp_path / "results.csv", index=False)
     code, _, err = run_cli(capsys, "report", str(tmp_path))
-    assert code == 2 and "arch_json of trial 't1' (Shared): malformed JSON" in err
+    assert code == 2 and f"arch_json of trial 't1' (Shared): {message}" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("dropped", "txt", "png", "note"),
+    [
+        (["arch_drawing"], 0, 3, "No arch_drawing for 3 of 3 front architecture(s)"),  # sweeps before arch_drawing
+        (["arch_json"], 3, 0, "No arch_json for 3 of 3 front architecture(s)"),
+        (["arch_json", "arch_drawing"], 0, 0, "No arch_drawing for 3 of 3"),
+        (["arch_hash"], 0, 0, "No architecture hash (arch_hash) on the front rows"),
+    ],
+)
+def test_missing_architecture_columns_leave_out_only_what_needs_them(tmp_path, capsys, dropped, txt, png, note):
+    _sweep_results().drop(columns=dropped).to_parquet(tmp_path / "results.parquet", index=False)
+    code, _, err = run_cli(capsys, "report", str(tmp_path))
+    assert code == 0, err
+    arch = tmp_path / "report" / "arch"
+    assert len(list(arch.glob("*.txt"))) == txt and len(list(arch.glob("*.png"))) == png
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert note in md
+    assert ("## Architectures on the front" in md) == ("arch_hash" not in dropped)
 
 
 def test_generic_tasks_take_one_wildcard_direction(tmp_path, capsys):

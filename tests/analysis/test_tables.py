@@ -7,6 +7,7 @@ import pytest
 from analysis_fixtures import TABLES
 
 from analysis import (
+    AnalysisError,
     load_paper_table,
     load_results,
     markdown_table,
@@ -15,7 +16,6 @@ from analysis import (
     split_header,
 )
 from analysis.tables import is_delta_m_column
-from branchsweep.errors import ConfigError
 
 
 @pytest.mark.parametrize(
@@ -29,7 +29,7 @@ def test_parse_madds(text, value):
 
 @pytest.mark.parametrize("text", ["fast", "15.7X", "", float("nan"), "1.2.3B"])
 def test_parse_madds_rejects_garbage(text):
-    with pytest.raises(ConfigError, match="MAdds"):
+    with pytest.raises(AnalysisError, match="MAdds"):
         parse_madds(text)
 
 
@@ -47,11 +47,16 @@ def test_delta_m_columns_are_recognised():
     assert not any(map(is_delta_m_column, ["Depth↓", "madds", "dmodel"]))
 
 
-def test_directions_prefer_explicit_then_arrow_then_registry():
-    dirs = resolve_directions(["Norm↓", "Edge", "depth/rmse"], {"Norm": "max", "Edge": "higher"})
-    assert dirs == {"Norm↓": "max", "Edge": "max", "depth/rmse": "min"}
-    with pytest.raises(ConfigError, match="'mystery/score'"):
-        resolve_directions(["mystery/score"])
+def test_directions_prefer_explicit_then_arrow_then_known():
+    known = {"depth/rmse": "min", "Norm↓": "max", "Edge": "min", "Sal↑": "min"}
+    dirs = resolve_directions(["Norm↓", "Edge", "depth/rmse", "Sal↑"], {"Norm": "max", "Edge": "higher"}, known=known)
+    assert dirs == {"Norm↓": "max", "Edge": "max", "depth/rmse": "min", "Sal↑": "max"}
+    with pytest.raises(AnalysisError, match="'mystery/score'"):
+        resolve_directions(["mystery/score"], known=known)
+    with pytest.raises(AnalysisError, match="'depth/rmse' has no direction"):
+        resolve_directions(["depth/rmse"])  # nothing is looked up that was not passed in
+    with pytest.raises(AnalysisError, match="direction must be"):
+        resolve_directions(["depth/rmse"], known={"depth/rmse": "down"})
     wildcard = resolve_directions(["bent_0/mse", "sinc_1/mse", "x/acc"], {"*/mse": "min", "x/acc": "max"})
     assert wildcard == {"bent_0/mse": "min", "sinc_1/mse": "min", "x/acc": "max"}
 
@@ -71,17 +76,17 @@ def _write(tmp_path, text: str):
 
 
 def test_paper_table_mistakes_name_the_problem(tmp_path):
-    with pytest.raises(ConfigError, match="not found"):
+    with pytest.raises(AnalysisError, match="not found"):
         load_paper_table(tmp_path / "missing.csv", "Single", "MAdds")
-    with pytest.raises(ConfigError, match="baseline row 'Solo'"):
+    with pytest.raises(AnalysisError, match="baseline row 'Solo'"):
         load_paper_table(TABLES["table1"], "Solo", "MAdds")
-    with pytest.raises(ConfigError, match="--madds-column"):
+    with pytest.raises(AnalysisError, match="--madds-column"):
         load_paper_table(TABLES["table1"], "Single", "GFLOPs")
     bad_madds = _write(tmp_path, "Model,MAdds,Acc↑\nSingle,lots,1\nB,2G,2\n")
-    with pytest.raises(ConfigError, match="row 'Single'.*lots"):
+    with pytest.raises(AnalysisError, match="row 'Single'.*lots"):
         load_paper_table(bad_madds, "Single", "MAdds")
     no_arrow = _write(tmp_path, "Model,MAdds,Acc↑,Score\nSingle,1G,1,2\nB,2G,2,3\n")
-    with pytest.raises(ConfigError, match="'Score' has no direction"):
+    with pytest.raises(AnalysisError, match="'Score' has no direction"):
         load_paper_table(no_arrow, "Single", "MAdds")
     df, dirs = load_paper_table(no_arrow, "Single", "MAdds", directions={"Score": "min"})
     assert dirs == {"Acc": "max", "Score": "min"}
@@ -90,10 +95,10 @@ def test_paper_table_mistakes_name_the_problem(tmp_path):
 def test_results_file_checks(tmp_path):
     path = tmp_path / "results.csv"
     pd.DataFrame({"label": ["a"], "madds": ["many"], "status": ["ok"]}).to_csv(path, index=False)
-    with pytest.raises(ConfigError, match="MAdds 'many'"):
+    with pytest.raises(AnalysisError, match="MAdds 'many'"):
         load_results(path)
     pd.DataFrame({"trial": [1]}).to_csv(path, index=False)
-    with pytest.raises(ConfigError, match="'label' is missing"):
+    with pytest.raises(AnalysisError, match="'label' is missing"):
         load_results(path)
 
 

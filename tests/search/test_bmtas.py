@@ -14,7 +14,7 @@ from branchsweep.config import DataConfig, from_mapping
 from branchsweep.data import create_data
 from branchsweep.errors import BranchsweepError, ConfigError
 from branchsweep.search import SEARCH_METHODS, SearchContext
-from branchsweep.search.bmtas import CHECKPOINT_NAME, BMTASConfig, bmtas_search, warmup_key
+from branchsweep.search.bmtas import CHECKPOINT_NAME, BMTASConfig, run_search, warmup_key
 
 TASKS = ["semseg", "sal", "depth", "normals"]
 
@@ -64,7 +64,7 @@ def test_config_errors(bad, match):
 
 def test_search_exports_config_and_log(data, tmp_path):
     ctx = context(data, tmp_path / "run")
-    result = bmtas_search(tiny(lam=0.1), ctx)
+    result = run_search(tiny(lam=0.1), ctx)
     saved = BranchConfig.load(tmp_path / "run" / "branch_config.json")
     assert saved == result.config and list(saved.tasks) == TASKS
     lines = [json.loads(line) for line in result.log_path.read_text().splitlines()]
@@ -78,12 +78,12 @@ def test_search_exports_config_and_log(data, tmp_path):
 
 def test_resumed_search_equals_uninterrupted(data, tmp_path):
     cfg = tiny(lam=0.5, hard=False, iterations=4)
-    full = bmtas_search(cfg, context(data, tmp_path / "full"))
+    full = run_search(cfg, context(data, tmp_path / "full"))
     ctx = context(data, tmp_path / "parts")
-    assert bmtas_search(cfg, ctx, stop_at=2) is None
+    assert run_search(cfg, ctx, stop_at=2) is None
     assert (tmp_path / "parts" / CHECKPOINT_NAME).is_file()
     ctx.resume = True
-    resumed = bmtas_search(cfg, ctx)
+    resumed = run_search(cfg, ctx)
     a = torch.load(tmp_path / "full" / CHECKPOINT_NAME, weights_only=True)
     b = torch.load(tmp_path / "parts" / CHECKPOINT_NAME, weights_only=True)
     for key, value in a["model"].items():
@@ -96,17 +96,17 @@ def test_resumed_search_equals_uninterrupted(data, tmp_path):
 
 def test_resume_without_checkpoint_is_a_config_error(data, tmp_path):
     with pytest.raises(ConfigError, match="no BMTAS checkpoint"):
-        bmtas_search(tiny(), context(data, tmp_path / "empty", resume=True))
+        run_search(tiny(), context(data, tmp_path / "empty", resume=True))
 
 
 def test_warmup_cache_is_shared_across_lambdas(data, tmp_path):
     cache = tmp_path / "warm"
     ctx = context(data, tmp_path / "a")
-    bmtas_search(tiny(lam=0.0, warmup_cache=str(cache), iterations=2), ctx)
+    run_search(tiny(lam=0.0, warmup_cache=str(cache), iterations=2), ctx)
     files = list(cache.iterdir())
     assert len(files) == 1
     before = files[0].stat().st_mtime_ns
-    result = bmtas_search(tiny(lam=5.0, schedule="cosine", warmup_cache=str(cache), iterations=2),
+    result = run_search(tiny(lam=5.0, schedule="cosine", warmup_cache=str(cache), iterations=2),
                           context(data, tmp_path / "b"))
     assert list(cache.iterdir()) == files and files[0].stat().st_mtime_ns == before
     start = json.loads(result.log_path.read_text().splitlines()[0])
@@ -119,7 +119,7 @@ def test_warmup_cache_is_shared_across_lambdas(data, tmp_path):
 
 def test_too_small_training_set(data, tmp_path):
     with pytest.raises(ConfigError, match="too small"):
-        bmtas_search(tiny(batch_size=16), context(data, tmp_path / "x"))
+        run_search(tiny(batch_size=16), context(data, tmp_path / "x"))
 
 
 @pytest.mark.slow
@@ -130,7 +130,7 @@ def test_lambda_grid_trades_madds_and_groups_related_tasks(data, tmp_path):
     for lam in (0.0, 2.0, 50.0):
         cfg = tiny(lam=lam, resource_mode="normalized", iterations=60, warmup_iterations=20, batch_size=8,
                    arch_lr=0.15, weight_steps_per_arch=1, warmup_cache=str(tmp_path / "warm"))
-        result = bmtas_search(cfg, context(data, tmp_path / f"lam{lam}", seed=0))
+        result = run_search(cfg, context(data, tmp_path / f"lam{lam}", seed=0))
         madds.append(result.info["madds"])
         configs.append(result.config)
     assert madds == sorted(madds, reverse=True) and madds[-1] < madds[0]

@@ -22,7 +22,7 @@ TINY_SEARCH = {"ltb": {"iterations": 10, "batch_size": 16},
 
 def tiny_base(**search_overrides: dict) -> SweepBase:
     search = {m: {**v, **search_overrides.get(m, {})} for m, v in TINY_SEARCH.items()}
-    return SweepBase(data=TINY_DATA, model=TINY_MODEL, train=TINY_TRAIN, search_defaults=search, num_layers=4)
+    return SweepBase(data=TINY_DATA, model=TINY_MODEL, train=TINY_TRAIN, search_defaults=search)
 
 
 def ray_env(tmp: Path) -> dict[str, str]:

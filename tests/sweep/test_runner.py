@@ -23,7 +23,7 @@ from branchsweep.sweep.runner import finished_trial_results
 pytestmark = pytest.mark.ray
 
 LTB_POINT = {"method": "ltb", "seed": 0, "ltb.child_nodes": 2, "ltb.schedule": "inverse_sqrt", "ltb.tau0": 50.0}
-BMTAS_POINT = {"method": "bmtas", "seed": 0, "bmtas.lam": 0.1, "bmtas.schedule": "linear", "bmtas.tau0": 5.0}
+BMTAS_POINT = {"method": "bmtas", "seed": 0, "bmtas.lambda": 0.1, "bmtas.schedule": "linear", "bmtas.tau0": 5.0}
 
 
 def _config(out: Path, **kw) -> SweepConfig:

@@ -1,0 +1,275 @@
+"""One training loop: what retraining and the weight phases of both searches share.
+
+A loop here is a few pieces, each written once:
+
+* :class:`Runtime` — *how* to run, not what to compute: the device, mixed precision
+  (``amp``: ``off``/``bf16``/``fp16``), ``channels_last``, data-loader workers with pinned memory,
+  ``cudnn.benchmark``, and how often the host synchronises with the device (loss values and the
+  finite-loss check are read every ``sync_every`` steps: every step on a CPU, where it costs nothing,
+  every 25 on a GPU, where a per-step ``.item()`` stalls the pipeline);
+* :func:`epoch_batches` — an endless stream of shuffled batches whose order depends only on
+  ``(seed, epoch)``, so a resumed run consumes exactly the batches an uninterrupted one would;
+* :func:`weighted_loss` — ``Σ_t w_t · L_t`` and the per-task losses (as tensors: no sync);
+* :class:`TrainStep` — one weight update: forward (all tasks at once, or one task after the other
+  with gradients accumulated: the BMTAS supplement's "we update the supergraph sequentially for
+  each task", which keeps one task's graph alive at a time), weighted loss, finite check, backward
+  (scaled under fp16), optimizer step(s), learning-rate schedule;
+* :func:`poly_schedule` — the 'poly' policy ``lr · (1 − it/iterations)^power``.
+
+A search method adds only what is its own (BMTAS: the α step and the alternation; Learning to
+Branch: the logits step) around a :class:`TrainStep`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from branchsweep.errors import BranchsweepError, ConfigError
+
+AMP_MODES = ("off", "bf16", "fp16")
+#: Host synchronisations on CUDA: one per this many steps (finite check, loss values for logs).
+CUDA_SYNC_EVERY = 25
+
+
+class NonFiniteLossError(BranchsweepError, RuntimeError):
+    """A training loss became NaN or infinite: the run stops (one line: usually a too large lr)."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` picks CUDA when available; an unavailable device is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r} (use cpu, cuda, cuda:N or auto)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+def check_amp(amp: str) -> str:
+    if amp not in AMP_MODES:
+        raise ConfigError(f"--amp must be one of {', '.join(AMP_MODES)}, got {amp!r}")
+    return amp
+
+
+class Runtime:
+    """Device placement, mixed precision, memory format and data loading for one run.
+
+    ``amp="fp16"`` needs CUDA (a :class:`torch.amp.GradScaler` keeps small gradients representable);
+    ``bf16`` autocasts on CPU and GPU alike. ``sync_every`` 0 means 1 on CPU and
+    :data:`CUDA_SYNC_EVERY` on CUDA.
+    """
+
+    def __init__(self, device: str = "cpu", amp: str = "off", channels_last: bool = False, num_workers: int = 0,
+                 sync_every: int = 0) -> None:
+        self.device = resolve_device(device)
+        self.amp = check_amp(amp)
+        if amp == "fp16" and self.device.type != "cuda":
+            raise ConfigError("--amp fp16 needs a CUDA device (use --amp bf16 on a CPU)")
+        if num_workers < 0:
+            raise ConfigError(f"--workers must be >= 0, got {num_workers}")
+        self.channels_last = channels_last
+        self.num_workers = num_workers
+        self.pin_memory = self.device.type == "cuda"
+        self.sync_every = sync_every or (CUDA_SYNC_EVERY if self.device.type == "cuda" else 1)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input sizes: pick the fastest kernels once
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Move ``model`` to the device (and to channels-last memory format when asked)."""
+        model.to(self.device)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return model
+
+    def batch(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """Tensors of ``batch`` on the device (asynchronous from pinned memory); 4-D images channels-last."""
+        out = {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+        image = out.get("image")
+        if self.channels_last and torch.is_tensor(image) and image.dim() == 4:
+            out["image"] = image.contiguous(memory_format=torch.channels_last)
+        return out
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast for the forward pass and loss (a no-op with ``amp="off"``)."""
+        if self.amp == "off":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def loader(self, dataset: Dataset, batch_size: int, shuffle: bool = False) -> DataLoader:
+        """An evaluation loader with this run's workers and pinning."""
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          pin_memory=self.pin_memory, persistent_workers=False)
+
+    def batches(self, dataset: Dataset, batch_size: int, seed: int, start: int = 0) -> Iterator[dict]:
+        """:func:`epoch_batches` with this run's workers and pinning."""
+        return epoch_batches(dataset, batch_size, seed, start, self.num_workers, self.pin_memory)
+
+
+class _EpochBatches:
+    """Batch sampler over endless epochs: epoch ``e`` is ``randperm(n, seed·1000003 + e)`` cut into
+    batches, incomplete last batches dropped, starting ``start`` batches in."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, start: int) -> None:
+        self.n, self.batch_size, self.seed, self.start = n, batch_size, seed, start
+
+    def __iter__(self) -> Iterator[list[int]]:
+        per_epoch = self.n // self.batch_size
+        epoch, offset = divmod(self.start, per_epoch)
+        while True:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            order = torch.randperm(self.n, generator=g)[offset * self.batch_size: per_epoch * self.batch_size].tolist()
+            for i in range(0, len(order), self.batch_size):
+                yield order[i: i + self.batch_size]
+            epoch, offset = epoch + 1, 0
+
+
+def epoch_batches(dataset: Dataset, batch_size: int, seed: int, start: int = 0, num_workers: int = 0,
+                 pin_memory: bool = False) -> Iterator[dict]:
+    """An endless stream of shuffled batches whose order depends only on ``(seed, epoch)``.
+
+    Incomplete last batches are dropped (BatchNorm needs > 1 sample). Starting at ``start`` skips
+    exactly the batches an uninterrupted run would have consumed, without loading them. One
+    :class:`~torch.utils.data.DataLoader` serves every epoch, so worker processes start once.
+    """
+    n = len(dataset)  # type: ignore[arg-type]
+    if n // batch_size == 0:
+        raise ConfigError(f"batch size {batch_size} is larger than the training set ({n} samples)")
+    # A loader-local generator: creating the iterator must not consume the global RNG (dropout,
+    # augmentation), or a resumed run would diverge from an uninterrupted one.
+    loader = DataLoader(dataset, batch_sampler=_EpochBatches(n, batch_size, seed, start), num_workers=num_workers,
+                        pin_memory=pin_memory, generator=torch.Generator().manual_seed(seed * 1_000_003 + 1))
+    return iter(loader)
+
+
+def weighted_loss(outputs: Mapping[str, torch.Tensor], batch: Mapping[str, Any], tasks: Sequence,
+                  weights: Mapping[str, float] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``Σ_t w_t · L_t(pred_t, label_t)`` (``w_t``: ``weights[t]`` or the task's own weight) and the
+    unweighted per-task losses, detached (tensors: reading them is left to the caller's cadence).
+
+    >>> from branchsweep.tasks import create_task
+    >>> tasks = [create_task("regression", name="a", out_channels=1), create_task("regression", name="b", out_channels=1)]
+    >>> out = {"a": torch.zeros(2, 1), "b": torch.ones(2, 1)}
+    >>> batch = {"a": torch.ones(2, 1), "b": torch.ones(2, 1)}
+    >>> total, parts = weighted_loss(out, batch, tasks, {"a": 2.0})
+    >>> float(total), {k: float(v) for k, v in parts.items()}
+    (2.0, {'a': 1.0, 'b': 0.0})
+    """
+    weights = weights or {}
+    total: Any = 0.0
+    parts: dict[str, torch.Tensor] = {}
+    for task in tasks:
+        loss = task.loss(outputs[task.name], batch[task.name])
+        parts[task.name] = loss.detach()
+        total = total + weights.get(task.name, task.weight) * loss
+    return total, parts
+
+
+def to_floats(obj: Any) -> Any:
+    """``obj`` with every tensor (a loss, a log value) replaced by Python floats (lists for non-scalars)."""
+    if torch.is_tensor(obj):
+        return obj.item() if obj.dim() == 0 else obj.tolist()
+    if isinstance(obj, dict):
+        return {k: to_floats(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_floats(v) for v in obj)
+    return obj
+
+
+def poly_schedule(optimizer: torch.optim.Optimizer, iterations: int, power: float):
+    """The 'poly' policy: each group's lr times ``(1 - it / iterations) ** power``."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda it: max(0.0, 1.0 - it / max(iterations, 1)) ** power
+    )
+
+
+Forward = Callable[..., Mapping[str, torch.Tensor]]
+
+
+class TrainStep:
+    """One weight update, shared by every training loop (see the module docstring).
+
+    ``optimizers``: zeroed every step and stepped (unless a call names a subset in ``update``);
+    ``schedulers``: stepped after them. ``per_task``: forward and backward one task at a time
+    (``forward(images, tasks=[name])``), accumulating gradients — equal to the joint gradient, with
+    one task's activations alive at a time. The loss is checked for NaN/inf every
+    ``runtime.sync_every`` steps (every step on a CPU: before anything is updated).
+    """
+
+    def __init__(self, optimizers: Sequence[torch.optim.Optimizer], tasks: Sequence, runtime: Runtime,
+                 schedulers: Sequence[Any] = (), weights: Mapping[str, float] | None = None,
+                 per_task: bool = False) -> None:
+        self.optimizers = list(optimizers)
+        self.schedulers = list(schedulers)
+        self.tasks = list(tasks)
+        self.runtime = runtime
+        self.weights = dict(weights or {})
+        self.per_task = per_task
+        self.scaler = torch.amp.GradScaler(runtime.device.type) if runtime.amp == "fp16" else None
+        self.steps = 0
+        self._bad: torch.Tensor | None = None
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def __call__(self, forward: Forward, batch: Mapping[str, Any], where: str = "",
+                 update: Sequence[torch.optim.Optimizer] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Forward ``batch`` (already on the device), update, and return ``(loss, task losses)`` detached."""
+        images = batch["image"]
+        if not self.per_task:
+            with self.runtime.autocast():
+                loss, parts = weighted_loss(forward(images), batch, self.tasks, self.weights)
+            self._check(loss.detach(), parts, where)
+            for opt in self.optimizers:
+                opt.zero_grad(set_to_none=True)
+            self._backward(loss)
+            total = loss.detach()
+        else:
+            for opt in self.optimizers:
+                opt.zero_grad(set_to_none=True)
+            total, parts = None, {}
+            for task in self.tasks:
+                with self.runtime.autocast():
+                    term, part = weighted_loss(forward(images, tasks=[task.name]), batch, [task], self.weights)
+                self._backward(term)
+                parts.update(part)
+                total = term.detach() if total is None else total + term.detach()
+            self._check(total, parts, where)
+        for opt in (self.optimizers if update is None else update):
+            if self.scaler is not None:
+                self.scaler.step(opt)
+            else:
+                opt.step()
+        if self.scaler is not None:
+            self.scaler.update()
+        for sched in self.schedulers:
+            sched.step()
+        self.steps += 1
+        return total, parts
+
+    def _check(self, loss: torch.Tensor, parts: Mapping[str, torch.Tensor], where: str) -> None:
+        """Raise :class:`NonFiniteLossError` when the loss is NaN/inf (read on the sync cadence)."""
+        if self.runtime.sync_every == 1:
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(f"loss is {float(loss)} {where} (task losses: {to_floats(dict(parts))}); "
+                                         "lower the learning rate")
+            return
+        bad = ~torch.isfinite(loss)
+        self._bad = bad if self._bad is None else (self._bad | bad)
+        if (self.steps + 1) % self.runtime.sync_every == 0:
+            self.flush(where)
+
+    def flush(self, where: str = "") -> None:
+        """Synchronise now: raise if any loss since the last check was not finite."""
+        if self._bad is not None and bool(self._bad):
+            raise NonFiniteLossError(f"loss became NaN or infinite {where} (at or before; checked every "
+                                     f"{self.runtime.sync_every} steps); lower the learning rate")
+        self._bad = None

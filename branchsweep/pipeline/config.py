@@ -1,0 +1,79 @@
+"""What one trial is: a :class:`TrialConfig` (method, data, backbone, retrain settings, seed)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from branchsweep.arch import BranchConfig
+from branchsweep.config import DataConfig, ModelConfig, TrainConfig, from_mapping, to_dict
+from branchsweep.errors import ConfigError
+from branchsweep.registry import Registry
+
+#: Architectures that need no search: name -> (task names, number of layers) -> BranchConfig.
+BASELINES: Registry[Callable[[list[str], int], BranchConfig]] = Registry("baseline architecture")
+BASELINES.register("single", BranchConfig.single, help="one network per task (the Δm reference)")
+BASELINES.register("shared", BranchConfig.shared, help="every layer shared, task-specific heads")
+
+
+@dataclass
+class TrialConfig:
+    """Everything one trial needs; built once from a Tune config or flags, validated, JSON-friendly.
+
+    ``method``: a baseline name (``single``, ``shared``), ``fixed`` (retrain the architecture JSON at
+    ``arch``) or a registered search method configured by ``search`` (field names of that method's
+    config dataclass). ``hp``: the hyperparameters to record as ``hp/<name>``.
+    """
+
+    method: str
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    search: dict[str, Any] = field(default_factory=dict)
+    arch: str | None = None
+    seed: int = 0
+    label: str | None = None
+    is_baseline: bool = False
+    hp: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        from branchsweep.search import SEARCH_METHODS
+
+        known = [*BASELINES.names(), "fixed", *SEARCH_METHODS.names()]
+        if self.method not in known:
+            raise ConfigError(f"unknown trial method {self.method!r} (known: {', '.join(known)})")
+        if self.method == "fixed" and not self.arch:
+            raise ConfigError("method 'fixed' needs arch=<path to a branch-config JSON>")
+        if self.method in SEARCH_METHODS:
+            self.method_config(None)  # unknown fields and bad values fail here, before any work
+
+    @property
+    def display_label(self) -> str:
+        return self.label or self.method
+
+    def method_config(self, shared_dir: Path | None) -> Any:
+        """The search method's typed settings from ``search``, on top of the method's per-sweep settings
+        for the folder ``shared_dir`` the sweep reserves for it (None: outside a sweep)."""
+        from branchsweep.search import SEARCH_METHODS
+
+        method = SEARCH_METHODS.get(self.method)
+        shared = method.sweep_settings(shared_dir) if shared_dir is not None else {}
+        return method.make_config({**shared, **self.search})
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        for name in ("data", "model", "train"):
+            out[name] = to_dict(getattr(self, name))
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TrialConfig:
+        raw = dict(raw)
+        parts = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+        for name, typ in parts.items():
+            if name in raw and isinstance(raw[name], dict):
+                raw[name] = from_mapping(typ, raw[name], what=f"trial {name} config")
+        return from_mapping(cls, raw, what="trial config")
