@@ -47,12 +47,14 @@ _POINTWISE = (
 )
 _DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 _RANDOM = (*_DROPOUT, nn.RReLU)
+#: CPU feature maps with fewer pixels than this count as small (see :func:`worth_fusing`).
+SMALL_MAP = 256
 
 
 # ------------------------------------------------------------------------------------------ helpers
 def spread(x: torch.Tensor, k: int) -> torch.Tensor:
     """The wide tensor of ``k`` candidates that all output ``x`` (``x`` repeated along dimension 1)."""
-    return x.repeat(1, k, *([1] * (x.dim() - 2)))
+    return x if k == 1 else x.repeat(1, k, *([1] * (x.dim() - 2)))
 
 
 def split(x: torch.Tensor, k: int) -> tuple[torch.Tensor, ...]:
@@ -74,6 +76,72 @@ def add_residual(out: Wide, identity: Wide, k: int) -> Wide:
     if x_shared:
         return (x.unsqueeze(1) + y.unflatten(1, (k, -1))).flatten(1, 2), False
     return (x.unflatten(1, (k, -1)) + y.unsqueeze(1)).flatten(1, 2), False
+
+
+class _DilatedDepthwise(torch.autograd.Function):
+    """A stride-1 dilated depthwise convolution whose input gradient is a convolution too.
+
+    The input gradient of a stride-1 convolution with "same" padding is the convolution of the output
+    gradient with the flipped kernel; computed that way it costs what the forward costs, where
+    PyTorch's CPU backward of dilated depthwise convolutions takes 10-40 times as long. The weight and
+    bias gradients are PyTorch's own.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, padding, dilation):  # type: ignore[override]
+        ctx.save_for_backward(x, weight)
+        ctx.conv = (padding, dilation, bias is not None)
+        return F.conv2d(x, weight, bias, 1, padding, dilation, x.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        padding, dilation, has_bias = ctx.conv
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = F.conv2d(grad, weight.flip(-2, -1), None, 1, padding, dilation, x.shape[1])
+        if ctx.needs_input_grad[1] or (has_bias and ctx.needs_input_grad[2]):
+            _, grad_w, grad_b = torch.ops.aten.convolution_backward(
+                grad, x, weight, [weight.shape[0]] if has_bias else None, [1, 1], list(padding), list(dilation),
+                False, [0, 0], x.shape[1], [False, ctx.needs_input_grad[1], has_bias and ctx.needs_input_grad[2]])
+        return grad_x, grad_w, grad_b, None, None
+
+
+def _fast_depthwise(conv: nn.Conv2d, x: torch.Tensor, groups: int) -> bool:
+    """Whether :class:`_DilatedDepthwise` computes this convolution (CPU, depthwise, dilated, stride 1, same)."""
+    if x.device.type != "cpu" or not isinstance(conv, nn.Conv2d) or groups != x.shape[1]:
+        return False
+    if conv.stride != (1, 1) or conv.dilation == (1, 1) or conv.weight.shape[1] != 1:
+        return False
+    kh, kw = conv.kernel_size
+    return 2 * conv.padding[0] == conv.dilation[0] * (kh - 1) and 2 * conv.padding[1] == conv.dilation[1] * (kw - 1)
+
+
+def _is_pointwise(conv: nn.Module) -> bool:
+    """A 1×1 convolution without stride, padding, dilation or groups: a matrix product per pixel."""
+    return (isinstance(conv, nn.Conv2d) and conv.kernel_size == (1, 1) and conv.stride == (1, 1)
+            and conv.padding == (0, 0) and conv.dilation == (1, 1) and conv.groups == 1)
+
+
+def _pointwise_conv(mods: Sequence[nn.Conv2d], x: torch.Tensor, shared: bool) -> torch.Tensor:
+    """``k`` 1×1 convolutions as matrix products over all pixels of the batch (CPU, small maps).
+
+    PyTorch's CPU path for 1×1 convolutions multiplies one image at a time (and one group at a time):
+    on small maps these are thin products; one product over the ``B·H·W`` pixels of the batch per
+    candidate is the same sum in a few large products.
+    """
+    k = len(mods)
+    batch, _, height, width = x.shape
+    out = mods[0].out_channels
+    weight = mods[0].weight.flatten(1)[None] if k == 1 else torch.stack([m.weight for m in mods]).flatten(2)  # [k, C_out, C_in]
+    cols = x.flatten(2).transpose(0, 1).flatten(1)  # [k·C_in, B·H·W]
+    if shared:
+        y = weight.flatten(0, 1) @ cols  # [k·C_out, B·H·W]
+    else:
+        y = torch.bmm(weight, cols.unflatten(0, (k, -1))).flatten(0, 1)
+    y = y.unflatten(1, (batch, height * width)).transpose(0, 1).unflatten(2, (height, width))
+    bias = _cat([m.bias for m in mods])
+    return y.contiguous() + bias.view(1, -1, 1, 1) if bias is not None else y.contiguous()
 
 
 def _cat(tensors: Sequence[torch.Tensor | None]) -> torch.Tensor | None:
@@ -99,12 +167,16 @@ def _sequential(mods: Sequence[nn.Module], value: Wide) -> Wide:
 def _conv(mods: Sequence[nn.Conv2d | nn.Conv1d], value: Wide) -> Wide:
     c0, k = mods[0], len(mods)
     x, shared = value
+    if x.device.type == "cpu" and x.dim() == 4 and x.shape[-1] * x.shape[-2] < SMALL_MAP and _is_pointwise(c0):
+        return _pointwise_conv(mods, x, shared), False  # type: ignore[arg-type]
     weight = _cat([m.weight for m in mods])
     bias = _cat([m.bias for m in mods])
     conv = F.conv2d if isinstance(c0, nn.Conv2d) else F.conv1d
     if shared and c0.groups != 1:  # grouped convolutions need each candidate's own copy of the input
         x, shared = spread(x, k), False
     groups = c0.groups if shared else c0.groups * k
+    if _fast_depthwise(c0, x, groups) and weight.shape[0] == x.shape[1]:
+        return _DilatedDepthwise.apply(x, weight, bias, c0.padding, c0.dilation), False
     return conv(x, weight, bias, c0.stride, c0.padding, c0.dilation, groups), False
 
 
@@ -128,7 +200,7 @@ def _batchnorm(mods: Sequence[nn.modules.batchnorm._BatchNorm], value: Wide) -> 
     var = _cat([m.running_var for m in mods]) if keep else None
     y = F.batch_norm(x, mean, var, _cat([m.weight for m in mods]), _cat([m.bias for m in mods]),
                      use_batch_stats, factor, b0.eps)
-    if mean is not None and use_batch_stats:
+    if mean is not None and use_batch_stats and k > 1:
         with torch.no_grad():
             torch._foreach_copy_([m.running_mean for m in mods], list(mean.chunk(k)))
             torch._foreach_copy_([m.running_var for m in mods], list(var.chunk(k)))  # type: ignore[union-attr]
@@ -226,13 +298,20 @@ def _handler(module: nn.Module) -> Callable[[Sequence, Wide], Wide] | None:
 
 def run(mods: Sequence[nn.Module], value: Wide) -> Wide:
     """Apply the ``k`` candidate modules ``mods`` to ``value`` (see the module docstring)."""
-    if len(mods) == 1:
-        x, _ = value
-        return mods[0](x), False
     handler = _handler(mods[0])
     if handler is None:
         return _one_by_one(mods, value)
     return handler(mods, value)
+
+
+def worth_fusing(x: torch.Tensor) -> bool:
+    """Whether candidates reading ``x`` should run as one wide call rather than one by one.
+
+    On a GPU always. On a CPU only for small feature maps (fewer than :data:`SMALL_MAP` pixels), where
+    the calls are many and short; on large maps one candidate's tensors already fill the caches, and
+    a ``k`` times wider tensor is slower.
+    """
+    return x.device.type != "cpu" or x.dim() != 4 or x.shape[-1] * x.shape[-2] < SMALL_MAP
 
 
 # ------------------------------------------------------------------------------------------ planning
@@ -275,6 +354,7 @@ def evaluate(candidates: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
     """The ``k`` candidates on the same input ``x``, as one wide tensor ``[B, k·C, ...]``.
 
     Equals ``torch.cat([c(x) for c in candidates], dim=1)`` (see the module docstring); the caller
-    checks :func:`fusable` first.
+    checks :func:`fusable` first. With one candidate this is that candidate's forward pass, with the
+    CPU kernels chosen here (1×1 convolutions as one product, dilated depthwise backward).
     """
     return as_wide(run(candidates, (x, True)), len(candidates))

@@ -177,17 +177,21 @@ class Supergraph(nn.Module):
                     runs[-1][1].append(j)
                 else:
                     runs.append((s, [j]))
-        together = fuse and self.fuse and self._fusable[layer] and (not blocks[0].training or self._random_ops[layer] <= 1)
+        known = self.fuse and self._fusable[layer]
+        together = fuse and known and (not blocks[0].training or self._random_ops[layer] <= 1)
         outputs: dict[tuple[int, int], torch.Tensor] = {}
         wide: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}
         for s, js in runs:
             self.evaluations += len(js)
-            if len(js) > 1 and together:
-                out = fused.evaluate([blocks[j] for j in js], feats[s])
+            x = feats[s]
+            if len(js) > 1 and together and fused.worth_fusing(x):
+                out = fused.evaluate([blocks[j] for j in js], x)
                 wide[(s, tuple(js))] = out
                 outputs.update(((s, j), part) for j, part in zip(js, fused.split(out, len(js))))
+            elif known:
+                outputs.update(((s, j), fused.evaluate([blocks[j]], x)) for j in js)
             else:
-                outputs.update(((s, j), blocks[j](feats[s])) for j in js)
+                outputs.update(((s, j), blocks[j](x)) for j in js)
         return outputs, wide
 
 
