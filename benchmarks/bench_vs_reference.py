@@ -65,9 +65,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 TASKS = ("semseg", "human_parts", "sal", "normals", "edge")
-CONFIGS = ("reference", "soft", "soft-joint", "soft-before", "hard")
+CONFIGS = ("reference", "soft", "soft-cl", "soft-joint", "soft-before", "hard")
 DEFAULT_CONFIGS = ("reference", "soft", "soft-before", "hard")
-LABELS = {"reference": "reference (soft)", "soft": "branchsweep soft", "soft-joint": "branchsweep soft, joint",
+LABELS = {"reference": "reference (soft)", "soft": "branchsweep soft", "soft-cl": "branchsweep soft, channels-last", "soft-joint": "branchsweep soft, joint",
           "soft-before": "branchsweep soft, before", "hard": "branchsweep hard"}
 REFERENCE_FILES = {"src/models.py": "class SuperMobileNetV2", "src/criterion.py": "class WeightedSumLoss",
                    "main_search.py": "train_search"}
@@ -266,10 +266,10 @@ def branchsweep_harness(config: str, size: int, batch: int, cache_dir: str) -> H
     spec = create_backbone("mobilenet_v2", width=1.0, input_size=size)
     tasks = [create_task(t) for t in TASKS]
     table = madds_table(spec, tasks, cache_dir=Path(cache_dir))
-    cfg = BMTASConfig(hard=config == "hard", per_task=config == "soft", batch_size=batch)
+    cfg = BMTASConfig(hard=config == "hard", per_task=config in ("soft", "soft-cl"), batch_size=batch)
     torch.manual_seed(0)
-    model = Supergraph(spec, tasks, fuse=config != "soft-before").train()
-    runtime = Runtime("cpu")
+    runtime = Runtime("cpu", channels_last=config == "soft-cl")
+    model = runtime.prepare(Supergraph(spec, tasks, fuse=config != "soft-before").train())
     w_opt, w_sched = _sgd(model, cfg, cfg.iterations)
     arch_opt = torch.optim.Adam([model.alpha], lr=cfg.arch_lr, weight_decay=cfg.arch_weight_decay)
     step = TrainStep([w_opt], tasks, runtime, schedulers=[w_sched], per_task=cfg.per_task)
@@ -277,7 +277,7 @@ def branchsweep_harness(config: str, size: int, batch: int, cache_dir: str) -> H
     scale = resource_scale(cfg, layer_madds, len(tasks))
     gen = torch.Generator().manual_seed(0)
     image, labels = random_batch(size, batch)
-    data = {"image": image, **labels}
+    data = runtime.batch({"image": image, **labels})
     ctx = SimpleNamespace(tasks=tasks)
 
     def weight_step() -> None:

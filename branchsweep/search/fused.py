@@ -47,7 +47,9 @@ _POINTWISE = (
 )
 _DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 _RANDOM = (*_DROPOUT, nn.RReLU)
-#: CPU feature maps with fewer pixels than this count as small (see :func:`worth_fusing`).
+#: CPU: candidates are fused while their inputs together hold at most this many elements (:func:`worth_fusing`).
+FUSE_LIMIT = 1 << 16
+#: CPU: NCHW feature maps with fewer pixels than this take the 1×1-convolution-as-one-product path.
 SMALL_MAP = 256
 
 
@@ -101,8 +103,9 @@ class _DilatedDepthwise(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = F.conv2d(grad, weight.flip(-2, -1), None, 1, padding, dilation, x.shape[1])
         if ctx.needs_input_grad[1] or (has_bias and ctx.needs_input_grad[2]):
+            # PyTorch's CPU weight gradient of these convolutions is about twice as fast in NCHW
             _, grad_w, grad_b = torch.ops.aten.convolution_backward(
-                grad, x, weight, [weight.shape[0]] if has_bias else None, [1, 1], list(padding), list(dilation),
+                grad.contiguous(), x.contiguous(), weight, [weight.shape[0]] if has_bias else None, [1, 1], list(padding), list(dilation),
                 False, [0, 0], x.shape[1], [False, ctx.needs_input_grad[1], has_bias and ctx.needs_input_grad[2]])
         return grad_x, grad_w, grad_b, None, None
 
@@ -124,23 +127,32 @@ def _is_pointwise(conv: nn.Module) -> bool:
 
 
 def _pointwise_conv(mods: Sequence[nn.Conv2d], x: torch.Tensor, shared: bool) -> torch.Tensor:
-    """``k`` 1×1 convolutions as matrix products over all pixels of the batch (CPU, small maps).
+    """``k`` 1×1 convolutions as matrix products over all pixels of the batch (CPU).
 
     PyTorch's CPU path for 1×1 convolutions multiplies one image at a time (and one group at a time):
     on small maps these are thin products; one product over the ``B·H·W`` pixels of the batch per
-    candidate is the same sum in a few large products.
+    candidate is the same sum in a few large products. A channels-last input is already a
+    ``[B·H·W, C]`` matrix, and so is the output.
     """
     k = len(mods)
     batch, _, height, width = x.shape
-    out = mods[0].out_channels
-    weight = mods[0].weight.flatten(1)[None] if k == 1 else torch.stack([m.weight for m in mods]).flatten(2)  # [k, C_out, C_in]
+    bias = _cat([m.bias for m in mods])
+    if x.is_contiguous(memory_format=torch.channels_last):
+        rows = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])  # [B·H·W, k·C_in] (a view)
+        if shared:
+            y = F.linear(rows, _cat([m.weight.flatten(1) for m in mods]), bias)
+        else:
+            parts = rows.chunk(k, dim=1)
+            y = torch.cat([F.linear(p, m.weight.flatten(1)) for p, m in zip(parts, mods)], dim=1)
+            y = y if bias is None else y + bias
+        return y.view(batch, height, width, -1).permute(0, 3, 1, 2)
+    weight = mods[0].weight.flatten(1)[None] if k == 1 else torch.stack([m.weight for m in mods]).flatten(2)
     cols = x.flatten(2).transpose(0, 1).flatten(1)  # [k·C_in, B·H·W]
     if shared:
         y = weight.flatten(0, 1) @ cols  # [k·C_out, B·H·W]
     else:
         y = torch.bmm(weight, cols.unflatten(0, (k, -1))).flatten(0, 1)
     y = y.unflatten(1, (batch, height * width)).transpose(0, 1).unflatten(2, (height, width))
-    bias = _cat([m.bias for m in mods])
     return y.contiguous() + bias.view(1, -1, 1, 1) if bias is not None else y.contiguous()
 
 
@@ -167,7 +179,8 @@ def _sequential(mods: Sequence[nn.Module], value: Wide) -> Wide:
 def _conv(mods: Sequence[nn.Conv2d | nn.Conv1d], value: Wide) -> Wide:
     c0, k = mods[0], len(mods)
     x, shared = value
-    if x.device.type == "cpu" and x.dim() == 4 and x.shape[-1] * x.shape[-2] < SMALL_MAP and _is_pointwise(c0):
+    if x.device.type == "cpu" and x.dim() == 4 and _is_pointwise(c0) and (
+            x.shape[-1] * x.shape[-2] < SMALL_MAP or x.is_contiguous(memory_format=torch.channels_last)):
         return _pointwise_conv(mods, x, shared), False  # type: ignore[arg-type]
     weight = _cat([m.weight for m in mods])
     bias = _cat([m.bias for m in mods])
@@ -201,9 +214,10 @@ def _batchnorm(mods: Sequence[nn.modules.batchnorm._BatchNorm], value: Wide) -> 
     y = F.batch_norm(x, mean, var, _cat([m.weight for m in mods]), _cat([m.bias for m in mods]),
                      use_batch_stats, factor, b0.eps)
     if mean is not None and use_batch_stats and k > 1:
-        with torch.no_grad():
-            torch._foreach_copy_([m.running_mean for m in mods], list(mean.chunk(k)))
-            torch._foreach_copy_([m.running_var for m in mods], list(var.chunk(k)))  # type: ignore[union-attr]
+        # Written through .data (no version bump), like BatchNorm's own update: a pending backward of
+        # an earlier call of the same BatchNorm holds these buffers and checks their version.
+        torch._foreach_copy_([m.running_mean.data for m in mods], list(mean.chunk(k)))
+        torch._foreach_copy_([m.running_var.data for m in mods], list(var.chunk(k)))  # type: ignore[union-attr]
     return y, False
 
 
@@ -304,14 +318,15 @@ def run(mods: Sequence[nn.Module], value: Wide) -> Wide:
     return handler(mods, value)
 
 
-def worth_fusing(x: torch.Tensor) -> bool:
-    """Whether candidates reading ``x`` should run as one wide call rather than one by one.
+def worth_fusing(x: torch.Tensor, k: int) -> bool:
+    """Whether ``k`` candidates reading ``x`` should run as one wide call rather than one by one.
 
-    On a GPU always. On a CPU only for small feature maps (fewer than :data:`SMALL_MAP` pixels), where
-    the calls are many and short; on large maps one candidate's tensors already fill the caches, and
-    a ``k`` times wider tensor is slower.
+    On a GPU always (fewer, larger kernels). On a CPU only while the ``k`` inputs together stay small
+    (at most :data:`FUSE_LIMIT` elements): there the calls are many and short, and fusing saves their
+    overhead; on larger tensors one candidate's activations already fill the caches and a ``k`` times
+    wider tensor is slower.
     """
-    return x.device.type != "cpu" or x.dim() != 4 or x.shape[-1] * x.shape[-2] < SMALL_MAP
+    return x.device.type != "cpu" or k * x.numel() <= FUSE_LIMIT
 
 
 # ------------------------------------------------------------------------------------------ planning

@@ -184,7 +184,7 @@ class Supergraph(nn.Module):
         for s, js in runs:
             self.evaluations += len(js)
             x = feats[s]
-            if len(js) > 1 and together and fused.worth_fusing(x):
+            if len(js) > 1 and together and fused.worth_fusing(x, len(js)):
                 out = fused.evaluate([blocks[j] for j in js], x)
                 wide[(s, tuple(js))] = out
                 outputs.update(((s, j), part) for j, part in zip(js, fused.split(out, len(js))))
