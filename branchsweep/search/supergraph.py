@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from branchsweep.backbones import BackboneSpec
+from branchsweep.search import fused
 from branchsweep.search.gumbel import gumbel_noise
 from branchsweep.tasks import Task
 
@@ -60,7 +61,7 @@ def reset_batchnorm_stats(module: nn.Module) -> None:
 class Supergraph(nn.Module):
     """Stem + ``L × T`` candidate blocks + per-task heads + ``α`` (see the module docstring)."""
 
-    def __init__(self, spec: BackboneSpec, tasks: Sequence[Task], strip_affine: bool = True) -> None:
+    def __init__(self, spec: BackboneSpec, tasks: Sequence[Task], strip_affine: bool = True, fuse: bool = True) -> None:
         super().__init__()
         self.spec = spec
         self.task_names = [t.name for t in tasks]
@@ -75,7 +76,10 @@ class Supergraph(nn.Module):
                     strip_last_bn_affine(block)
         self.heads = nn.ModuleDict({t.name: spec.make_head(t) for t in tasks})
         self.alpha = nn.Parameter(torch.zeros(spec.num_layers, num_tasks, num_tasks))
-        self.evaluations = 0  # candidate block calls, for tests and benchmarks
+        self.evaluations = 0  # candidate block evaluations, for tests and benchmarks
+        self.fuse = fuse  # evaluate the candidates one stream reads in one wide call where possible
+        self._fusable = [fused.fusable(list(layer)) for layer in self.candidates]
+        self._random_ops = [fused.random_ops(layer[0]) for layer in self.candidates]
 
     @property
     def num_layers(self) -> int:
@@ -111,44 +115,90 @@ class Supergraph(nn.Module):
         stream_of = {t: 0 for t in active}
         skips: dict[int, dict[int, torch.Tensor]] = {}
         ops_list = ops.tolist() if ops is not None else None
-        for layer, blocks in enumerate(self.candidates):
-            cache: dict[tuple[int, int], torch.Tensor] = {}
-
-            def run(stream: int, j: int, blocks: nn.ModuleList = blocks, feats: list[torch.Tensor] = feats,
-                    cache: dict[tuple[int, int], torch.Tensor] = cache) -> torch.Tensor:
-                if (stream, j) not in cache:
-                    cache[(stream, j)] = blocks[j](feats[stream])
-                    self.evaluations += 1
-                return cache[(stream, j)]
-
+        everything = list(range(self.num_tasks))
+        for layer in range(self.num_layers):
+            reads = []  # (task, stream, candidates with a non-zero weight), in task order
+            for t in active:
+                if ops_list is not None:
+                    reads.append((t, stream_of[t], [ops_list[layer][t]]))
+                else:
+                    row = weights[layer, t]  # type: ignore[index]
+                    reads.append((t, stream_of[t], torch.nonzero(row.detach()).flatten().tolist()))
+            outputs, wide = self._run_layer(layer, feats, [(s, js) for _, s, js in reads], ops_list is None)
             new_feats: list[torch.Tensor] = []
             new_stream: dict[int, int] = {}
             keys: dict[tuple, int] = {}
-            for t in active:
-                s = stream_of[t]
+            for t, s, js in reads:
                 if ops_list is not None:
-                    key: tuple = (s, ops_list[layer][t])
+                    key: tuple = (s, js[0])
                     if key not in keys:
                         keys[key] = len(new_feats)
-                        new_feats.append(run(s, key[1]))
+                        new_feats.append(outputs[key])
                 else:
                     row = weights[layer, t]  # type: ignore[index]
-                    nonzero = torch.nonzero(row.detach()).flatten().tolist()
                     key = (s, tuple(row.tolist())) if not row.requires_grad else (s, "task", t)
                     if key not in keys:
                         keys[key] = len(new_feats)
-                        mix = sum(row[j] * run(s, j) for j in nonzero)
-                        new_feats.append(mix)  # type: ignore[arg-type]
+                        block = wide.get((s, tuple(js)))
+                        if block is not None:
+                            new_feats.append(mix(block, row if js == everything else row[js]))
+                        else:
+                            new_feats.append(sum(row[j] * outputs[(s, j)] for j in js))  # type: ignore[arg-type]
                 new_stream[t] = keys[key]
             feats, stream_of = new_feats, new_stream
             if layer in self.spec.skip_layers:
                 skips[layer] = {t: feats[stream_of[t]] for t in active}
-        outputs = {}
+        result = {}
         for t in active:
             name = self.task_names[t]
             task_skips = [skips[s][t] for s in self.spec.skip_layers]
-            outputs[name] = self.heads[name](feats[stream_of[t]], task_skips, out_size)
-        return outputs
+            result[name] = self.heads[name](feats[stream_of[t]], task_skips, out_size)
+        return result
+
+    def _run_layer(self, layer: int, feats: list[torch.Tensor], reads: list[tuple[int, list[int]]], fuse: bool
+                   ) -> tuple[dict[tuple[int, int], torch.Tensor], dict[tuple[int, tuple[int, ...]], torch.Tensor]]:
+        """Evaluate the candidates of ``layer`` that the ``(stream, candidates)`` reads need, each once.
+
+        The evaluation order is that of the reads (stream by stream, candidate by candidate, first use
+        first), so BatchNorm running statistics and random numbers advance exactly as in a
+        candidate-by-candidate evaluation. With ``fuse``, consecutive candidates on one stream run as one
+        wide call when the layer allows it (:mod:`branchsweep.search.fused`). Returns every output by
+        ``(stream, candidate)`` and the wide outputs by ``(stream, candidates)``.
+        """
+        blocks = self.candidates[layer]
+        runs: list[tuple[int, list[int]]] = []
+        seen: set[tuple[int, int]] = set()
+        for s, js in reads:
+            for j in js:
+                if (s, j) in seen:
+                    continue
+                seen.add((s, j))
+                if runs and runs[-1][0] == s:
+                    runs[-1][1].append(j)
+                else:
+                    runs.append((s, [j]))
+        known = self.fuse and self._fusable[layer]
+        together = fuse and known and (not blocks[0].training or self._random_ops[layer] <= 1)
+        outputs: dict[tuple[int, int], torch.Tensor] = {}
+        wide: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}
+        for s, js in runs:
+            self.evaluations += len(js)
+            x = feats[s]
+            if len(js) > 1 and together and fused.worth_fusing(x, len(js)):
+                out = fused.evaluate([blocks[j] for j in js], x)
+                wide[(s, tuple(js))] = out
+                outputs.update(((s, j), part) for j, part in zip(js, fused.split(out, len(js))))
+            elif known:
+                outputs.update(((s, j), fused.evaluate([blocks[j]], x)) for j in js)
+            else:
+                outputs.update(((s, j), blocks[j](x)) for j in js)
+        return outputs, wide
+
+
+def mix(wide: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``Σ_j w[j] · out_j`` of the ``k = len(w)`` candidate outputs in a wide tensor ``[B, k·C, ...]``."""
+    k = w.shape[0]
+    return (wide.unflatten(1, (k, -1)) * w.view(1, k, *([1] * (wide.dim() - 1)))).sum(1)
 
 
 def gumbel_softmax_weights(alpha: torch.Tensor, tau: float, hard: bool = False,

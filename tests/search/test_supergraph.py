@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from helpers import tasks_for, tiny_backbone
 from torch import nn
 
 from branchsweep.arch import BranchConfig
+from branchsweep.backbones import BACKBONES, create_backbone
 from branchsweep.search.supergraph import (
     NaiveSupergraph,
     Supergraph,
@@ -118,3 +121,104 @@ def test_reset_batchnorm_stats():
     assert bn.num_batches_tracked > 0
     reset_batchnorm_stats(sg)
     assert bn.num_batches_tracked == 0 and torch.all(bn.running_var == 1)
+
+
+# ------------------------------------------------------------------------- fused vs candidate by candidate
+def fused_and_plain(name: str, n: int = 3, size: int = 32):
+    """Two supergraphs with equal parameters in float64: fused (default) and candidate by candidate.
+
+    float64, because the gradients of these tiny random networks are ill-conditioned (BatchNorm over a
+    few values) and float32 rounding differences between two summation orders grow large; MobileNetV2
+    at width 0.1, because CPU depthwise convolutions in float64 run one channel at a time.
+    """
+    spec = create_backbone("mobilenet_v2", width=0.1, input_size=size) if name == "mobilenet_v2" else \
+        tiny_backbone(name, size=size)
+    tasks = tasks_for(spec, n)
+    torch.manual_seed(0)
+    a = Supergraph(spec, tasks).double().train()
+    b = copy.deepcopy(a)
+    b.fuse = False
+    x = spec.example_input(4).double().normal_(generator=torch.Generator().manual_seed(1))
+    return a, b, x
+
+
+def run_step(model, x, hard: bool, detach: bool, seed: int, tasks=None):
+    """Outputs, parameter gradients (α included) and buffers after one forward/backward."""
+    model.zero_grad(set_to_none=True)
+    alpha = model.alpha.detach() if detach else model.alpha
+    w = gumbel_softmax_weights(alpha.double(), 1.0, hard, torch.Generator().manual_seed(seed))
+    torch.manual_seed(seed)  # dropout
+    out = model(x, weights=w, tasks=tasks)
+    sum((o**2).mean() * (i + 1) for i, o in enumerate(out.values())).backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    return out, grads, {n: t.clone() for n, t in model.named_buffers()}
+
+
+def assert_same(res_a, res_b):
+    (oa, ga, ba), (ob, gb, bb) = res_a, res_b
+    assert oa.keys() == ob.keys()
+    for k in oa:
+        torch.testing.assert_close(oa[k], ob[k])
+    assert {k for k, g in ga.items() if g is None} == {k for k, g in gb.items() if g is None}
+    for k in ga:
+        if ga[k] is not None:
+            torch.testing.assert_close(ga[k], gb[k], rtol=1e-7, atol=1e-12)
+    for k in ba:
+        torch.testing.assert_close(ba[k], bb[k])
+
+
+@pytest.mark.parametrize("backbone", sorted(BACKBONES.names()))
+@pytest.mark.parametrize("hard", [False, True])
+def test_fused_equals_candidate_by_candidate(backbone, hard):
+    """Outputs, θ and α gradients and BatchNorm buffers of an α step then a weight step."""
+    a, b, x = fused_and_plain(backbone)
+    for detach in (False, True):  # α step (a stream per task) and weight step (tasks share streams)
+        assert_same(run_step(a, x, hard, detach, 2), run_step(b, x, hard, detach, 2))
+    assert a.evaluations == b.evaluations
+
+
+def test_fused_task_subsets_and_discrete_routing():
+    a, b, x = fused_and_plain("mobilenet_v2", n=4)
+    for tasks in (["depth"], ["semseg", "edge"]):
+        assert_same(run_step(a, x, False, False, 4, tasks), run_step(b, x, False, False, 4, tasks))
+    ops = torch.zeros(a.num_layers, 4, dtype=torch.long)
+    ops[6:, 1] = 2
+    ops[12:, 3] = 3
+    for model in (a, b):
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(0)  # dropout
+        sum(o.square().mean() for o in model(x, ops=ops).values()).backward()
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        assert (pa.grad is None) == (pb.grad is None), name
+        if pa.grad is not None:
+            torch.testing.assert_close(pa.grad, pb.grad)
+
+
+def test_fused_channels_last_equals_nchw():
+    a, b, x = fused_and_plain("mobilenet_v2", size=64)
+    a.to(memory_format=torch.channels_last)
+    xa = x.contiguous(memory_format=torch.channels_last)
+    assert_same(run_step(a, xa, False, False, 5), run_step(b, x, False, False, 5))
+
+
+@pytest.mark.parametrize("hard", [False, True])
+def test_per_task_passes_sum_to_the_joint_gradient(hard):
+    """The paper's sequential per-task update: Σ_t ∇(w_t L_t) over one-task passes = ∇ of the joint loss."""
+    a, _, x = fused_and_plain("mobilenet_v2", n=3)
+    a.eval()  # (running statistics would see the stem once per pass)
+
+    def weights():
+        return gumbel_softmax_weights(a.alpha, 1.0, hard, torch.Generator().manual_seed(6))
+
+    joint = a(x, weights=weights())
+    sum((i + 1) * o.square().mean() for i, o in enumerate(joint.values())).backward()
+    expected = {n: p.grad.clone() for n, p in a.named_parameters() if p.grad is not None}
+    a.zero_grad(set_to_none=True)
+    for i, name in enumerate(a.task_names):
+        out = a(x, weights=weights(), tasks=[name])
+        torch.testing.assert_close(out[name], joint[name])
+        ((i + 1) * out[name].square().mean()).backward()
+    got = {n: p.grad for n, p in a.named_parameters() if p.grad is not None}
+    assert got.keys() == expected.keys()
+    for n in got:
+        torch.testing.assert_close(got[n], expected[n], rtol=1e-7, atol=1e-12)
