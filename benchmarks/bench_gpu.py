@@ -59,7 +59,12 @@ from branchsweep.loop import AMP_MODES, Runtime, TrainStep
 from branchsweep.madds import madds_table
 from branchsweep.network import BranchedNetwork
 from branchsweep.search.bmtas import BMTASConfig, _arch_step, _sgd, resource_scale
-from branchsweep.search.supergraph import NaiveSupergraph, Supergraph, gumbel_softmax_weights, reset_batchnorm_stats
+from branchsweep.search.supergraph import (
+    NaiveSupergraph,
+    Supergraph,
+    gumbel_softmax_weights,
+    reset_batchnorm_stats,
+)
 from branchsweep.train import make_optimizer
 
 TASKS = ("semseg", "parts", "sal", "normals", "edge")

@@ -18,8 +18,8 @@ import torch
 from branchsweep.backbones import create_backbone
 from branchsweep.config import DataConfig
 from branchsweep.data import create_data
-from branchsweep.search.supergraph import NaiveSupergraph, Supergraph, gumbel_softmax_weights
 from branchsweep.loop import epoch_batches
+from branchsweep.search.supergraph import NaiveSupergraph, Supergraph, gumbel_softmax_weights
 
 
 def measure(cls, spec, tasks, batches, steps: int, hard: bool, warmup: bool, k: int, tau: float) -> tuple[float, float]:
