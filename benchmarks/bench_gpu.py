@@ -15,6 +15,8 @@ Rows (each a *setting*; ``--backbones``, ``--phases``, ``--routing``, ``--amp`` 
   timed over whole cycles (an α step and 4 weight steps); soft steps run one task after the other
   (the paper's sequential update, ``per_task``), hard steps jointly; the steps are the search's own
   (:class:`branchsweep.loop.TrainStep`, :func:`branchsweep.search.bmtas._arch_step`);
+  ``search soft-joint`` (``--phases soft-joint``, not in the default set) runs the soft steps as one
+  joint pass of all tasks (faster where memory allows);
 * ``retrain shared`` / ``retrain single``: the cheapest and the most expensive tree (every found
   architecture lies between them);
 * ``routing``: ``routed`` is the :class:`~branchsweep.search.supergraph.Supergraph` (only candidates
@@ -69,7 +71,8 @@ from branchsweep.train import make_optimizer
 
 TASKS = ("semseg", "parts", "sal", "normals", "edge")
 BACKBONES = ("mobilenet_v2", "resnet50")
-PHASES = ("warm-up", "soft", "hard", "retrain")
+PHASES = ("warm-up", "soft", "hard", "retrain", "soft-joint")
+DEFAULT_PHASES = ("warm-up", "soft", "hard", "retrain")
 ROUTINGS = ("routed", "naive")
 #: The paper's schedule and hardware (BMTAS supplement A; "3.5 days on one V100" for PASCAL-Context).
 PAPER = {"warmup": 2000, "search": 40000, "retrain": 40000, "search_size": 256, "retrain_size": 512,
@@ -126,13 +129,17 @@ def parse_list(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(description=__doc__.splitlines()[0])
     p.add_argument("--backbones", default=",".join(BACKBONES))
-    p.add_argument("--phases", default=",".join(PHASES))
+    p.add_argument("--phases", default=",".join(DEFAULT_PHASES),
+                   help=f"any of {', '.join(PHASES)} (soft-joint: soft steps as one joint pass, more memory)")
     p.add_argument("--routing", default=",".join(ROUTINGS), help="routed and/or naive (warm-up and search)")
     p.add_argument("--amp", default="off,bf16", help=f"any of {', '.join(AMP_MODES)}")
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd retraining")
     p.add_argument("--cycles", type=int, default=1, help="timed cycles per setting (after one untimed)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cuda, cuda:N or cpu")
     p.add_argument("--budget", type=float, default=300.0, help="seconds after which no new setting starts")
+    p.add_argument("--batch", type=int, default=PAPER["batch"], help="batch size (the paper's: 16)")
+    p.add_argument("--search-size", type=int, default=PAPER["search_size"], help="search resolution (256)")
+    p.add_argument("--retrain-size", type=int, default=PAPER["retrain_size"], help="retrain resolution (512)")
     p.add_argument("--tiny", action="store_true", help="narrow networks at 32×32, batch 2 (any device, seconds)")
     p.add_argument("--out", help="also write the markdown table here")
     return p
@@ -301,8 +308,10 @@ def run(args: argparse.Namespace) -> list[Result]:
         raise UsageError(str(err)) from None
     device = probe.device
     sizes = (TINY["search_size"], TINY["retrain_size"], TINY["batch"]) if args.tiny else \
-        (PAPER["search_size"], PAPER["retrain_size"], PAPER["batch"])
+        (args.search_size, args.retrain_size, args.batch)
     search_size, retrain_size, batch = sizes
+    if min(sizes) < 1 or min(search_size, retrain_size) < 32:
+        raise UsageError("--batch must be >= 1 and the sizes >= 32")
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     header = (f"{where}; search {search_size}×{search_size}, retrain {retrain_size}×{retrain_size}, batch {batch}, "
               f"{len(TASKS)} tasks ({', '.join(TASKS)}), channels-last, {args.cycles} timed cycle(s) per setting"

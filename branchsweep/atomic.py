@@ -7,21 +7,20 @@ moved over the target with :func:`os.replace` (atomic on POSIX file systems): a 
 file or the new one, never a mix, and two writers never share a temporary file.
 
 >>> import tempfile, pathlib
->>> folder = pathlib.Path(tempfile.mkdtemp())
->>> write_json(folder / "result.json", {"madds": 12})
-PosixPath('...result.json')
->>> read_json(folder / "result.json")
-{'madds': 12}
->>> sorted(p.name for p in folder.iterdir())  # no temporary file left behind
-['result.json']
+>>> with tempfile.TemporaryDirectory() as folder:
+...     path = write_json(pathlib.Path(folder) / "result.json", {"madds": 12})
+...     print(read_json(path), sorted(p.name for p in pathlib.Path(folder).iterdir()))  # no temporary file left
+{'madds': 12} ['result.json']
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +84,17 @@ def load_state(path: str | Path, what: str = "checkpoint", map_location: Any = "
         raise ConfigError(f"{what} not found: {path}") from None
     except Exception as err:  # a truncated or foreign file: unpickling errors of many kinds
         raise ConfigError(f"cannot read {what} {path}: {err}") from None
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created when missing): concurrent processes that would
+    compute the same file (a retrain, a warm-up) take turns, and the second one finds the first's result."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

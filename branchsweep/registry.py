@@ -55,6 +55,11 @@ class Registry(Generic[T]):
 
         return add(obj) if obj is not None else add
 
+    def unregister(self, name: str) -> T:
+        """Remove ``name`` (tests that register a throw-away entry clean up with this)."""
+        self._help.pop(name, None)
+        return self._entries.pop(name)
+
     def get(self, name: str) -> T:
         try:
             return self._entries[name]

@@ -95,6 +95,9 @@ def parser(preset: SweepPreset, doc: str | None) -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true", help="seconds-scale run: tiny data, 2 trials")
     p.add_argument("--max-failures", type=int, default=1, help="retries of a failing trial from its last checkpoint")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray started by this script (default all)")
+    p.add_argument("--local", action="store_true",
+                   help="start a private Ray instance even if `ray start` runs a cluster on this machine "
+                        "(default: join RAY_ADDRESS or that cluster, else start a private one)")
     p.add_argument("--no-report", action="store_true", help="skip the analysis report")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE|FILE.py",
                    help="import a module registering extra search methods, tasks or data sets (repeatable)")
@@ -106,6 +109,10 @@ def build_config(preset: SweepPreset, args: argparse.Namespace) -> SweepConfig:
     """The validated sweep config for ``preset`` with flags applied."""
     if args.resume and args.out is None:
         raise BranchsweepError("--resume needs --out RUN_DIR (the folder of the sweep to continue)")
+    address = os.environ.get("RAY_ADDRESS", "").strip()
+    if args.local and address not in ("", "local"):
+        raise BranchsweepError(f"--local starts a private Ray instance, but RAY_ADDRESS={address} names a "
+                               "cluster to join; unset one of them")
     data = dataclasses.replace(preset.data, root=args.root)
     out = args.out or default_out(preset.name)
 
@@ -120,8 +127,8 @@ def build_config(preset: SweepPreset, args: argparse.Namespace) -> SweepConfig:
         cpus_per_trial=pick(args.cpus_per_trial, preset.cpus_per_trial),
         gpus_per_trial=pick(args.gpus_per_trial, preset.gpus_per_trial), backend=args.backend,
         storage_path=args.storage_path, cache_dir=args.cache_dir, resume=args.resume, max_failures=args.max_failures,
-        points=preset.points, num_cpus=args.num_cpus, report=not args.no_report, verbose=not args.quiet,
-        plugins=tuple(args.plugin),
+        points=preset.points, num_cpus=args.num_cpus, local=args.local, report=not args.no_report,
+        verbose=not args.quiet, plugins=tuple(args.plugin),
     )
     cfg.validate()
     return cfg

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
@@ -79,7 +80,9 @@ def test_reference_benchmark_rejects_bad_lists(bench_ref, tmp_path, capsys):
 
 def test_reference_table(bench_ref):
     times = {"reference": {"weight": 2000.0, "arch": 2400.0}, "soft": {"weight": 900.0, "arch": 800.0}}
-    memory = {"reference": {"step_mib": 300.0}, "soft": {"step_mib": 270.0}}
+    memory = {"reference": {"step_mib": 300.0, "weight_mib": 250.0, "arch_mib": 300.0},
+              "soft": {"step_mib": 270.0, "weight_mib": 270.0, "arch_mib": 200.0}}
     table = bench_ref.render_table(64, ["reference", "soft"], times, memory, 4, 4)
     assert "| search iteration (weight step + 1/4 α step) | 2600 ms | 1100 ms (2.36× faster) |" in table
     assert "| step memory above the built model (peak RSS) | 300 MiB | 270 MiB (0.90×) |" in table
+    assert "| … of the α step | 300 MiB | 200 MiB (0.67×) |" in table

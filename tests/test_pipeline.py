@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import shutil
+from pathlib import Path
 
 import pytest
 
+from branchsweep.arch import BranchConfig
 from branchsweep.config import DataConfig, ModelConfig, TrainConfig
 from branchsweep.errors import ConfigError
 from branchsweep.pipeline import SweepCaches, TrialConfig, compute_delta_m, run_trial
@@ -43,13 +48,29 @@ def test_baselines_delta_m_and_retrain_dedup(tmp_path):
 
 
 def test_search_trial_resumes_from_exported_architecture(tmp_path):
+    """A resumed trial whose architecture is already exported does not search again: it retrains
+    exactly what ``branch_config.json`` holds. The test swaps that file for another tree, which no
+    rerun of the seeded search could reproduce, and drops the retrain (as if killed before it)."""
     caches = SweepCaches(tmp_path / "cache")
     cfg = trial("ltb", search={"iterations": 6, "batch_size": 16})
-    first = run_trial(cfg, tmp_path / "t", caches)
+    work = tmp_path / "t"
+    first = run_trial(cfg, work, caches)
     assert first["search_time_s"] > 0 and first["method"] == "ltb"
-    second = run_trial(cfg, tmp_path / "t", caches, resume=True)
-    assert "already exported" in (tmp_path / "t" / "trial.log").read_text()
-    assert second["arch_hash"] == first["arch_hash"] and second["retrain_cached"]
+    tasks = ["bent_0", "square_0", "sinc_0"]
+    other = BranchConfig.from_groups(tasks, [[tasks]] * 2 + [[["bent_0"], ["square_0", "sinc_0"]]]
+                                     + [[[t] for t in tasks]])
+    assert other.arch_hash() != first["arch_hash"]
+    other.save(work / "branch_config.json")
+    search_files = {p: p.stat().st_mtime_ns for p in (work / "search").iterdir()}
+    shutil.rmtree(tmp_path / "cache" / "retrain")  # as if killed before the retrain:
+    shutil.rmtree(work / "retrain")  # no cached metrics, no retrain checkpoint
+    second = run_trial(cfg, work, caches, resume=True)
+    assert second["arch_hash"] == other.arch_hash() != first["arch_hash"]
+    assert second["madds"] != first["madds"] and not second["retrain_cached"]
+    assert second["search_time_s"] == first["search_time_s"]  # from search_info.json, not a new search
+    assert {p: p.stat().st_mtime_ns for p in (work / "search").iterdir()} == search_files  # untouched
+    log = (work / "trial.log").read_text()
+    assert log.count("] search ltb") == 1 and log.count("already exported by an earlier attempt") == 1
 
 
 def test_nan_loss_raises(tmp_path):
@@ -73,3 +94,107 @@ def test_compute_delta_m_formula():
     # (+10 % on a max metric, −20 % on a min metric) / 2
     assert compute_delta_m({"a/acc": 55.0, "b/err": 12.0}, {"a/acc": 50.0, "b/err": 10.0},
                            {"a/acc": "max", "b/err": "min"}) == pytest.approx(-5.0)
+
+
+TRIAL_PROCESS = """
+import dataclasses, json, os, sys, time
+from pathlib import Path
+from torch.utils.data import Dataset
+from branchsweep.config import DataConfig, ModelConfig, TrainConfig
+from branchsweep.data import DATASETS
+from branchsweep.pipeline import SweepCaches, TrialConfig, run_trial
+
+class Gated(Dataset):
+    '''The training split, whose first item waits until the test creates the gate file.'''
+    def __init__(self, inner, folder):
+        self.inner, self.folder = inner, folder
+    def __len__(self):
+        return len(self.inner)
+    def __getitem__(self, index):
+        (self.folder / "retraining").touch()
+        while not (self.folder / "gate").exists():
+            time.sleep(0.02)
+        return self.inner[index]
+
+@DATASETS.register("ltb-gated")
+def ltb_gated(cfg):
+    data = DATASETS.get("ltb-synthetic")(cfg)
+    folder = os.environ.get("GATE_DIR")
+    if folder:
+        inner = data.make_split
+        data.make_split = lambda split, train: Gated(inner(split, train), Path(folder)) if split == "train" \\
+            else inner(split, train)
+    return data
+
+data = DataConfig(dataset="ltb-gated", train_samples=64, val_samples=16, tasks=["bent_0", "square_0", "sinc_0"])
+cfg = TrialConfig(method="shared", data=data, model=ModelConfig(width=0.16), label=sys.argv[1],
+                  train=TrainConfig(iterations=8, batch_size=16, eval_batch_size=16, progress=False))
+row = run_trial(cfg, Path(sys.argv[2]), SweepCaches(Path(sys.argv[3])))
+print("ROW " + json.dumps(row))
+"""
+
+
+def _waiting_on(lock: Path, pid: int) -> bool:
+    """Whether process ``pid`` is blocked in flock() on ``lock`` (a ``->`` line of /proc/locks)."""
+    inode = lock.stat().st_ino
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if "->" in fields and "FLOCK" in fields:
+            rest = fields[fields.index("FLOCK"):]
+            if int(rest[3]) == pid and int(rest[4].split(":")[-1]) == inode:
+                return True
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/locks").is_file(), reason="needs Linux /proc/locks to see a waiting flock")
+def test_concurrent_trials_with_one_architecture_retrain_it_once(tmp_path):
+    """Two trials export the same architecture at the same time: the first retrains it while holding
+    the cache lock, the second waits on that lock (seen in /proc/locks, not guessed from timing) and
+    then reuses the first one's metrics instead of training again."""
+    import subprocess
+    import sys
+    import time
+
+    caches = tmp_path / "cache"
+    gate = tmp_path / "gate-a"
+    gate.mkdir()
+    env = dict(os.environ)
+
+    def start(label: str, gated: bool) -> subprocess.Popen:
+        extra = {"GATE_DIR": str(gate)} if gated else {}
+        return subprocess.Popen([sys.executable, "-c", TRIAL_PROCESS, label, str(tmp_path / label), str(caches)],
+                                env={**env, **extra}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def wait_for(condition, what: str, proc: subprocess.Popen) -> None:
+        deadline = time.monotonic() + 240
+        while not condition():
+            assert proc.poll() is None, f"{what}: the trial exited early\n{proc.communicate()[1][-3000:]}"
+            assert time.monotonic() < deadline, what
+            time.sleep(0.05)
+
+    first = start("A", gated=True)
+    second = None
+    try:
+        wait_for(lambda: (gate / "retraining").exists(), "A starts retraining", first)
+        locks = list((caches / "retrain").glob("*.lock"))
+        assert len(locks) == 1
+        second = start("B", gated=False)
+        wait_for(lambda: _waiting_on(locks[0], second.pid), "B waits on A's lock", second)
+        assert not list((caches / "retrain").glob("*.json"))  # nothing cached while A trains
+        (gate / "gate").touch()
+        outs = [p.communicate(timeout=240) for p in (first, second)]
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert first.returncode == 0 and second.returncode == 0, outs[0][1][-2000:] + outs[1][1][-2000:]
+    a, b = (json.loads(next(x for x in out.splitlines() if x.startswith("ROW "))[4:]) for out, _ in outs)
+    assert not a["retrain_cached"] and a["retrain_time_s"] > 0
+    assert b["retrain_cached"] and b["retrain_time_s"] == 0.0
+    assert a["arch_hash"] == b["arch_hash"] and a["retrain_key"] == b["retrain_key"]
+    assert {k: v for k, v in b.items() if k.endswith("/mse")} == {k: v for k, v in a.items() if k.endswith("/mse")}
+    log_b = (tmp_path / "B" / "trial.log").read_text()
+    assert "retrain skipped" in log_b and "trained by 'A'" in log_b and "retraining " not in log_b
+    assert not (tmp_path / "B" / "retrain").exists()
+    assert len(list((caches / "retrain").glob("*.json"))) == 1

@@ -6,7 +6,7 @@ from branchsweep.config import DataConfig, ModelConfig, TrainConfig
 from branchsweep.data import create_data
 from branchsweep.factory import build_model, build_spec
 from branchsweep.loop import epoch_batches
-from branchsweep.train import evaluate_network, train_network
+from branchsweep.train import CHECKPOINT_NAME, evaluate_network, load_checkpoint, train_network
 
 EMBEDDED = {
     "synthetic-dense": (DataConfig(dataset="synthetic-dense", size=32, train_samples=32, val_samples=16),
@@ -40,28 +40,50 @@ def test_a_few_steps_lower_the_loss(name):
     assert {m.split("/")[0] for m in metrics} == {t.name for t in tasks}
 
 
-def test_resume_gives_identical_next_step(tmp_path):
-    data, tasks, spec, config = _setup("synthetic-dense", "single")
-    full_cfg = TrainConfig(iterations=6, batch_size=8, progress=False)
-    full = train_network(build_model(spec, tasks, config, 0), data, tasks, full_cfg)
+def _assert_same_state(a, b, where=""):
+    """Nested checkpoint state (tensors, numbers, lists, dicts) equal bit for bit."""
+    if torch.is_tensor(a):
+        assert torch.is_tensor(b) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for key in a:
+            _assert_same_state(a[key], b[key], f"{where}/{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same_state(x, y, f"{where}/{i}")
+    else:
+        assert a == b, where
 
-    half_cfg = TrainConfig(iterations=6, batch_size=8, progress=False, checkpoint_every=3)
-    model = build_model(spec, tasks, config, 0)
-    # Interrupt after 3 iterations: train a 6-iteration schedule but stop via an exception.
+
+def test_resume_is_bit_exact(tmp_path):
+    """Interrupted after 3 of 6 iterations and resumed: the same losses, weights, optimizer state
+    (momentum buffers), schedule and RNG state as an uninterrupted run, bit for bit."""
+    data, tasks, spec, config = _setup("synthetic-dense", "single")
+    cfg = TrainConfig(iterations=6, batch_size=8, progress=False, checkpoint_every=3)
+    full = train_network(build_model(spec, tasks, config, 0), data, tasks, cfg, out_dir=tmp_path / "full")
+
     class Stop(Exception):
         pass
 
-    def stop_at_3(it, info):
+    def stop_after_3(it, info):
         if it == 3:
             raise Stop
 
     with pytest.raises(Stop):
-        train_network(model, data, tasks, half_cfg, out_dir=tmp_path, on_step=stop_at_3)
+        train_network(build_model(spec, tasks, config, 0), data, tasks, cfg, out_dir=tmp_path / "cut",
+                      on_step=stop_after_3)
+    assert load_checkpoint(tmp_path / "cut" / CHECKPOINT_NAME)["iteration"] == 3
     resumed_model = build_model(spec, tasks, config, 123)  # different init: everything comes from the checkpoint
-    resumed = train_network(resumed_model, data, tasks, half_cfg, out_dir=tmp_path, resume=True)
-    assert resumed.losses[:3] == full.losses[:3]
-    assert resumed.losses[3] == full.losses[3]
-    assert resumed.losses == pytest.approx(full.losses, rel=1e-6)
+    resumed = train_network(resumed_model, data, tasks, cfg, out_dir=tmp_path / "cut", resume=True)
+    assert resumed.losses == full.losses and len(full.losses) == 6
+    a = load_checkpoint(tmp_path / "full" / CHECKPOINT_NAME)
+    b = load_checkpoint(tmp_path / "cut" / CHECKPOINT_NAME)
+    assert a["iteration"] == b["iteration"] == 6
+    assert a["optimizer"]["state"] and all("momentum_buffer" in s for s in a["optimizer"]["state"].values())
+    for key in ("model", "optimizer", "scheduler", "rng", "losses"):
+        _assert_same_state(a[key], b[key], key)
+    _assert_same_state(a["model"], resumed_model.state_dict(), "live model")
 
 
 def test_batch_order_resumes_exactly():

@@ -6,6 +6,7 @@ import argparse
 
 from branchsweep.backbones import create_backbone
 from branchsweep.commands._common import csv_list
+from branchsweep.errors import ConfigError
 from branchsweep.factory import resolve_arch
 from branchsweep.madds import madds_table
 from branchsweep.tasks import create_task
@@ -25,10 +26,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.size < 1:
+        raise ConfigError(f"--size must be a positive resolution, got {args.size}")
     spec = create_backbone(args.backbone, width=args.width, input_size=args.size)
     tasks = [create_task(t) for t in args.tasks]
     names = [t.name for t in tasks]
-    table = madds_table(spec, tasks)
+    try:
+        table = madds_table(spec, tasks)
+    except RuntimeError as err:  # e.g. a kernel larger than the downsampled input
+        raise ConfigError(f"--size {args.size} is too small for {args.backbone}: "
+                          f"{str(err).strip().splitlines()[0]}") from None
     if args.breakdown:
         print(f"{'stem':<10} {table.stem / 1e6:10.1f} MMAdds (shared)")
         for name, c in zip(table.layer_names, table.layers):

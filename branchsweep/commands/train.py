@@ -20,6 +20,7 @@ from branchsweep.config import to_dict
 from branchsweep.data import create_data
 from branchsweep.errors import ConfigError
 from branchsweep.factory import build_model, build_spec, resolve_arch
+from branchsweep.loop import Runtime
 from branchsweep.madds import format_madds, madds_table
 from branchsweep.network import count_parameters
 from branchsweep.train import CHECKPOINT_NAME, evaluate_network, train_network
@@ -42,6 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     dcfg, mcfg, tcfg = data_config(args), model_config(args), train_config(args)
+    Runtime(tcfg.device, tcfg.amp, tcfg.channels_last)  # a bad device or precision fails before any work
     if args.resume and args.out is None:
         raise ConfigError("--resume needs --out (the run folder to continue)")
     if args.resume and not (args.out / CHECKPOINT_NAME).is_file():

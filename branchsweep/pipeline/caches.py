@@ -4,7 +4,6 @@ folder per search method for its per-sweep state (e.g. the BMTAS warm-up)."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from branchsweep.arch import BranchConfig
-from branchsweep.atomic import write_json
+from branchsweep.atomic import file_lock, write_json
 from branchsweep.config import to_dict
 from branchsweep.pipeline.config import TrialConfig
 
@@ -63,13 +62,8 @@ class RetrainCache:
     @contextlib.contextmanager
     def lock(self, key: str) -> Iterator[None]:
         """Hold an exclusive lock on ``key`` (a second trial with the same architecture waits here)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / f"{key}.lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with file_lock(self.root / f"{key}.lock"):
+            yield
 
 
 @dataclass

@@ -13,6 +13,7 @@ from typing import Any
 
 from branchsweep.arch import BranchConfig
 from branchsweep.atomic import read_json, write_json
+from branchsweep.errors import ConfigError
 from branchsweep.pipeline.caches import SweepCaches, retrain_key
 from branchsweep.pipeline.config import BASELINES, TrialConfig
 
@@ -53,10 +54,13 @@ def compute_delta_m(metrics: dict[str, float], baseline: dict[str, float], direc
     """
     import pandas as pd
 
-    from analysis import delta_m
+    from analysis import AnalysisError, delta_m
 
     row = pd.DataFrame([{k: metrics.get(k, math.nan) for k in directions}], index=["trial"])
-    value = float(delta_m(row, pd.Series({k: baseline[k] for k in directions}), directions).iloc[0])
+    try:
+        value = float(delta_m(row, pd.Series({k: baseline[k] for k in directions}), directions).iloc[0])
+    except AnalysisError as err:
+        raise ConfigError(f"Δm: {err}") from None
     return round(value, 10)
 
 

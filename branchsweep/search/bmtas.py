@@ -35,7 +35,7 @@ from torch.utils.data import Dataset, random_split
 from tqdm.auto import tqdm
 
 from branchsweep.arch import BranchConfig
-from branchsweep.atomic import load_state, save_state, write_text
+from branchsweep.atomic import file_lock, load_state, save_state, write_text
 from branchsweep.config import to_dict
 from branchsweep.errors import ConfigError
 from branchsweep.loop import Runtime, TrainStep, poly_schedule, to_floats, weighted_loss
@@ -208,11 +208,12 @@ def warm_up_cached(model: Supergraph, ctx: SearchContext, cfg: BMTASConfig, weig
         warm_up(model, ctx, cfg, weight_set, runtime)
         return None
     path = Path(cfg.warmup_cache) / f"bmtas-warmup-{warmup_key(ctx, cfg)}.pt"
-    if path.is_file():
-        model.load_state_dict(load_state(path, "warm-up cache", map_location=runtime.device))
-        return path
-    warm_up(model, ctx, cfg, weight_set, runtime)
-    save_state(path, model.state_dict())
+    with file_lock(path.with_suffix(".lock")):  # concurrent trials: one warms up, the others load its result
+        if path.is_file():
+            model.load_state_dict(load_state(path, "warm-up cache", map_location=runtime.device))
+            return path
+        warm_up(model, ctx, cfg, weight_set, runtime)
+        save_state(path, model.state_dict())
     return path
 
 

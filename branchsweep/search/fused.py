@@ -114,8 +114,8 @@ def _fast_depthwise(conv: nn.Conv2d, x: torch.Tensor, groups: int) -> bool:
     """Whether :class:`_DilatedDepthwise` computes this convolution (CPU, depthwise, dilated, stride 1, same)."""
     if x.device.type != "cpu" or not isinstance(conv, nn.Conv2d) or groups != x.shape[1]:
         return False
-    if torch.is_autocast_enabled("cpu"):  # (autocast picks the dtypes; PyTorch's own backward follows them)
-        return False
+    if torch.is_autocast_enabled("cpu") or x.dtype != conv.weight.dtype:
+        return False  # mixed precision: PyTorch's own convolution casts; this Function would not
     if conv.stride != (1, 1) or conv.dilation == (1, 1) or conv.weight.shape[1] != 1:
         return False
     kh, kw = conv.kernel_size

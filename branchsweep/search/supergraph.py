@@ -115,6 +115,9 @@ class Supergraph(nn.Module):
         stream_of = {t: 0 for t in active}
         skips: dict[int, dict[int, torch.Tensor]] = {}
         ops_list = ops.tolist() if ops is not None else None
+        # The routing decisions (which weights are exactly zero, which rows are equal) are read on the host
+        # once per forward pass: one device-to-host copy, not one synchronisation per layer and task.
+        host = weights.detach().cpu().tolist() if weights is not None else None
         everything = list(range(self.num_tasks))
         for layer in range(self.num_layers):
             reads = []  # (task, stream, candidates with a non-zero weight), in task order
@@ -122,8 +125,7 @@ class Supergraph(nn.Module):
                 if ops_list is not None:
                     reads.append((t, stream_of[t], [ops_list[layer][t]]))
                 else:
-                    row = weights[layer, t]  # type: ignore[index]
-                    reads.append((t, stream_of[t], torch.nonzero(row.detach()).flatten().tolist()))
+                    reads.append((t, stream_of[t], [j for j, w in enumerate(host[layer][t]) if w != 0]))  # type: ignore[index]
             outputs, wide = self._run_layer(layer, feats, [(s, js) for _, s, js in reads], ops_list is None)
             new_feats: list[torch.Tensor] = []
             new_stream: dict[int, int] = {}
@@ -136,7 +138,7 @@ class Supergraph(nn.Module):
                         new_feats.append(outputs[key])
                 else:
                     row = weights[layer, t]  # type: ignore[index]
-                    key = (s, tuple(row.tolist())) if not row.requires_grad else (s, "task", t)
+                    key = (s, tuple(host[layer][t])) if not row.requires_grad else (s, "task", t)  # type: ignore[index]
                     if key not in keys:
                         keys[key] = len(new_feats)
                         block = wide.get((s, tuple(js)))

@@ -2,8 +2,8 @@
 
 Flow of :func:`run_sweep`:
 
-1. join a running Ray cluster (``RAY_ADDRESS`` or ``ray.init(address="auto")``) or start a local one
-   with an explicit CPU budget;
+1. join a running Ray cluster (``RAY_ADDRESS`` or a ``ray start`` cluster) or start a private one with
+   an explicit CPU budget (always with ``local=True``), and print which (:func:`connect_ray`);
 2. the Single and Shared baselines run as Tune trials of their own (same trainable, same backend);
    they land in the retrain cache, so a later sweep with the same data, backbone, tasks, retrain
    settings and seed reuses them at no cost;
@@ -47,7 +47,8 @@ class SweepConfig:
     Ray supports, e.g. ``s3://bucket/sweeps``) holds Tune's experiment state and defaults to ``out/tune``.
 
     ``points``: parameter dicts evaluated before Optuna samples (e.g. the paper's settings). ``num_cpus``:
-    the CPUs of a local Ray started by the sweep (None: all); ignored when joining a cluster.
+    the CPUs of a local Ray started by the sweep (None: all); ignored when joining a cluster. ``local``:
+    start a private Ray instance even where a ``ray start`` cluster runs (``--local``; see :func:`connect_ray`).
     """
 
     name: str
@@ -67,6 +68,7 @@ class SweepConfig:
     points: list[dict[str, Any]] = field(default_factory=list)
     sampler_seed: int = 0
     num_cpus: int | None = None
+    local: bool = False
     report: bool = True
     verbose: bool = True
     #: Modules or ``.py`` files imported in the driver and in every trial before anything is looked up
@@ -117,8 +119,17 @@ class SweepOutcome:
 
 
 # --------------------------------------------------------------------------------------------- Ray
-def connect_ray(num_cpus: int | None = None) -> bool:
-    """Join a running cluster (``RAY_ADDRESS``/``ray start``) or start a local Ray bound to 127.0.0.1.
+def connect_ray(num_cpus: int | None = None, local: bool = False) -> bool:
+    """Join a Ray cluster or start a private one, and print which (address, nodes, resources).
+
+    Default (Ray's convention): join ``RAY_ADDRESS`` when set (``ray job submit`` sets it), else the
+    cluster that ``ray start`` runs on this machine (the address file it leaves in Ray's temp folder),
+    else start a private instance with ``num_cpus`` CPUs and node address 127.0.0.1 (Ray 2.60 honours
+    that only with ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` set before ray is imported, as the tests
+    do; otherwise it uses the machine's address). A Ray that another program started
+    in-process (a notebook, a test session) leaves no address file and is never joined, unlike
+    ``ray.init(address="auto")``, which joins any Ray process it finds. ``local=True`` (``--local``)
+    always starts a private instance; combined with ``RAY_ADDRESS`` it is a user error.
 
     Returns True when this call started Ray (the caller then shuts it down).
     """
@@ -126,17 +137,64 @@ def connect_ray(num_cpus: int | None = None) -> bool:
 
     for key, value in worker_env().items():
         os.environ.setdefault(key, value)
+    address = os.environ.get("RAY_ADDRESS", "").strip()
+    if local and address not in ("", "local"):
+        raise ConfigError(f"--local starts a private Ray instance, but RAY_ADDRESS={address} names a cluster "
+                          "to join; unset one of them")
     if ray.is_initialized():
+        _print_cluster("using the Ray instance this process already runs")
         return False
     env = {"env_vars": worker_env()}
-    try:
-        ray.init(address="auto", runtime_env=env, log_to_driver=False)
-        return False
-    except ConnectionError:
-        pass
-    ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=env, log_to_driver=False,
+    if not local and address != "local":
+        target = address or _ray_start_address()
+        if target:
+            try:
+                ray.init(address=target, runtime_env=env, log_to_driver=False)
+            except ConnectionError as err:
+                if address:
+                    raise ConfigError(f"cannot join the Ray cluster at RAY_ADDRESS={address}: {err}") from None
+                print(f"[sweep] Ray: the cluster recorded by `ray start` ({target}) is gone; starting a private "
+                      "instance", flush=True)
+            else:
+                how = "RAY_ADDRESS" if address else "`ray start`"
+                _print_cluster(f"joined the cluster from {how} (--local for a private instance)")
+                return False
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env=env, log_to_driver=False,
              _node_ip_address="127.0.0.1")
+    _print_cluster("started a private instance")
     return True
+
+
+def _ray_start_address() -> str | None:
+    """The address of the cluster ``ray start`` runs on this machine, from the file it writes (None: none).
+
+    Ray's own lookup when available (``ray.init()`` without an address uses it), else the same file:
+    ``$RAY_TMPDIR/ray/ray_current_cluster`` (``/tmp/ray/...`` by default).
+    """
+    try:
+        from ray._private.services import find_bootstrap_address
+
+        return find_bootstrap_address(None) or None
+    except (ImportError, AttributeError, TypeError):
+        root = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
+        path = Path(root) / "ray" / "ray_current_cluster"
+        return (path.read_text().strip() or None) if path.is_file() else None
+
+
+def _print_cluster(how: str) -> None:
+    """One line: how the sweep got its Ray, the cluster's address, live nodes and resources."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    resources = ray.cluster_resources()
+    shown = [f"{resources.get(k, 0):g} {k}" for k in ("CPU", "GPU")]
+    shown += [f"{v:g} {k}" for k, v in sorted(resources.items())
+              if k not in ("CPU", "GPU", "memory", "object_store_memory") and not k.startswith("node:")]
+    shown.append(f"{resources.get('memory', 0) / 2**30:.1f} GiB memory")
+    line = (f"[sweep] Ray: {how}: {ray.get_runtime_context().gcs_address}, {len(nodes)} node(s), "
+            f"{', '.join(shown)}")
+    log.info(line)
+    print(line, flush=True)
 
 
 # ------------------------------------------------------------------------------------------ progress
@@ -230,13 +288,14 @@ def _rows(grid: Any) -> list[dict[str, Any]]:
     import pandas as pd
 
     df = grid.get_dataframe()
-    errors = {str((r.metrics or {}).get("trial_id") or _trial_id_from_path(r.path)): r.error
+    failed = {str((r.metrics or {}).get("trial_id") or _trial_id_from_path(r.path)): r
               for r in grid if r.error is not None}
     rows = []
     for raw in df.to_dict("records"):
         raw = {k: v for k, v in raw.items() if not (isinstance(v, float) and pd.isna(v) and k.startswith("config/"))}
         trial_id = str(raw.get("trial_id", ""))
-        error = errors.pop(trial_id, None)
+        result = failed.pop(trial_id, None)
+        error = result.error if result is not None else None
         if error is None and raw.get("phase") == "done":
             row = {k: v for k, v in raw.items() if not k.startswith(_TUNE_COLUMNS)}
             row["status"] = "ok"
@@ -247,8 +306,10 @@ def _rows(grid: Any) -> list[dict[str, Any]]:
                    **{k: raw[k] for k in ("madds", "arch_hash", "arch_json") if k in raw}}
         row["trial_id"] = trial_id
         rows.append(row)
-    for trial_id, error in errors.items():  # failed before reporting anything: no row in the data frame
-        rows.append({"status": "failed", "error": _error_line(error, None), "trial_id": trial_id})
+    for trial_id, result in failed.items():  # failed before reporting anything: no row in the data frame
+        params = dict(result.config or {})
+        rows.append({"label": params.get("label") or params.get("method"), "method": params.get("method"),
+                     "status": "failed", "error": _error_line(result.error, None), "trial_id": trial_id})
     return rows
 
 
@@ -258,9 +319,12 @@ _TUNE_COLUMNS = ("config/", "time_", "timestamp", "date", "hostname", "node_ip",
 
 
 def _trial_id_from_path(path: str | None) -> str:
-    """Tune names a trial's folder ``<trainable>_<trial id>_<tag>``; trial ids look like ``a1b2c_00003``."""
-    name = Path(path or "").name.removeprefix(f"{sweep_trial.__name__}_")
-    return "_".join(name.split("_")[:2])
+    """Tune names a trial's folder ``<trainable>_<trial id>_<index>_<params>``; trial ids look like
+    ``a1b2c_00003`` (grid search) or ``f5bec826`` (a searcher's)."""
+    tokens = Path(path or "").name.removeprefix(f"{sweep_trial.__name__}_").split("_")
+    if len(tokens) > 1 and len(tokens[1]) == 5 and tokens[1].isdigit():
+        return f"{tokens[0]}_{tokens[1]}"
+    return tokens[0]
 
 
 def _error_line(error: Any, phase: Any) -> str:
@@ -360,7 +424,7 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
     run_dir.mkdir(parents=True, exist_ok=True)
     logfile = run_dir / "sweep.log"
     write_json(run_dir / "sweep.json", dataclasses.asdict(cfg))
-    started = connect_ray(cfg.num_cpus)
+    started = connect_ray(cfg.num_cpus, local=cfg.local)
     try:
         say = _progress_callback(logfile, len(cfg.baselines), cfg.verbose)
         say._line(f"sweep {cfg.name} in {run_dir} ({'resumed' if cfg.resume else 'new'}): "

@@ -18,10 +18,26 @@ def run_cli(capsys, *argv):
 
 
 def test_madds_prints_gmadds(capsys):
+    """Each line: the GMAdds rounded to two decimals and the exact count, which is the count of the
+    built network (FlopCounterMode on a forward pass of the whole BranchedNetwork)."""
+    from branchsweep.arch import BranchConfig
+    from branchsweep.backbones import create_backbone
+    from branchsweep.madds import count_madds
+    from branchsweep.network import BranchedNetwork
+    from branchsweep.tasks import create_task
+
     code, out, _ = run_cli(capsys, "madds", "--backbone", "mobilenet_v2", "--tasks", "semseg,sal", "--size", "64",
                            "--width", "0.5")
     assert code == 0
-    single, shared = [float(line.split(": ")[1].split()[0]) for line in out.strip().splitlines()]
+    spec = create_backbone("mobilenet_v2", width=0.5, input_size=64)
+    tasks = [create_task("semseg"), create_task("sal")]
+    lines = out.strip().splitlines()
+    assert len(lines) == 2
+    for line, arch in zip(lines, ("single", "shared")):
+        config = getattr(BranchConfig, arch)(["semseg", "sal"], spec.num_layers)
+        exact = count_madds(BranchedNetwork(spec, tasks, config).eval(), spec.example_input(1))
+        assert line == f"mobilenet_v2 64x64 {arch}: {exact / 1e9:.2f} GMAdds ({exact:,} MAdds)"
+    single, shared = (int(line.split("(")[1].split()[0].replace(",", "")) for line in lines)
     assert single > shared > 0
 
 

@@ -3,7 +3,7 @@ import torch
 
 from branchsweep.config import DataConfig
 from branchsweep.data import create_data
-from branchsweep.data.ltb_synthetic import ACTIVATIONS, B_VARIANCE, DELTA_VARIANCE, generate
+from branchsweep.data.ltb_synthetic import ACTIVATIONS, generate
 from branchsweep.errors import ConfigError
 
 
@@ -23,16 +23,43 @@ def test_default_layout_and_items():
     assert all(t.out_channels == 100 for t in data.tasks.values())
 
 
+#: Eq. 8 of Learning to Branch draws B ~ N(0, 10) and δ_s ~ N(0, 2), read as variances (N(μ, σ²), as in
+#: GradNorm, whose construction Eq. 8 follows). Written here, not imported from the module under test.
+PAPER_B_VARIANCE, PAPER_DELTA_VARIANCE = 10.0, 2.0
+
+
 def test_targets_follow_eq8():
     """Rebuild one target from the same generator stream: c · act((B + δ_s) Z) / φ."""
     inputs, targets = generate(["sin", "square"], [1.0, 2.0], 2, input_dim=6, output_dim=4,
                                samples={"train": 5}, seed=11)
     g = torch.Generator().manual_seed(11)
-    B = torch.randn(4, 6, generator=g, dtype=torch.float64) * B_VARIANCE**0.5
-    deltas = [torch.randn(4, 6, generator=g, dtype=torch.float64) * DELTA_VARIANCE**0.5 for _ in range(4)]
+    B = torch.randn(4, 6, generator=g, dtype=torch.float64) * PAPER_B_VARIANCE**0.5
+    deltas = [torch.randn(4, 6, generator=g, dtype=torch.float64) * PAPER_DELTA_VARIANCE**0.5 for _ in range(4)]
     z = inputs["train"].double() / 6**0.5  # Eq. 8's Z = input_std · x / √input_dim, input_std = 1
     expected = 2.0 * torch.square(z @ (B + deltas[3]).T) / 6
     assert torch.allclose(targets["train"]["square_x2_1"].double(), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_shared_and_task_variances_are_the_papers():
+    """Without replaying the generator: invert the (strictly increasing) bent identity to get the
+    pre-activations u = (B + δ_s) Z of two bent tasks, solve for their maps by least squares, and measure
+    Var(B + δ_s) = 10 + 2 and Var(δ_0 − δ_1) = 2 + 2 over 2000 entries."""
+    dim, out = 20, 100
+    inputs, targets = generate(["bent"], [1.0], 2, input_dim=dim, output_dim=out, samples={"train": 200}, seed=3)
+    z = inputs["train"].double() / dim**0.5
+    maps = []
+    for task in ("bent_0", "bent_1"):
+        y = targets["train"][task].double() * dim  # undo φ = input_dim
+        # inverse of y = (√(u²+1) − 1)/2 + u: w = y − u ≥ 0 solves 3w² + (4 + 2y)w − y² = 0
+        w = (torch.sqrt((4 + 2 * y) ** 2 + 12 * y * y) - (4 + 2 * y)) / 6
+        u = y - w
+        maps.append(torch.linalg.lstsq(z, u).solution.T)  # [out, dim]
+    assert torch.allclose(ACTIVATIONS.get("bent")(z @ maps[0].T), targets["train"]["bent_0"].double() * dim,
+                          atol=1e-3)
+    shared_var = float(torch.cat([m.flatten() for m in maps]).var())
+    delta_var = float((maps[0] - maps[1]).var()) / 2
+    assert shared_var == pytest.approx(PAPER_B_VARIANCE + PAPER_DELTA_VARIANCE, rel=0.1)
+    assert delta_var == pytest.approx(PAPER_DELTA_VARIANCE, rel=0.1)
 
 
 def test_seeded_and_splits_differ():

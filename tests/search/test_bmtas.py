@@ -14,6 +14,7 @@ from branchsweep.config import DataConfig, from_mapping
 from branchsweep.data import create_data
 from branchsweep.errors import BranchsweepError, ConfigError
 from branchsweep.search import SEARCH_METHODS, SearchContext
+from branchsweep.search.base import add_method_flags, parse_settings
 from branchsweep.search.bmtas import CHECKPOINT_NAME, BMTASConfig, run_search, warmup_key
 
 TASKS = ["semseg", "sal", "depth", "normals"]
@@ -40,15 +41,16 @@ def tiny(**kw) -> BMTASConfig:
 def test_registered_with_paper_defaults():
     method = SEARCH_METHODS.get("bmtas")
     parser = argparse.ArgumentParser()
-    method.add_arguments(parser.add_argument_group("bmtas"))
+    dests = add_method_flags(parser)
     args = parser.parse_args(["--lambda", "0.02"])
-    args.schedule = args.tau0 = args.iterations = None
-    cfg = method.config_from_args(args)
+    cfg = method.make_config(parse_settings(args, method, dests))
     assert cfg.lam == 0.02 and (cfg.schedule, cfg.tau0, cfg.tau1) == ("linear", 5.0, 0.1)
     assert (cfg.arch_lr, cfg.arch_weight_decay, cfg.lr, cfg.momentum, cfg.weight_decay) == (0.01, 5e-5, 0.005, 0.9, 1e-4)
+    assert (cfg.iterations, cfg.warmup_iterations, cfg.batch_size, cfg.arch_fraction) == (40000, 2000, 16, 0.2)
     assert not cfg.hard and cfg.resource_mode == "absolute"
-    args.schedule, args.tau0 = "cosine", 2.0
-    assert method.config_from_args(args).schedule == "cosine"
+    args = parser.parse_args(["--schedule", "cosine", "--tau0", "2", "--hard"])
+    cfg = method.make_config(parse_settings(args, method, dests))
+    assert (cfg.schedule, cfg.tau0, cfg.hard) == ("cosine", 2.0, True)
 
 
 @pytest.mark.parametrize("bad,match", [
@@ -103,12 +105,12 @@ def test_warmup_cache_is_shared_across_lambdas(data, tmp_path):
     cache = tmp_path / "warm"
     ctx = context(data, tmp_path / "a")
     run_search(tiny(lam=0.0, warmup_cache=str(cache), iterations=2), ctx)
-    files = list(cache.iterdir())
+    files = list(cache.glob("*.pt"))
     assert len(files) == 1
     before = files[0].stat().st_mtime_ns
     result = run_search(tiny(lam=5.0, schedule="cosine", warmup_cache=str(cache), iterations=2),
                           context(data, tmp_path / "b"))
-    assert list(cache.iterdir()) == files and files[0].stat().st_mtime_ns == before
+    assert list(cache.glob("*.pt")) == files and files[0].stat().st_mtime_ns == before
     start = json.loads(result.log_path.read_text().splitlines()[0])
     assert start["warmup_cache"] == str(files[0])
     # the key follows what the warm-up depends on, not λ or the schedule
@@ -140,3 +142,40 @@ def test_lambda_grid_trades_madds_and_groups_related_tasks(data, tmp_path):
     depth = {k: 18 if v is None else v for k, v in depth.items()}
     unrelated = [v for (a, b), v in depth.items() if {a, b} & {"semseg", "sal"} and {a, b} & {"depth", "normals"}]
     assert depth[("sal", "semseg")] > max(unrelated)
+
+
+def test_cli_resume_continues_an_interrupted_search_bit_exactly(tmp_path, capsys, monkeypatch):
+    """README: ``search`` resumes bit-exactly with ``--resume``. A CLI search is interrupted (Ctrl-C,
+    raised at its 506th α update) after the checkpoint at step 500; ``--resume`` finishes it with the
+    same architecture, log and final weights as an uninterrupted run."""
+    from branchsweep.cli import main
+
+    argv = ["search", "--method", "bmtas", "--dataset", "ltb-synthetic", "--activations", "bent,sin",
+            "--tasks-per-activation", "1", "--train-samples", "40", "--val-samples", "8", "--width", "0.08",
+            "--iterations", "520", "--warmup-iterations", "2", "--batch-size", "4", "--hard",
+            "--weight-steps-per-arch", "1", "--arch-lr", "0.1", "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "full")]) == 0
+
+    real_step, calls = torch.optim.Adam.step, {"n": 0}
+
+    def interrupted_step(self, *args, **kwargs):  # Adam updates only α in BMTAS
+        calls["n"] += 1
+        if calls["n"] == 506:
+            raise KeyboardInterrupt
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", interrupted_step)
+    assert main([*argv, "--out", str(tmp_path / "cut")]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    monkeypatch.setattr(torch.optim.Adam, "step", real_step)
+    assert torch.load(tmp_path / "cut" / CHECKPOINT_NAME, weights_only=True)["step"] == 500
+    assert not (tmp_path / "cut" / "branch_config.json").exists()
+    assert main([*argv, "--out", str(tmp_path / "cut"), "--resume"]) == 0
+    for name in ("branch_config.json", "search_log.jsonl"):
+        assert (tmp_path / "cut" / name).read_bytes() == (tmp_path / "full" / name).read_bytes(), name
+    a = torch.load(tmp_path / "full" / CHECKPOINT_NAME, weights_only=True)
+    b = torch.load(tmp_path / "cut" / CHECKPOINT_NAME, weights_only=True)
+    assert a["step"] == b["step"] == 520
+    for key, value in a["model"].items():
+        assert torch.equal(b["model"][key], value), key
+    assert torch.equal(a["gen"], b["gen"]) and torch.equal(a["rng"], b["rng"])

@@ -4,11 +4,12 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
+from branchsweep import loop
 from branchsweep.arch import BranchConfig
 from branchsweep.backbones import create_backbone
 from branchsweep.data.base import MultiTaskData
 from branchsweep.errors import BranchsweepError, ConfigError
-from branchsweep.search import SEARCH_METHODS, SearchContext, ltb
+from branchsweep.search import SEARCH_METHODS, SearchContext
 from branchsweep.search.ltb import (
     BranchingNetwork,
     LTBConfig,
@@ -191,7 +192,7 @@ def test_resume_continues_exactly(tmp_path, one_thread, monkeypatch):
     full = run_search(cfg, SearchContext(data, spec, tasks, tmp_path / "full", progress=False))
 
     calls = {"n": 0}
-    real_loss = ltb._loss
+    real_loss = loop.weighted_loss  # what the shared training step computes every iteration
 
     def crash_after_six(*args):
         calls["n"] += 1
@@ -199,10 +200,10 @@ def test_resume_continues_exactly(tmp_path, one_thread, monkeypatch):
             raise KeyboardInterrupt
         return real_loss(*args)
 
-    monkeypatch.setattr(ltb, "_loss", crash_after_six)
+    monkeypatch.setattr(loop, "weighted_loss", crash_after_six)
     with pytest.raises(KeyboardInterrupt):
         run_search(cfg, SearchContext(data, spec, tasks, tmp_path / "cut", progress=False))
-    monkeypatch.setattr(ltb, "_loss", real_loss)
+    monkeypatch.setattr(loop, "weighted_loss", real_loss)
     resumed = run_search(cfg, SearchContext(data, spec, tasks, tmp_path / "cut", resume=True, progress=False))
     log = lambda d: [json.loads(x) for x in (d / "search_log.jsonl").read_text().splitlines()][1:]  # noqa: E731
     assert log(tmp_path / "cut") == log(tmp_path / "full")
@@ -246,10 +247,30 @@ def test_cli_bad_child_nodes(tmp_path, capsys):
 
 
 def test_search_with_skip_features_on_dense_scenes(tmp_path, tiny_dense, one_thread):
-    """mobilenet_v2 feeds its heads skip features from each task's own sampled path."""
+    """mobilenet_v2 feeds its heads skip features from each task's own sampled path: the head of a task
+    receives the output of the node its path went through at the skip layer, found by walking the
+    path back from the task's leaf (here the paths cross after the skip layer, so "the node with the
+    task's index" would be the other task's)."""
     spec = create_backbone("mobilenet_v2", width=0.25, input_size=32)
-    assert spec.skip_layers
+    (skip,) = spec.skip_layers
     tasks = tiny_dense.select_tasks(["semseg", "depth"])
+    torch.manual_seed(0)
+    net = BranchingNetwork(spec, tasks, [2] * (spec.num_layers - 1) + [2]).train()
+    last = spec.num_layers - 1
+    with torch.no_grad():  # child j reads parent j, except the leaves, which cross: leaf 0 <- node 1
+        for layer in range(1, spec.num_layers):
+            net.logits[layer].copy_(torch.tensor([[0.0, 50.0], [50.0, 0.0]]) if layer == last
+                                    else torch.tensor([[50.0, 0.0], [0.0, 50.0]]))
+    at_skip, heard = {}, {}
+    for j, node in enumerate(net.nodes[skip]):
+        node.register_forward_hook(lambda m, a, out, j=j: at_skip.__setitem__(j, out.detach().clone()))
+    for name, head in net.heads.items():
+        head.register_forward_pre_hook(lambda m, args, name=name: heard.__setitem__(name, args[1][0].detach().clone()))
+    net(tiny_dense.split("train")[0]["image"][None].expand(2, -1, -1, -1).clone())
+    assert net.last_choice[last] == [1, 0] and all(net.last_choice[k] == [0, 1] for k in range(1, last))
+    assert not torch.equal(at_skip[0], at_skip[1])
+    assert torch.equal(heard["semseg"], at_skip[1]) and torch.equal(heard["depth"], at_skip[0])
+    # and a search on the dense scenes runs end to end with those heads
     cfg = LTBConfig(child_nodes=[2] * (spec.num_layers - 1) + ["T"], iterations=2, warmup_iterations=0,
                     batch_size=4, schedule="inverse", tau0=10.0)
     result = run_search(cfg, SearchContext(tiny_dense, spec, tasks, tmp_path, progress=False))
@@ -297,13 +318,3 @@ def test_setting_a_one_seed_groups_tasks_by_activation(tmp_path, one_thread):
     result = run_search(cfg, SearchContext(data, spec, tasks, tmp_path, progress=False))
     labels = [data.info["groups"][t.name] for t in tasks]
     assert adjusted_rand_index(leaf_groups(result.config), labels) == 1.0
-
-
-@pytest.mark.parametrize("module", [ltb, "branchsweep.data.ltb_synthetic"])
-def test_docstring_examples(module):
-    import doctest
-    import importlib
-
-    mod = importlib.import_module(module) if isinstance(module, str) else module
-    result = doctest.testmod(mod)
-    assert result.attempted > 0 and result.failed == 0

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import pytest
 import torch
 
 from branchsweep.arch import BranchConfig
 from branchsweep.search.resource import (
+    EXACT_MAX_TASKS,
     expected_groups,
     expected_groups_exact,
-    expected_groups_mc,
     expected_madds,
 )
 
@@ -112,16 +113,46 @@ def test_monte_carlo_is_unbiased_in_value_and_gradient():
     assert g_mc.norm() == pytest.approx(float(g_exact.norm()), rel=0.2)
 
 
-def test_auto_switches_to_monte_carlo_for_many_tasks(monkeypatch):
-    import branchsweep.search.resource as resource
-
-    monkeypatch.setattr(resource, "EXACT_MAX_TASKS", 3)
-    probs = random_probs(2, 4, seed=1)
+def test_auto_is_exact_up_to_12_tasks_and_monte_carlo_above():
+    """README: "Above 12 tasks an unbiased Monte-Carlo estimator takes over", at the real threshold (one
+    layer, so the exact sum over 2^13 task subsets stays cheap)."""
+    assert EXACT_MAX_TASKS == 12
+    costs = torch.tensor([7.0], dtype=torch.float64)
+    twelve, thirteen = random_probs(1, 12, seed=12), random_probs(1, 13, seed=13)
+    assert torch.equal(expected_groups(twelve, "auto"), expected_groups_exact(twelve))
+    assert torch.equal(expected_madds(twelve, costs), expected_madds(twelve, costs, method="exact"))
     gen = torch.Generator().manual_seed(0)
-    auto = expected_groups(probs, "auto", samples=32, generator=gen)
+    auto = expected_madds(thirteen, costs, samples=32, generator=gen)
     gen.manual_seed(0)
-    assert torch.equal(auto, expected_groups_mc(probs, samples=32, generator=gen))
-    assert torch.equal(expected_groups(probs[:, :3, :3], "auto"), expected_groups_exact(probs[:, :3, :3]))
+    assert torch.equal(auto, expected_madds(thirteen, costs, method="mc", samples=32, generator=gen))
+    assert not torch.equal(auto, expected_madds(thirteen, costs, method="exact"))  # an estimate, not the sum
+    # ... and close to it: 20 000 samples of the unbiased estimator
+    many = expected_madds(thirteen, costs, method="mc", samples=20000, generator=gen)
+    assert float(many) == pytest.approx(float(expected_madds(thirteen, costs, method="exact")), rel=0.01)
+
+
+def test_bmtas_log_says_which_estimator_it_used(tmp_path):
+    """A 13-task BMTAS search prices with Monte Carlo and its log says so; 12 tasks are exact."""
+    from branchsweep.backbones import create_backbone
+    from branchsweep.config import DataConfig
+    from branchsweep.data import create_data
+    from branchsweep.search import SEARCH_METHODS, SearchContext
+    from branchsweep.search.bmtas import BMTASConfig
+
+    method = SEARCH_METHODS.get("bmtas")
+    spec = create_backbone("mlp", input_dim=6, hidden=4, num_layers=2)
+    starts = {}
+    for count in (12, 13):
+        data = create_data(DataConfig(dataset="ltb-synthetic", train_samples=20, val_samples=4, seed=0, options={
+            "activations": ["sin"], "tasks_per_activation": count, "input_dim": 6, "output_dim": 2}))
+        ctx = SearchContext(data=data, spec=spec, tasks=list(data.tasks.values()), out_dir=tmp_path / str(count),
+                            progress=False, cache_dir=tmp_path / "cache")
+        cfg = BMTASConfig(iterations=1, warmup_iterations=0, batch_size=4, checkpoint_every=0, mc_samples=8)
+        result = method.run(cfg, ctx)
+        starts[count] = json.loads(result.log_path.read_text().splitlines()[0])
+    assert starts[12]["estimator"] == "exact" and starts[12]["note"] == "exact resource loss"
+    assert starts[13]["estimator"] == "mc"
+    assert starts[13]["note"] == "13 tasks > 12: resource loss estimated by unbiased Monte Carlo (8 samples)"
 
 
 def test_shape_errors():

@@ -1,12 +1,12 @@
 """Sweeps through Tune + Optuna on the direct backend: failures stay isolated, duplicates reuse retrains,
-and a sweep whose driver is killed resumes without rerunning finished trials."""
+a crashed trial is retried from its Ray checkpoint, the BMTAS warm-up is computed once, and a sweep whose
+driver is killed resumes without rerunning finished trials, on a Ray of its own beside a ``ray start``
+cluster."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -14,11 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ray_env, tiny_base
+from conftest import HERE, kill_tree, process_tree, tiny_base
 
-from branchsweep.errors import ConfigError
 from branchsweep.sweep import SearchSpace, SweepConfig, run_sweep
-from branchsweep.sweep.runner import finished_trial_results
 
 pytestmark = pytest.mark.ray
 
@@ -32,6 +30,10 @@ def _config(out: Path, **kw) -> SweepConfig:
     return SweepConfig(**{**defaults, **kw})
 
 
+def _log(folder: Path) -> str:
+    return (folder / "trial.log").read_text()
+
+
 def test_failing_trial_is_recorded_and_duplicates_reuse_the_retrain(ray_local, tmp_path):
     # LTB with a huge learning rate diverges (NaN search loss): those trials must fail alone.
     cfg = _config(tmp_path / "run", base=tiny_base(ltb={"lr": 1e30}), num_trials=3,
@@ -43,6 +45,7 @@ def test_failing_trial_is_recorded_and_duplicates_reuse_the_retrain(ray_local, t
     assert sorted(base.label) == ["Shared", "Single"] and (base.status == "ok").all()
     failed = df[df.status == "failed"]
     assert list(failed.method) == ["ltb"] and "nan" in failed.error.iloc[0].lower()
+    assert failed.trial_id.str.fullmatch(r"[0-9a-f]{8}").all()  # failed before reporting: id from its folder
     ok = df[(df.status == "ok") & ~df.is_baseline]
     assert len(ok) == 2 and ok.arch_hash.nunique() == 1
     assert sorted(ok.retrain_cached.tolist()) == [False, True]  # the identical second trial reused the first
@@ -55,66 +58,181 @@ def test_failing_trial_is_recorded_and_duplicates_reuse_the_retrain(ray_local, t
     assert set(spec["primary"]) <= metric_columns <= set(spec["directions"])
 
 
-def test_resume_without_unfinished_sweep_is_a_config_error(tmp_path):
-    with pytest.raises(ConfigError, match="holds no sweep to resume"):
-        _config(tmp_path / "nothing", resume=True).validate()
+@pytest.fixture(scope="module")
+def bmtas_sweep(ray_local, tmp_path_factory):
+    """Three BMTAS trials with different λ and schedules, one at a time, ``max_failures=1``; the first
+    search trial crashes once right after reporting its exported architecture (sweep_hooks)."""
+    hooks = ray_local / "hooks"
+    for name in ("warmup-saves.log", "warmup-loads.log"):
+        (hooks / name).unlink(missing_ok=True)
+    run = tmp_path_factory.mktemp("bmtas-sweep") / "run"
+    (hooks / "crash-after-export").write_text(str(run.resolve()))
+    points = [BMTAS_POINT, {**BMTAS_POINT, "bmtas.lambda": 1.0, "bmtas.schedule": "exponential"},
+              {**BMTAS_POINT, "bmtas.lambda": 0.5, "bmtas.schedule": "constant", "bmtas.tau0": 2.0}]
+    try:
+        outcome = run_sweep(_config(run, num_trials=3, concurrency=1, max_failures=1, baselines=("single",),
+                                    space=SearchSpace(methods=("bmtas",)), points=points))
+    finally:
+        (hooks / "crash-after-export").unlink(missing_ok=True)
+    saves, loads = ((hooks / f"warmup-{k}.log").read_text().splitlines() if (hooks / f"warmup-{k}.log").exists()
+                    else [] for k in ("saves", "loads"))
+    cache = str(run.resolve() / "cache")
+    return outcome, [s for s in saves if cache in s], [s for s in loads if cache in s]
 
 
+def test_crashed_trial_is_retried_from_its_checkpoint_without_searching_again(bmtas_sweep):
+    outcome, _, _ = bmtas_sweep
+    df = pd.read_parquet(outcome.results_path)
+    search = df[~df.is_baseline]
+    assert len(search) == 3 and (search.status == "ok").all(), search.to_dict("records")
+    logs = {t: _log(outcome.run_dir / "trials" / t) for t in search.trial_id}
+    retried = [t for t, text in logs.items() if "already exported by an earlier attempt" in text]
+    assert len(retried) == 1, logs  # exactly the trial that crashed
+    text = logs[retried[0]]
+    # One search, then the retry restored the export from the Ray checkpoint (the crash deleted the
+    # trial folder's copy and the search checkpoints) and went straight to the retrain.
+    assert text.count("] search bmtas") == 1 and text.count(" done: ") == 1, text
+    assert text.index("priced before retraining") < text.index("already exported") < text.index("retraining ")
+    work = outcome.run_dir / "trials" / retried[0]
+    assert not (work / "search").exists()
+    assert (work / "branch_config.json").is_file() and (work / "search_info.json").is_file()
+    row = search[search.trial_id == retried[0]].iloc[0]
+    assert row.search_time_s > 0  # from the checkpointed search_info.json, not a new search
+    for other in set(logs) - set(retried):
+        assert "already exported" not in logs[other] and logs[other].count("] search bmtas") == 1
+
+
+def test_bmtas_warmup_is_computed_once_per_sweep(bmtas_sweep):
+    outcome, saves, loads = bmtas_sweep
+    warm = sorted((outcome.run_dir / "cache" / "bmtas" / "warmup").glob("*.pt"))
+    assert len(warm) == 1
+    # The first trial warmed up and saved; the others loaded that file instead (the crashed trial's
+    # retry never reached its search). Counted in the worker processes by sweep_hooks.
+    assert len(saves) == 1, saves
+    assert len(loads) == 2 and all(line.endswith(str(warm[0])) for line in loads), loads
+    log = (outcome.run_dir / "sweep.log").read_text()
+    assert "warm-up: 1 warmed-up supergraph(s)" in log and "shared by 3 BMTAS trial(s)" in log
+
+
+# ------------------------------------------------------------------------------- which Ray a driver joins
+PROBE = """
+import json
+import ray
+from branchsweep.sweep import connect_ray
+started = connect_ray(num_cpus=1, local={local})
+print("PROBE " + json.dumps({{"started": started, "address": ray.get_runtime_context().gcs_address}}))
+ray.shutdown()
+"""
+
+
+def _probe(env: dict[str, str], local: bool) -> tuple[dict, str]:
+    proc = subprocess.run([sys.executable, "-c", PROBE.format(local=local)], env=env, capture_output=True,
+                          text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("PROBE "))
+    return json.loads(line[len("PROBE "):]), proc.stdout
+
+
+def test_default_joins_a_ray_start_cluster_and_local_starts_a_private_one(foreign_cluster):
+    address, env = foreign_cluster
+    assert address.startswith("127.0.0.1:")  # tests keep Ray on the loopback interface (tests/conftest.py)
+    joined, out = _probe(env, local=False)
+    assert joined == {"started": False, "address": address}
+    assert f"[sweep] Ray: joined the cluster from `ray start` (--local for a private instance): {address}, " \
+           "1 node(s), 1 CPU, 0 GPU" in out
+    private, out = _probe(env, local=True)
+    assert private["started"] and private["address"] != address and private["address"].startswith("127.0.0.1:")
+    assert f"[sweep] Ray: started a private instance: {private['address']}, 1 node(s), 1 CPU, 0 GPU" in out
+
+
+# ----------------------------------------------------------------------------------- kill and resume
 DRIVER = """
 import sys
-sys.path.insert(0, {tests!r})
+sys.path[:0] = [{here!r}]
 from pathlib import Path
+import sweep_hooks
+sweep_hooks.register_gate()
 from conftest import tiny_base
 from branchsweep.sweep import SearchSpace, SweepConfig, run_sweep
-cfg = SweepConfig(name="r", out=Path({out!r}), base=tiny_base(), space=SearchSpace(methods=("ltb",)),
+point = {{"method": "ltb", "seed": 0, "ltb.schedule": "inverse_sqrt", "ltb.tau0": 50.0}}
+points = [{{**point, "ltb.child_nodes": 1}}, {{**point, "ltb.child_nodes": 2}},
+          {{**point, "ltb.child_nodes": 2, "ltb.schedule": "gate"}}]
+cfg = SweepConfig(name="r", out=Path({out!r}), base=tiny_base(),
+                  space=SearchSpace(methods=("ltb",), ranges={{"ltb": {{"schedules": ("inverse_sqrt", "gate")}}}}),
                   num_trials=4, concurrency=1, backend="direct", report=False, verbose=True, num_cpus=2,
-                  resume={resume}, baselines=("single",))
+                  local=True, resume={resume}, baselines=("single",), points=points)
 run_sweep(cfg)
 """
 
 
-def _driver(out: Path, tmp: Path, resume: bool) -> subprocess.Popen:
-    env = {**os.environ, **ray_env(tmp)}
-    (tmp / "r").mkdir(parents=True, exist_ok=True)
-    (tmp / "home").mkdir(parents=True, exist_ok=True)
-    code = DRIVER.format(tests=str(Path(__file__).parent), out=str(out), resume=resume)
-    return subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def _driver(out: Path, env: dict[str, str], resume: bool, log: Path) -> subprocess.Popen:
+    code = DRIVER.format(here=str(HERE), out=str(out), resume=resume)
+    with open(log, "w") as handle:
+        return subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True,
+                                stdout=handle, stderr=subprocess.STDOUT)
 
 
-def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
-    out = tmp_path / "run"
-    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"bsk{os.getpid()}"
-    proc = _driver(out, tmp, resume=False)
-    deadline = time.monotonic() + 150
-    # Kill the driver once two search trials (besides the Single baseline) have finished.
-    while time.monotonic() < deadline and proc.poll() is None:
-        done = [r for r in finished_trial_results(out) if not r["is_baseline"]]
-        if len(done) >= 2:
-            break
-        time.sleep(0.5)
-    assert proc.poll() is None, proc.stdout.read()
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    before = {r["label"]: r for r in finished_trial_results(out) if not r["is_baseline"]}
-    assert 2 <= len(before) < 4
-    finished_dirs = [p.parent for p in (out / "trials").glob("*/result.json")
-                     if not json.loads(p.read_text())["is_baseline"]]
-    time.sleep(2)  # let the killed session's Ray processes notice their parent is gone
+def _finished(out: Path) -> dict[str, dict]:
+    """``trial folder name -> result.json`` of every finished search trial."""
+    found = {}
+    for path in sorted((out / "trials").glob("*/result.json")):
+        row = json.loads(path.read_text())
+        if not row["is_baseline"]:
+            found[path.parent.name] = row
+    return found
 
-    proc = _driver(out, tmp, resume=True)
+
+def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, foreign_cluster):
+    """The third search trial blocks on a gate (sweep_hooks) until the test opens it; the driver is
+    killed while it waits, so exactly two search trials have finished, whatever the machine's speed.
+
+    The drivers run where Ray's convention would join the ``ray start`` cluster (same ``RAY_TMPDIR``)
+    and use ``local=True`` (``--local``): they must start and use a private instance."""
+    foreign_address, foreign_env = foreign_cluster
+    out, hooks = tmp_path / "run", tmp_path / "hooks"
+    hooks.mkdir()
+    env = {**foreign_env, "HOME": str(tmp_path), "BRANCHSWEEP_TEST_HOOKS": str(hooks),
+           "RAY_RUNTIME_ENV_HOOK": "sweep_hooks.runtime_env_hook",
+           "PYTHONPATH": os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p)}
+    drivers: list[subprocess.Popen] = []
+    orphans: list = []  # a killed driver's Ray processes, collected while it lived
     try:
-        log, _ = proc.communicate(timeout=240)
+        first = _driver(out, env, resume=False, log=tmp_path / "first.log")
+        drivers.append(first)
+        deadline = time.monotonic() + 240
+        while not list(hooks.glob("gate-blocked-*")) and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert first.poll() is None and list(hooks.glob("gate-blocked-*")), \
+            f"the gated trial never started (exit {first.poll()})"
+        orphans = process_tree(first.pid)
+        kill_tree(orphans)  # the driver, its private Ray and the trial waiting at the gate
+        first.wait(timeout=60)
+        first_log = (tmp_path / "first.log").read_text()
+        before = _finished(out)
+        assert len(before) == 2, first_log[-3000:]
+        assert "[sweep] Ray: started a private instance" in first_log and foreign_address not in first_log
+
+        (hooks / "gate-open").touch()
+        second = _driver(out, env, resume=True, log=tmp_path / "second.log")
+        drivers.append(second)
+        second.wait(timeout=240)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    assert proc.returncode == 0, log[-3000:]
+        for driver in drivers:  # whatever still runs, by process id; then reap
+            kill_tree(process_tree(driver.pid) + orphans)
+            driver.wait(timeout=60)
+    log = (tmp_path / "second.log").read_text()
+    assert second.returncode == 0, log[-3000:]
+    assert "[sweep] Ray: started a private instance" in log and foreign_address not in log
+    assert len(list(hooks.glob("gate-blocked-*"))) == 1
     df = pd.read_parquet(out / "results.parquet")
     search = df[~df.is_baseline]
-    assert len(search) == 4 and (search.status == "ok").all()
+    assert len(search) == 4 and (search.status == "ok").all(), search.to_dict("records")
     # Every trial that had finished before the kill is in the results and was not run again.
-    for folder in finished_dirs:
-        text = (folder / "trial.log").read_text()
-        assert text.count(" done: ") == 1, text
-    assert {d.name for d in finished_dirs} <= set(search.trial_id)
-    for label, row in before.items():
-        assert int(search.loc[search.label == label, "madds"].iloc[0]) == row["madds"]
+    assert set(before) <= set(search.trial_id)
+    for folder, row in before.items():
+        text = _log(out / "trials" / folder)
+        assert text.count(" done: ") == 1 and text.count("] search ltb") == 1, text
+        assert int(search.loc[search.trial_id == folder, "madds"].iloc[0]) == row["madds"]
+        assert search.loc[search.trial_id == folder, "arch_hash"].iloc[0] == row["arch_hash"]
+    after = _finished(out)
+    assert set(after) >= set(search.trial_id) and {k: after[k] for k in before} == before

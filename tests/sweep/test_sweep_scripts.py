@@ -1,17 +1,25 @@
-"""Every entry script in sweeps/ builds a valid sweep config (full and --smoke) without starting Ray.
+"""Every entry script in sweeps/ builds a valid sweep config (full and --smoke) without starting Ray:
+the config validates, and so does every trial it can launch (baselines, the preset's points and
+samples of its search space), on the data set and backbone it names.
 
 The real data sets are replaced by the fixture trees of tests/data, written in their published
 layouts, so a preset that names a task, backbone or option the data set does not have fails here.
+The embedded sweep also runs end to end (tests/sweep/test_embedded_sweep.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import sys
 from pathlib import Path
 
 import pytest
 from data.fixtures import write_celeba, write_nyud, write_pascal_context
+
+from branchsweep.data import create_data
+from branchsweep.factory import build_spec
+from branchsweep.sweep import to_trial_config
 
 SWEEPS = Path(__file__).resolve().parents[2] / "sweeps"
 SCRIPTS = sorted(p.stem for p in SWEEPS.glob("*.py") if not p.stem.startswith("_") and p.stem != "fake_autoscale")
@@ -31,6 +39,20 @@ def test_every_documented_script_is_found():
     assert {"synthetic_pareto", "pascal_pareto", "nyud_pareto", "celeba_ltb"} <= set(SCRIPTS)
 
 
+def _sampled_params(space, count: int) -> list[dict]:
+    """``count`` parameter sets drawn from the space's define-by-run function, as Optuna would."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    out = []
+    for _ in range(count):
+        trial = study.ask()
+        space.define_by_run(trial)
+        out.append(dict(trial.params))
+    return out
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
 @pytest.mark.parametrize("smoke", [False, True])
 def test_preset_builds_a_valid_config(sweep_modules, script, smoke, tmp_path):
@@ -43,6 +65,35 @@ def test_preset_builds_a_valid_config(sweep_modules, script, smoke, tmp_path):
     if write is not None:
         argv += ["--root", str(write(tmp_path / "data"))]
     cfg = build_config(preset, parser(preset, module.__doc__).parse_args(argv))
-    assert cfg.num_trials >= 1 and cfg.out == tmp_path / "run"
-    assert cfg.base.num_layers >= 2
-    assert (cfg.gpus_per_trial == 0) if smoke else True  # smoke runs must fit a CPU-only laptop
+    assert cfg.out == tmp_path / "run" and cfg.num_trials == preset.num_trials >= 1
+    if smoke:  # smoke runs must fit a CPU-only laptop
+        assert cfg.gpus_per_trial == 0 and cfg.trial_settings(False).resolved_backend == "direct"
+    data = create_data(cfg.base.data)
+    tasks = data.select_tasks(cfg.base.data.tasks)
+    spec = build_spec(dataclasses.replace(cfg.base.model, pretrained=None), data)
+    assert spec.num_layers >= 2
+    # Every trial this sweep can launch validates (TrialConfig.validate checks the method's settings):
+    # the baselines, the preset's points and samples of the space.
+    launched = [{"method": b, "seed": 0} for b in cfg.baselines]
+    trials = [to_trial_config(p, cfg.base, baseline=True) for p in launched]
+    trials += [to_trial_config(p, cfg.base) for p in [*cfg.points, *_sampled_params(cfg.space, 8)]]
+    assert {t.method for t in trials} == {*cfg.baselines, *cfg.space.methods}  # (seeded samples)
+    for trial in trials:
+        assert trial.data.tasks == cfg.base.data.tasks and len(tasks) >= 2
+        if trial.method == "ltb":
+            from branchsweep.search.ltb import resolve_child_nodes
+
+            nodes = resolve_child_nodes(trial.method_config(None).child_nodes, spec.num_layers, len(tasks))
+            assert len(nodes) == spec.num_layers and nodes[-1] == len(tasks)
+
+
+def test_local_beside_a_cluster_address_exits_2_with_one_line(sweep_modules, monkeypatch, capsys, tmp_path):
+    from _common import main
+
+    module = sweep_modules["synthetic_pareto"]
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    code = main(module.PRESET, module.SMOKE, argv=["--smoke", "--local", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("error: --local starts a private Ray instance"), err
+    assert not (tmp_path / "run").exists()
