@@ -1,241 +1,381 @@
-"""GPU throughput and memory of the BMTAS search and the retrain at the paper's settings.
+"""GPU throughput of the BMTAS search and retraining at the paper's settings, and the projected wall time.
 
-Measures, on synthetic-dense images at the paper's resolution (no data set needed: a few batches are
-generated once and cycled on the device, so the numbers are compute, not data loading):
+Settings of the paper (BMTAS supplement A; the authors' code github.com/brdav/bmtas): the search runs
+at 256×256 (PASCAL-Context at half resolution), batch 16, 2 000 warm-up iterations, then 40 000
+iterations of 4 weight steps per α step (80/20 split); retraining runs at 512×512, batch 16, 40 000
+iterations. Data: the embedded ``synthetic-dense`` scenes at those resolutions (no data set needed),
+five tasks mirroring PASCAL-Context's (semseg, parts ≈ human parts, sal, normals, edge). A pool of
+batches is rendered once and kept on the device, so the numbers are the model's throughput (in a real
+run, DataLoader workers with pinned memory prepare the next batches meanwhile).
 
-* **search iterations/s** of the MobileNetV2 and ResNet-50 supergraphs with 5 tasks (PASCAL-Context's
-  count: semseg, parts, sal, normals, edge) at the search resolution (the paper searches PASCAL at half
-  resolution, 256²), batch 16 (MobileNetV2) / 8 (ResNet-50): one iteration = one weight step plus a
-  quarter of an α step (the supplement's 80/20 alternation), in the modes ``soft`` (relaxed Gumbel
-  weights, one joint pass), ``soft-per-task`` (the same gradients, one task's graph at a time) and
-  ``hard`` (straight-through one-hot samples), and ``naive`` (every candidate for every task: the
-  routing's baseline);
-* **retrain iterations/s** of the Single network at full resolution (512²);
-* **peak GPU memory** of each (``torch.cuda.max_memory_allocated`` after a reset), AMP off and bf16;
-* the **projected wall time of the paper's schedule** — 2 000 warm-up + 40 000 search iterations +
-  40 000 retrain iterations — next to the paper's "3.5 days on one V100 for PASCAL-Context".
+Rows (each a *setting*; ``--backbones``, ``--phases``, ``--routing``, ``--amp`` choose the subset):
 
-    python benchmarks/bench_gpu.py --out gpu.md                 # on a CUDA machine (a few minutes)
-    python benchmarks/bench_gpu.py --tiny                       # CPU check of the script itself
+* ``warm-up``: candidate ``t`` trained on task ``t`` (discrete routing), one joint step;
+* ``search soft`` / ``search hard``: one *iteration* = a weight step plus a quarter of an α step,
+  timed over whole cycles (an α step and 4 weight steps); soft steps run one task after the other
+  (the paper's sequential update, ``per_task``), hard steps jointly; the steps are the search's own
+  (:class:`branchsweep.loop.TrainStep`, :func:`branchsweep.search.bmtas._arch_step`);
+  ``search soft-joint`` (``--phases soft-joint``, not in the default set) runs the soft steps as one
+  joint pass of all tasks (faster where memory allows);
+* ``retrain shared`` / ``retrain single``: the cheapest and the most expensive tree (every found
+  architecture lies between them);
+* ``routing``: ``routed`` is the :class:`~branchsweep.search.supergraph.Supergraph` (only candidates
+  with a non-zero weight, candidates of one stream fused into wide calls); ``naive`` runs all
+  candidates for every task (:class:`~branchsweep.search.supergraph.NaiveSupergraph`, same weights);
+* ``amp``: ``off`` (float32; cuDNN may use TF32), ``bf16`` or ``fp16`` (with a GradScaler) autocast.
 
-``--tiny`` shrinks everything (width 0.1, 32², 2 iterations) so it runs on a CPU in seconds; its numbers
-mean nothing. Settings that run out of memory are reported as ``OOM`` and the run goes on.
+Every setting runs channels-last with ``cudnn.benchmark`` (:class:`branchsweep.loop.Runtime`), first
+one untimed warm-up cycle, then ``--cycles`` timed cycles between ``torch.cuda.synchronize()`` calls;
+the peak memory is ``torch.cuda.max_memory_allocated()`` after a reset per setting. The table
+(markdown) is printed and, with ``--out FILE``, written as it grows. The projection multiplies the
+measured times by the schedule (2 000 warm-up + 40 000 search + 40 000 retrain iterations) and puts
+it next to the paper's "3.5 days on one V100 for PASCAL-Context".
+
+One invocation with the defaults is sized for a few minutes on an H100 (``--budget`` seconds, default
+300, stops starting new settings); ``--tiny`` runs narrow networks at 32×32 on any device in seconds
+(the test suite runs it on the CPU).
+
+Run: ``.venv/bin/python benchmarks/bench_gpu.py [--backbones mobilenet_v2,resnet50]
+[--phases warm-up,soft,hard,retrain] [--routing routed,naive] [--amp off,bf16] [--compile]
+[--out gpu.md] [--tiny]``. Bad arguments end with one line and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import itertools
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
 from branchsweep.arch import BranchConfig
-from branchsweep.config import DataConfig, ModelConfig, TrainConfig
+from branchsweep.backbones import BackboneSpec, create_backbone
+from branchsweep.config import DataConfig, TrainConfig
 from branchsweep.data import create_data
-from branchsweep.factory import build_model, build_spec
-from branchsweep.loop import Runtime, TrainStep
+from branchsweep.errors import ConfigError
+from branchsweep.loop import AMP_MODES, Runtime, TrainStep
 from branchsweep.madds import madds_table
-from branchsweep.search.base import SearchContext
+from branchsweep.network import BranchedNetwork
 from branchsweep.search.bmtas import BMTASConfig, _arch_step, _sgd, resource_scale
-from branchsweep.search.supergraph import NaiveSupergraph, Supergraph, gumbel_softmax_weights
+from branchsweep.search.supergraph import (
+    NaiveSupergraph,
+    Supergraph,
+    gumbel_softmax_weights,
+    reset_batchnorm_stats,
+)
 from branchsweep.train import make_optimizer
 
-TASKS = ["semseg", "parts", "sal", "normals", "edge"]
-BATCH = {"mobilenet_v2": 16, "resnet50": 8}
-PAPER = {"warmup": 2000, "search": 40000, "retrain": 40000, "v100_days": 3.5}
-SEARCH_MODES = ("soft", "soft-per-task", "hard", "naive")
+TASKS = ("semseg", "parts", "sal", "normals", "edge")
+BACKBONES = ("mobilenet_v2", "resnet50")
+PHASES = ("warm-up", "soft", "hard", "retrain", "soft-joint")
+DEFAULT_PHASES = ("warm-up", "soft", "hard", "retrain")
+ROUTINGS = ("routed", "naive")
+#: The paper's schedule and hardware (BMTAS supplement A; "3.5 days on one V100" for PASCAL-Context).
+PAPER = {"warmup": 2000, "search": 40000, "retrain": 40000, "search_size": 256, "retrain_size": 512,
+         "batch": 16, "days": 3.5, "gpu": "one V100"}
+TINY = {"search_size": 32, "retrain_size": 32, "batch": 2, "width": {"mobilenet_v2": 0.1, "resnet50": 0.0625}}
+WEIGHT_STEPS_PER_ARCH = 4
+TAU = 1.0
 
 
-@dataclasses.dataclass
+class UsageError(Exception):
+    """A bad command line: one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line instead of usage + message
+        raise UsageError(message)
+
+
+@dataclass(frozen=True)
 class Setting:
+    """One row: what runs (phase, mode, routing or tree) and how (amp, compile)."""
+
     backbone: str
-    kind: str  # a search mode or "retrain"
-    amp: str
+    phase: str  # warm-up | search | retrain
+    variant: str  # soft/hard (search), routed/naive (warm-up, search), shared/single (retrain)
+    routing: str = "routed"
+    amp: str = "off"
+    compiled: bool = False
+
+    def label(self) -> str:
+        what = {"warm-up": "warm-up", "search": f"search {self.variant}",
+                "retrain": f"retrain {self.variant}"}[self.phase]
+        return what + (" (compiled)" if self.compiled else "")
 
 
-def _batches(size: int, batch: int, n: int, device: torch.device, channels_last: bool) -> tuple[list[dict], object]:
-    data = create_data(DataConfig(dataset="synthetic-dense", size=size, train_samples=batch * n, val_samples=batch,
-                                  tasks=TASKS))
-    split = data.split("train", train=False)
+@dataclass
+class Result:
+    setting: Setting
+    ms: float | None  # per iteration
+    peak_gib: float | None
+    note: str = ""
+
+
+# ----------------------------------------------------------------------------------------- arguments
+def parse_list(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
+    """A comma-separated subset of ``allowed`` (:class:`UsageError` otherwise)."""
+    items = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [v for v in items if v not in allowed]
+    if not items or bad:
+        raise UsageError(f"--{what}: {bad[0] if bad else text!r} is not one of {', '.join(allowed)}")
+    return items
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(description=__doc__.splitlines()[0])
+    p.add_argument("--backbones", default=",".join(BACKBONES))
+    p.add_argument("--phases", default=",".join(DEFAULT_PHASES),
+                   help=f"any of {', '.join(PHASES)} (soft-joint: soft steps as one joint pass, more memory)")
+    p.add_argument("--routing", default=",".join(ROUTINGS), help="routed and/or naive (warm-up and search)")
+    p.add_argument("--amp", default="off,bf16", help=f"any of {', '.join(AMP_MODES)}")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile'd retraining")
+    p.add_argument("--cycles", type=int, default=1, help="timed cycles per setting (after one untimed)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cuda, cuda:N or cpu")
+    p.add_argument("--budget", type=float, default=300.0, help="seconds after which no new setting starts")
+    p.add_argument("--batch", type=int, default=PAPER["batch"], help="batch size (the paper's: 16)")
+    p.add_argument("--search-size", type=int, default=PAPER["search_size"], help="search resolution (256)")
+    p.add_argument("--retrain-size", type=int, default=PAPER["retrain_size"], help="retrain resolution (512)")
+    p.add_argument("--tiny", action="store_true", help="narrow networks at 32×32, batch 2 (any device, seconds)")
+    p.add_argument("--out", help="also write the markdown table here")
+    return p
+
+
+def plan(args: argparse.Namespace) -> list[Setting]:
+    """The settings to run: per backbone the routed search rows, the retraining rows, then the naive
+    rows (what the projection needs comes first, should ``--budget`` run out)."""
+    backbones = parse_list(args.backbones, BACKBONES, "backbones")
+    phases = parse_list(args.phases, PHASES, "phases")
+    routings = parse_list(args.routing, ROUTINGS, "routing")
+    amps = parse_list(args.amp, AMP_MODES, "amp")
+    search = [p for p in phases if p != "retrain"]
+
+    def supergraph_rows(bb: str, routing: str) -> list[Setting]:
+        return [Setting(bb, "warm-up", "ops", routing, amp) if p == "warm-up" else Setting(bb, "search", p, routing, amp)
+                for amp in amps for p in search]
+
     out = []
-    for b in range(n):
-        items = [split[i] for i in range(b * batch, (b + 1) * batch)]
-        stacked = {k: torch.stack([it[k] for it in items]) for k in items[0] if torch.is_tensor(items[0][k])}
-        out.append(Runtime(str(device), channels_last=channels_last).batch(stacked))
-    return out, data
-
-
-def _timed(step, batches: list[dict], warmup: int, iters: int, device: torch.device) -> tuple[float, float]:
-    """Seconds per iteration (after ``warmup`` untimed ones) and peak memory in GiB."""
-    cycle = itertools.cycle(batches)
-    for _ in range(warmup):
-        step(next(cycle))
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        step(next(cycle))
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated() / 2**30
-    else:
-        peak = float("nan")
-    return (time.perf_counter() - t0) / iters, peak
-
-
-def search_step(setting: Setting, args, device: torch.device, batches: list[dict], data):
-    """One search iteration of ``setting``: a weight step, and an α step every fourth iteration."""
-    spec = build_spec(ModelConfig(backbone=setting.backbone, width=args.width), data)
-    tasks = data.select_tasks(TASKS)
-    runtime = Runtime(str(device), amp=setting.amp, channels_last=args.channels_last, sync_every=25)
-    cfg = BMTASConfig(hard=setting.kind == "hard", per_task=setting.kind == "soft-per-task",
-                      resource_mode="normalized", lam=1.0)
-    torch.manual_seed(0)
-    model = runtime.prepare((NaiveSupergraph if setting.kind == "naive" else Supergraph)(spec, tasks)).train()
-    layer_madds = madds_table(spec, tasks).layer_tensor().to(device)
-    scale = resource_scale(cfg, layer_madds, len(tasks))
-    arch_opt = torch.optim.Adam([model.alpha], lr=cfg.arch_lr)
-    w_opt, w_sched = _sgd(model, cfg, PAPER["search"])
-    w_step = TrainStep([w_opt], tasks, runtime, schedulers=[w_sched], per_task=cfg.per_task)
-    ctx = SearchContext(data, spec, tasks, Path("unused"), amp=setting.amp)
-    gen = torch.Generator(device=device).manual_seed(0)
-    counter = itertools.count()
-
-    def step(batch: dict) -> None:
-        i = next(counter)
-        if i % cfg.weight_steps_per_arch == 0:
-            _arch_step(model, ctx, cfg, batch, runtime, 1.0, gen, layer_madds, scale, "exact", arch_opt)
-        weights = gumbel_softmax_weights(model.alpha.detach(), 1.0, cfg.hard, gen)
-        w_step(lambda x, tasks=None: model(x, weights=weights, tasks=tasks), batch)
-
-    return step
-
-
-def retrain_step(setting: Setting, args, device: torch.device, batches: list[dict], data):
-    spec = build_spec(ModelConfig(backbone=setting.backbone, width=args.width), data)
-    tasks = data.select_tasks(TASKS)
-    cfg = TrainConfig(amp=setting.amp, channels_last=args.channels_last, device=str(device))
-    runtime = Runtime(str(device), amp=setting.amp, channels_last=args.channels_last, sync_every=25)
-    model = runtime.prepare(build_model(spec, tasks, BranchConfig.single(TASKS, spec.num_layers), 0)).train()
-    opt = make_optimizer(model, cfg)
-    step = TrainStep([opt], tasks, runtime)
-    return lambda batch: step(model, batch)
-
-
-def run(args) -> list[dict]:
-    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
-    rows = []
-    cache: dict[tuple[int, int], tuple] = {}
-    for setting in settings(args):
-        search = setting.kind != "retrain"
-        size = args.search_size if search else args.retrain_size
-        batch = args.batch or BATCH[setting.backbone]
-        if (size, batch) not in cache:
-            cache[(size, batch)] = _batches(size, batch, 2, device, args.channels_last)
-        batches, data = cache[(size, batch)]
-        row = {"backbone": setting.backbone, "kind": setting.kind, "amp": setting.amp, "size": size, "batch": batch}
-        try:
-            step = (search_step if search else retrain_step)(setting, args, device, batches, data)
-            seconds, peak = _timed(step, batches, args.warmup, args.iters, device)
-            row.update(it_per_s=1.0 / seconds, peak_gib=peak)
-        except torch.OutOfMemoryError:
-            row.update(it_per_s=float("nan"), peak_gib=float("nan"), note="OOM")
-        finally:
-            step = None
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-        rows.append(row)
-        print(_line(row), flush=True)
-    return rows
-
-
-def settings(args) -> list[Setting]:
-    out = []
-    for backbone in args.backbones:
-        for kind in args.modes:
-            for amp in args.amp:
-                if kind == "naive" and amp != "off":
-                    continue  # the routing baseline once, in full precision
-                out.append(Setting(backbone, kind, amp))
-        for amp in args.amp:
-            out.append(Setting(backbone, "retrain", amp))
+    for bb in backbones:
+        if "routed" in routings:
+            out += supergraph_rows(bb, "routed")
+        if "retrain" in phases:
+            for amp in amps:
+                out += [Setting(bb, "retrain", tree, amp=amp) for tree in ("shared", "single")]
+                if args.compile:
+                    out += [Setting(bb, "retrain", tree, amp=amp, compiled=True) for tree in ("shared", "single")]
+        if "naive" in routings:
+            out += supergraph_rows(bb, "naive")
     return out
 
 
-def _line(row: dict) -> str:
-    note = row.get("note", "")
-    return (f"{row['backbone']:<13} {row['kind']:<14} amp={row['amp']:<5} {row['size']}² b{row['batch']:<3} "
-            f"{row['it_per_s']:8.2f} it/s  peak {row['peak_gib']:6.2f} GiB {note}")
+# -------------------------------------------------------------------------------------------- setup
+def make_spec(backbone: str, size: int, tiny: bool) -> BackboneSpec:
+    width = TINY["width"][backbone] if tiny else 1.0  # type: ignore[index]
+    return create_backbone(backbone, width=width, input_size=size)
 
 
-def projection(rows: list[dict]) -> list[str]:
-    """The paper's schedule at the measured speeds: warm-up (≈ hard routing), search, retrain."""
+def batch_pool(size: int, batch: int, runtime: Runtime) -> tuple[list[dict], list]:
+    """Two batches of synthetic-dense scenes at ``size`` on the device (channels-last images), and the tasks."""
+    data = create_data(DataConfig(dataset="synthetic-dense", size=size, train_samples=2 * batch, seed=0))
+    tasks = data.select_tasks(list(TASKS))
+    split = data.split("train", train=True)
+    items = [split[i] for i in range(2 * batch)]
+    pool = []
+    for b in range(2):
+        chunk = items[b * batch:(b + 1) * batch]
+        pool.append(runtime.batch({k: torch.stack([it[k] for it in chunk]) for k in ["image", *TASKS]}))
+    return pool, tasks
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ---------------------------------------------------------------------------------------- one setting
+def supergraph_cycle(model: Supergraph, setting: Setting, tasks, runtime: Runtime, pool: list[dict],
+                     table) -> tuple[Callable[[int], None], int]:
+    """A function running one cycle of the warm-up or the search, and the iterations per cycle."""
+    hard = setting.variant == "hard"
+    cfg = BMTASConfig(hard=hard, per_task=setting.variant == "soft", batch_size=pool[0]["image"].shape[0])
+    w_opt, w_sched = _sgd(model, cfg, cfg.iterations)
+    step = TrainStep([w_opt], tasks, runtime, schedulers=[w_sched], per_task=cfg.per_task)
+    if setting.phase == "warm-up":
+        ops = model.warmup_ops()
+
+        def warm(i: int) -> None:
+            step(lambda x: model(x, ops=ops), pool[i % 2])
+
+        return warm, 1
+    arch_opt = torch.optim.Adam([model.alpha], lr=cfg.arch_lr, weight_decay=cfg.arch_weight_decay)
+    layer_madds = table.layer_tensor().to(runtime.device)
+    scale = resource_scale(cfg, layer_madds, len(tasks))
+    gen = torch.Generator(device=runtime.device).manual_seed(0)
+    ctx = SimpleNamespace(tasks=tasks)
+
+    def cycle(i: int) -> None:
+        _arch_step(model, ctx, cfg, pool[0], runtime, TAU, gen, layer_madds, scale, "exact", arch_opt)  # type: ignore[arg-type]
+        reset_batchnorm_stats(model)
+        w_opt.state.clear()
+        for j in range(WEIGHT_STEPS_PER_ARCH):
+            w = gumbel_softmax_weights(model.alpha.detach(), TAU, hard, gen)
+            step(lambda x, tasks=None, w=w: model(x, weights=w, tasks=tasks), pool[(i + j) % 2])
+
+    return cycle, WEIGHT_STEPS_PER_ARCH
+
+
+def retrain_cycle(spec: BackboneSpec, setting: Setting, tasks, runtime: Runtime, pool: list[dict]
+                  ) -> tuple[Callable[[int], None], int]:
+    names = [t.name for t in tasks]
+    tree = BranchConfig.single(names, spec.num_layers) if setting.variant == "single" else \
+        BranchConfig.shared(names, spec.num_layers)
+    torch.manual_seed(0)
+    model = runtime.prepare(BranchedNetwork(spec, tasks, tree)).train()
+    cfg = TrainConfig()
+    opt = make_optimizer(model, cfg)
+    step = TrainStep([opt], tasks, runtime)
+    forward = torch.compile(model) if setting.compiled else model
+
+    def cycle(i: int) -> None:
+        step(forward, pool[i % 2])
+
+    return cycle, 1
+
+
+def measure(cycle: Callable[[int], None], per_cycle: int, cycles: int, device: torch.device) -> tuple[float, float | None]:
+    """ms per iteration over ``cycles`` timed cycles (after one untimed), and the peak memory in GiB."""
+    cycle(0)
+    sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    for i in range(cycles):
+        cycle(i + 1)
+    sync(device)
+    ms = (time.perf_counter() - t0) * 1e3 / (cycles * per_cycle)
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return ms, peak
+
+
+# -------------------------------------------------------------------------------------------- report
+def render(results: list[Result], header: str) -> str:
+    rows = [header, "", "| backbone | phase | routing | amp | it/s | ms/it | peak GPU memory |", "|---|---|---|---|---|---|---|"]
+    for r in results:
+        s = r.setting
+        routing = s.routing if s.phase != "retrain" else "—"
+        if r.ms is None:
+            rows.append(f"| {s.backbone} | {s.label()} | {routing} | {s.amp} | — | — | {r.note} |")
+            continue
+        peak = f"{r.peak_gib:.1f} GiB" if r.peak_gib is not None else "n/a (CPU)"
+        rows.append(f"| {s.backbone} | {s.label()} | {routing} | {s.amp} | {1e3 / r.ms:.2f} | {r.ms:.0f} | {peak} |")
+    return "\n".join(rows)
+
+
+def projection(results: list[Result]) -> list[str]:
+    """Projected wall time of the paper's schedule per backbone and amp (routed, soft search)."""
+    ms = {(r.setting.backbone, r.setting.phase, r.setting.variant, r.setting.routing, r.setting.amp): r.ms
+          for r in results if r.ms is not None and not r.setting.compiled}
     lines = []
-    for backbone in sorted({r["backbone"] for r in rows}):
-        for mode in ("soft", "soft-per-task", "hard"):
-            for amp in sorted({r["amp"] for r in rows}):
-                pick = {r["kind"]: r for r in rows if r["backbone"] == backbone and r["amp"] == amp}
-                if mode not in pick or "retrain" not in pick or "hard" not in pick:
-                    continue
-                speeds = (pick["hard"]["it_per_s"], pick[mode]["it_per_s"], pick["retrain"]["it_per_s"])
-                if any(not s == s for s in speeds):
-                    continue
-                hours = (PAPER["warmup"] / speeds[0] + PAPER["search"] / speeds[1] + PAPER["retrain"] / speeds[2]) / 3600
-                lines.append(f"| {backbone} | {mode} | {amp} | {hours:.1f} h | {PAPER['v100_days'] * 24:.0f} h (3.5 days, V100) |")
+    for bb, amp in sorted({(k[0], k[4]) for k in ms}):
+        warm, soft = ms.get((bb, "warm-up", "ops", "routed", amp)), ms.get((bb, "search", "soft", "routed", amp))
+        shared, single = ms.get((bb, "retrain", "shared", "routed", amp)), ms.get((bb, "retrain", "single", "routed", amp))
+        if None in (warm, soft, shared, single):
+            continue
+        base = PAPER["warmup"] * warm + PAPER["search"] * soft  # type: ignore[operator]
+        lo = (base + PAPER["retrain"] * shared) / 3.6e6  # type: ignore[operator]
+        hi = (base + PAPER["retrain"] * single) / 3.6e6  # type: ignore[operator]
+        lines.append(f"- {bb}, amp {amp}: {lo:.1f}–{hi:.1f} h ({lo / 24:.2f}–{hi / 24:.2f} days: warm-up "
+                     f"{PAPER['warmup'] * warm / 3.6e6:.1f} h + search {PAPER['search'] * soft / 3.6e6:.1f} h + "  # type: ignore[operator]
+                     f"retrain {PAPER['retrain'] * shared / 3.6e6:.1f}–{PAPER['retrain'] * single / 3.6e6:.1f} h) "  # type: ignore[operator]
+                     f"vs the paper's {PAPER['days']} days on {PAPER['gpu']}")
     return lines
 
 
-def markdown(rows: list[dict], device_name: str) -> str:
-    out = [f"GPU benchmark on {device_name} (torch {torch.__version__})", "",
-           "| backbone | what | AMP | input | batch | it/s | peak GPU memory |", "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        mem = "OOM" if r.get("note") == "OOM" else ("n/a" if r["peak_gib"] != r["peak_gib"] else f"{r['peak_gib']:.2f} GiB")
-        out.append(f"| {r['backbone']} | {r['kind']} | {r['amp']} | {r['size']}² | {r['batch']} | "
-                   f"{r['it_per_s']:.2f} | {mem} |")
-    proj = projection(rows)
-    if proj:
-        out += ["", "Paper schedule (2 000 warm-up + 40 000 search + 40 000 retrain iterations) at these speeds:", "",
-                "| backbone | search mode | AMP | projected | paper |", "|---|---|---|---|---|", *proj]
-    return "\n".join(out) + "\n"
+# ---------------------------------------------------------------------------------------------- main
+def run(args: argparse.Namespace) -> list[Result]:
+    settings = plan(args)
+    if args.cycles < 1:
+        raise UsageError(f"--cycles must be >= 1, got {args.cycles}")
+    try:
+        probe = Runtime(args.device)
+        for amp in {s.amp for s in settings}:
+            Runtime(args.device, amp)  # fp16 on a CPU and unknown devices fail here, before any work
+    except ConfigError as err:
+        raise UsageError(str(err)) from None
+    device = probe.device
+    sizes = (TINY["search_size"], TINY["retrain_size"], TINY["batch"]) if args.tiny else \
+        (args.search_size, args.retrain_size, args.batch)
+    search_size, retrain_size, batch = sizes
+    if min(sizes) < 1 or min(search_size, retrain_size) < 32:
+        raise UsageError("--batch must be >= 1 and the sizes >= 32")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    header = (f"{where}; search {search_size}×{search_size}, retrain {retrain_size}×{retrain_size}, batch {batch}, "
+              f"{len(TASKS)} tasks ({', '.join(TASKS)}), channels-last, {args.cycles} timed cycle(s) per setting"
+              + (" — tiny networks" if args.tiny else ""))
+    print(header, flush=True)
+    results: list[Result] = []
+    start = time.perf_counter()
+    pools: dict[int, tuple[list[dict], list]] = {}
+    built: dict[str, tuple[BackboneSpec, Supergraph | None, object]] = {}
+    for setting in settings:
+        if time.perf_counter() - start > args.budget:
+            results.append(Result(setting, None, None, "skipped (budget)"))
+            continue
+        runtime = Runtime(args.device, setting.amp, channels_last=True)
+        size = retrain_size if setting.phase == "retrain" else search_size
+        if size not in pools:
+            pools[size] = batch_pool(size, batch, runtime)
+        pool, tasks = pools[size]
+        key = f"{setting.backbone}/{setting.phase == 'retrain'}"
+        if key not in built:
+            built.clear()  # one model at a time on the device
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            spec = make_spec(setting.backbone, size, args.tiny)
+            model = table = None
+            if setting.phase != "retrain":
+                table = madds_table(spec, tasks)
+                torch.manual_seed(0)
+                model = runtime.prepare(Supergraph(spec, tasks)).train()
+            built[key] = (spec, model, table)
+        spec, model, table = built[key]
+        try:
+            if setting.phase == "retrain":
+                cycle, per = retrain_cycle(spec, setting, tasks, runtime, pool)
+            else:
+                model.__class__ = NaiveSupergraph if setting.routing == "naive" else Supergraph
+                cycle, per = supergraph_cycle(model, setting, tasks, runtime, pool, table)
+            ms, peak = measure(cycle, per, args.cycles, device)
+            results.append(Result(setting, ms, peak))
+        except torch.cuda.OutOfMemoryError:
+            results.append(Result(setting, None, None, "out of memory"))
+            torch.cuda.empty_cache()
+        r = results[-1]
+        print(f"  {setting.backbone} {setting.label()} {setting.routing} amp={setting.amp}: "
+              + (f"{r.ms:.0f} ms/it" if r.ms is not None else r.note), flush=True)
+        if args.out:
+            Path(args.out).write_text(render(results, header) + "\n")
+    table_md = render(results, header)
+    lines = projection(results)
+    text = table_md + ("\n\nProjected wall time of the paper's schedule (2 000 warm-up + 40 000 search + 40 000 "
+                       "retrain iterations; retrain between the shared and the single tree):\n\n" + "\n".join(lines)
+                       if lines else "")
+    print("\n" + text, flush=True)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--backbones", default="mobilenet_v2,resnet50")
-    p.add_argument("--modes", default=",".join(SEARCH_MODES), help=f"search modes: {', '.join(SEARCH_MODES)}")
-    p.add_argument("--amp", default="off,bf16", help="precisions to compare: off, bf16, fp16")
-    p.add_argument("--search-size", type=int, default=256, help="search resolution (PASCAL at half resolution)")
-    p.add_argument("--retrain-size", type=int, default=512)
-    p.add_argument("--batch", type=int, default=None, help="batch size (default 16 MobileNetV2, 8 ResNet-50)")
-    p.add_argument("--width", type=float, default=1.0)
-    p.add_argument("--iters", type=int, default=10, help="timed iterations per setting")
-    p.add_argument("--warmup", type=int, default=3, help="untimed iterations per setting (cuDNN autotuning)")
-    p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--tiny", action="store_true", help="CPU check: width 0.1, 32², batch 4, 2 iterations")
-    p.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
-    args = p.parse_args(argv)
-    args.backbones = [b for b in args.backbones.split(",") if b]
-    args.modes = [m for m in args.modes.split(",") if m]
-    args.amp = [a for a in args.amp.split(",") if a]
-    bad = [m for m in args.modes if m not in SEARCH_MODES] + [b for b in args.backbones if b not in BATCH]
-    if bad:
-        print(f"bench_gpu: unknown mode or backbone {bad[0]!r}", file=sys.stderr)
+    try:
+        run(build_parser().parse_args(argv))
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
-    if args.tiny:
-        args.width, args.search_size, args.retrain_size, args.batch, args.iters, args.warmup = 0.1, 32, 32, 4, 2, 1
-        torch.set_num_threads(1)
-    device_name = torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != "cpu" else "CPU"
-    rows = run(args)
-    table = markdown(rows, device_name)
-    print("\n" + table)
-    if args.out is not None:
-        args.out.write_text(table)
     return 0
 
 

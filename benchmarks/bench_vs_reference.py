@@ -17,11 +17,12 @@ tensors (labels in each code base's own format) and each code base's own losses 
   α step (BatchNorm statistics and momentum reset). Configurations:
 
   - ``soft``: relaxed Gumbel-softmax samples, one task after the other (``per_task``: the paper's
-    sequential update, one task's graph alive at a time), candidates fused (one wide call per layer);
+    sequential update, one task's graph alive at a time), the supergraph's fused evaluation and CPU
+    kernels (:mod:`branchsweep.search.fused`), channels-last (``Runtime(channels_last=True)``);
   - ``soft-joint``: the same with one joint forward/backward of all tasks (more memory);
-  - ``soft-before``: the implementation before fusion and per-task steps (joint, candidate by
-    candidate: ``Supergraph(fuse=False)``);
-  - ``hard``: straight-through hard samples, joint.
+  - ``soft-before``: the implementation before this work (joint, candidate by candidate:
+    ``Supergraph(fuse=False)``, NCHW);
+  - ``hard``: straight-through hard samples, joint, fused, channels-last.
 
 A *search iteration* is one weight step plus a quarter of an α step (``--weight-steps-per-arch 4``,
 the 80/20 split of the paper). Every configuration uses τ = 1 (soft samples have no zero weights).
@@ -65,9 +66,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 TASKS = ("semseg", "human_parts", "sal", "normals", "edge")
-CONFIGS = ("reference", "soft", "soft-cl", "soft-joint", "soft-before", "hard")
+CONFIGS = ("reference", "soft", "soft-joint", "soft-before", "hard")
 DEFAULT_CONFIGS = ("reference", "soft", "soft-before", "hard")
-LABELS = {"reference": "reference (soft)", "soft": "branchsweep soft", "soft-cl": "branchsweep soft, channels-last", "soft-joint": "branchsweep soft, joint",
+LABELS = {"reference": "reference (soft)", "soft": "branchsweep soft", "soft-joint": "branchsweep soft, joint",
           "soft-before": "branchsweep soft, before", "hard": "branchsweep hard"}
 REFERENCE_FILES = {"src/models.py": "class SuperMobileNetV2", "src/criterion.py": "class WeightedSumLoss",
                    "main_search.py": "train_search"}
@@ -266,9 +267,9 @@ def branchsweep_harness(config: str, size: int, batch: int, cache_dir: str) -> H
     spec = create_backbone("mobilenet_v2", width=1.0, input_size=size)
     tasks = [create_task(t) for t in TASKS]
     table = madds_table(spec, tasks, cache_dir=Path(cache_dir))
-    cfg = BMTASConfig(hard=config == "hard", per_task=config in ("soft", "soft-cl"), batch_size=batch)
+    cfg = BMTASConfig(hard=config == "hard", per_task=config == "soft", batch_size=batch)
     torch.manual_seed(0)
-    runtime = Runtime("cpu", channels_last=config == "soft-cl")
+    runtime = Runtime("cpu", channels_last=config != "soft-before")
     model = runtime.prepare(Supergraph(spec, tasks, fuse=config != "soft-before").train())
     w_opt, w_sched = _sgd(model, cfg, cfg.iterations)
     arch_opt = torch.optim.Adam([model.alpha], lr=cfg.arch_lr, weight_decay=cfg.arch_weight_decay)
@@ -369,11 +370,11 @@ def render_table(size: int, configs: list[str], times: dict, memory: dict, k: in
         ratio = base / value
         return f"{value:.0f} ms ({ratio:.2f}× {'faster' if ratio >= 1 else 'slower'})"
 
-    def cell_mem(c: str) -> str:
-        value = memory.get(c, {}).get("step_mib")
+    def cell_mem(c: str, key: str) -> str:
+        value = memory.get(c, {}).get(key)
         if value is None:
             return "n/a"
-        base = memory.get(ref, {}).get("step_mib") if ref else None
+        base = memory.get(ref, {}).get(key) if ref else None
         if base is None or c == ref:
             return f"{value:.0f} MiB"
         return f"{value:.0f} MiB ({value / base:.2f}×)"
@@ -387,7 +388,9 @@ def render_table(size: int, configs: list[str], times: dict, memory: dict, k: in
         base = times[ref][kind] if ref else None
         rows.append(f"| {label} | " + " | ".join(cell_time(c, times[c][kind], base) for c in configs) + " |")
     if memory:
-        rows.append("| step memory above the built model (peak RSS) | " + " | ".join(cell_mem(c) for c in configs) + " |")
+        for key, label in (("step_mib", "step memory above the built model (peak RSS)"),
+                           ("weight_mib", "… of the weight step"), ("arch_mib", "… of the α step")):
+            rows.append(f"| {label} | " + " | ".join(cell_mem(c, key) for c in configs) + " |")
     return "\n".join(rows)
 
 
