@@ -2,8 +2,10 @@
 
 One *iteration* is what the BMTAS loop does per weight update: a weight step (forward + backward with
 Gumbel-softmax routing, α detached) and, every ``--weight-steps-per-arch`` steps, an α step (forward +
-backward with α in the graph). Both supergraphs hold identical parameters and compute identical
-outputs (tests/search/test_supergraph.py); only the number of candidate evaluations differs.
+backward with α in the graph). All supergraphs hold identical parameters and compute identical
+outputs (tests/search/test_supergraph.py): ``routed`` (the default ``Supergraph``: routing, fused wide
+calls and the CPU kernels of ``branchsweep.search.fused``), ``routed, plain`` (the same routing with
+plain module calls, ``fuse=False``) and ``naive`` (every candidate for every task).
 
 Run: ``.venv/bin/python benchmarks/bench_supergraph.py [--tasks 6] [--size 32] [--width 0.25] [--steps 10]``
 """
@@ -22,9 +24,9 @@ from branchsweep.loop import epoch_batches
 from branchsweep.search.supergraph import NaiveSupergraph, Supergraph, gumbel_softmax_weights
 
 
-def measure(cls, spec, tasks, batches, steps: int, hard: bool, warmup: bool, k: int, tau: float) -> tuple[float, float]:
+def measure(make, spec, tasks, batches, steps: int, hard: bool, warmup: bool, k: int, tau: float) -> tuple[float, float]:
     torch.manual_seed(0)
-    model = cls(spec, tasks).train()
+    model = make(spec, tasks).train()
     opt = torch.optim.SGD(model.weight_parameters(), lr=1e-3, momentum=0.9)
     gen = torch.Generator().manual_seed(0)
     t0 = time.perf_counter()
@@ -63,16 +65,18 @@ def main() -> None:
     spec = create_backbone("mobilenet_v2", width=args.width, input_size=args.size)
     print(f"mobilenet_v2 width {args.width}, {args.size}×{args.size}, batch {args.batch_size}, {len(tasks)} tasks, "
           f"{args.steps} iterations, {args.threads} thread(s), α step every {args.weight_steps_per_arch}")
-    print("| phase | routed (it/s) | naive (it/s) | speed-up | block evals / it, routed | naive |")
-    print("|---|---|---|---|---|---|")
+    print("| phase | routed (it/s) | routed, plain (it/s) | naive (it/s) | routed / naive | block evals / it, routed | naive |")
+    print("|---|---|---|---|---|---|---|")
     for label, hard, warm in [("warm-up", False, True), ("search, relaxed (τ=1)", False, False),
                               ("search, hard straight-through", True, False)]:
         row = []
-        for cls in (Supergraph, NaiveSupergraph):
+        plain = lambda spec, tasks: Supergraph(spec, tasks, fuse=False)  # noqa: E731
+        for make in (Supergraph, plain, NaiveSupergraph):
             batches = epoch_batches(data.split("train"), args.batch_size, 0)
-            row.append(measure(cls, spec, tasks, batches, args.steps, hard, warm, args.weight_steps_per_arch, 1.0))
-        (fast, ev_f), (slow, ev_s) = row
-        print(f"| {label} | {fast:.2f} | {slow:.2f} | {fast / slow:.2f}× | {ev_f:.0f} | {ev_s:.0f} |", flush=True)
+            row.append(measure(make, spec, tasks, batches, args.steps, hard, warm, args.weight_steps_per_arch, 1.0))
+        (fast, ev_f), (plain_speed, _), (slow, ev_s) = row
+        print(f"| {label} | {fast:.2f} | {plain_speed:.2f} | {slow:.2f} | {fast / slow:.2f}× | {ev_f:.0f} | {ev_s:.0f} |",
+              flush=True)
 
 
 if __name__ == "__main__":

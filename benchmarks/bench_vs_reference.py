@@ -19,7 +19,8 @@ tensors (labels in each code base's own format) and each code base's own losses 
   - ``soft``: relaxed Gumbel-softmax samples, one task after the other (``per_task``: the paper's
     sequential update, one task's graph alive at a time), the supergraph's fused evaluation and CPU
     kernels (:mod:`branchsweep.search.fused`), channels-last (``Runtime(channels_last=True)``);
-  - ``soft-joint``: the same with one joint forward/backward of all tasks (more memory);
+  - ``soft-nchw``: the same in the default (NCHW) memory format;
+  - ``soft-joint``: ``soft`` with one joint forward/backward of all tasks (more memory);
   - ``soft-before``: the implementation before this work (joint, candidate by candidate:
     ``Supergraph(fuse=False)``, NCHW);
   - ``hard``: straight-through hard samples, joint, fused, channels-last.
@@ -66,9 +67,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 TASKS = ("semseg", "human_parts", "sal", "normals", "edge")
-CONFIGS = ("reference", "soft", "soft-joint", "soft-before", "hard")
+CONFIGS = ("reference", "soft", "soft-nchw", "soft-joint", "soft-before", "hard")
 DEFAULT_CONFIGS = ("reference", "soft", "soft-before", "hard")
-LABELS = {"reference": "reference (soft)", "soft": "branchsweep soft", "soft-joint": "branchsweep soft, joint",
+LABELS = {"reference": "reference (soft)", "soft": "branchsweep soft", "soft-nchw": "branchsweep soft, NCHW", "soft-joint": "branchsweep soft, joint",
           "soft-before": "branchsweep soft, before", "hard": "branchsweep hard"}
 REFERENCE_FILES = {"src/models.py": "class SuperMobileNetV2", "src/criterion.py": "class WeightedSumLoss",
                    "main_search.py": "train_search"}
@@ -267,9 +268,9 @@ def branchsweep_harness(config: str, size: int, batch: int, cache_dir: str) -> H
     spec = create_backbone("mobilenet_v2", width=1.0, input_size=size)
     tasks = [create_task(t) for t in TASKS]
     table = madds_table(spec, tasks, cache_dir=Path(cache_dir))
-    cfg = BMTASConfig(hard=config == "hard", per_task=config == "soft", batch_size=batch)
+    cfg = BMTASConfig(hard=config == "hard", per_task=config in ("soft", "soft-nchw"), batch_size=batch)
     torch.manual_seed(0)
-    runtime = Runtime("cpu", channels_last=config != "soft-before")
+    runtime = Runtime("cpu", channels_last=config not in ("soft-before", "soft-nchw"))
     model = runtime.prepare(Supergraph(spec, tasks, fuse=config != "soft-before").train())
     w_opt, w_sched = _sgd(model, cfg, cfg.iterations)
     arch_opt = torch.optim.Adam([model.alpha], lr=cfg.arch_lr, weight_decay=cfg.arch_weight_decay)

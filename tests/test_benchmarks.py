@@ -86,3 +86,18 @@ def test_reference_table(bench_ref):
     assert "| search iteration (weight step + 1/4 α step) | 2600 ms | 1100 ms (2.36× faster) |" in table
     assert "| step memory above the built model (peak RSS) | 300 MiB | 270 MiB (0.90×) |" in table
     assert "| … of the α step | 300 MiB | 200 MiB (0.67×) |" in table
+
+
+def test_gpu_benchmark_as_a_script_writes_only_its_table(tmp_path):
+    """Run as a command from an empty folder: exit 0, and nothing there but the --out file."""
+    out = tmp_path / "gpu.md"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_gpu.py"), "--tiny", "--device", "cpu", "--backbones",
+         "mobilenet_v2", "--phases", "soft,soft-joint", "--routing", "routed", "--amp", "bf16", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = out.read_text()
+    assert "| mobilenet_v2 | search soft | routed | bf16 |" in text
+    assert "| mobilenet_v2 | search soft-joint | routed | bf16 |" in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu.md"]

@@ -17,6 +17,23 @@ that needs it (weight non-zero for one of the stream's tasks), never once per ta
   task ``t``'s output is ``Σ_j w[l,t,j] · cand_j(x)`` over its non-zero weights; the candidate outputs
   are shared by the tasks of a stream, but mixtures differ per task, so after a weighted layer each
   task has its own stream (unless the weights carry no gradient and the rows are equal).
+
+How a candidate is evaluated (:mod:`branchsweep.search.fused`; ``fuse=False`` keeps plain module
+calls, the implementation the tests compare against):
+
+* with weighted routing, the candidates one stream reads in a row run as **one wide call** — ``k``
+  copies of a convolution as one convolution over ``k`` times the channels, their BatchNorms as one —
+  on a GPU always, on a CPU while the tensors are small (:func:`~branchsweep.search.fused.worth_fusing`);
+  the mixture ``Σ_j w_j · out_j`` is then one reduction over the wide output. Discrete routing runs
+  candidates one by one, so a candidate that is not used keeps a ``None`` gradient;
+* on a CPU, 1×1 convolutions are matrix products over all pixels of the batch and dilated depthwise
+  convolutions take their input gradient as a convolution (PyTorch's own is 10–40× slower);
+* evaluation order (hence BatchNorm running statistics and dropout masks) is that of the
+  candidate-by-candidate code; outputs and gradients equal it up to floating-point summation order.
+
+The paper's per-task sequential update is ``forward(x, weights=w, tasks=[t])`` per task with the
+gradients accumulated (:class:`branchsweep.loop.TrainStep` with ``per_task``): one task's graph in
+memory at a time, the same gradients as one joint pass.
 """
 
 from __future__ import annotations
