@@ -39,6 +39,11 @@ class SweepPreset:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     points: list[dict[str, Any]] = field(default_factory=list)
+    #: Retrain seeds per architecture (results: mean ± standard error over them).
+    replicates: int = 1
+    #: Control trees per front point (permuted ×``permutations``, vanilla, random); () for none.
+    controls: tuple[str, ...] = ("permuted", "vanilla", "random")
+    permutations: int = 2
 
 
 def bmtas_paper_presets(name: str, data: DataConfig, model: ModelConfig, space: SearchSpace,
@@ -54,7 +59,7 @@ def bmtas_paper_presets(name: str, data: DataConfig, model: ModelConfig, space: 
         search_defaults={"bmtas": {"iterations": 40000, "warmup_iterations": 2000, "checkpoint_every": 1000},
                          "ltb": {"iterations": 40000, "batch_size": 8, "checkpoint_every": 1000}},
         space=space, num_trials=32, concurrency=4, cpus_per_trial=4.0, gpus_per_trial=1.0,
-        points=[{"method": "bmtas", "seed": 0, "bmtas.lambda": lam, "bmtas.schedule": "linear", "bmtas.tau0": 5.0}
+        points=[{"method": "bmtas", "bmtas.lambda": lam, "bmtas.schedule": "linear", "bmtas.tau0": 5.0}
                 for lam in lambdas],
     )
     smoke = dataclasses.replace(
@@ -93,6 +98,13 @@ def parser(preset: SweepPreset, doc: str | None) -> argparse.ArgumentParser:
                    help="run folder (default $BRANCHSWEEP_RUNS/<name>-<timestamp>, BRANCHSWEEP_RUNS=~/branchsweep-runs)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted sweep in --out (Tuner.restore)")
     p.add_argument("--smoke", action="store_true", help="seconds-scale run: tiny data, 2 trials")
+    p.add_argument("--replicates", type=int, default=None,
+                   help=f"retrain seeds per architecture; results are mean ± s.e. over them (default {preset.replicates})")
+    p.add_argument("--permutations", type=int, default=None,
+                   help=f"permuted trees per front point (default {preset.permutations})")
+    p.add_argument("--controls", default=None, metavar="KINDS",
+                   help="comma-separated control trees per front point: permuted, vanilla, random, or none "
+                        f"(default {','.join(preset.controls) or 'none'})")
     p.add_argument("--max-failures", type=int, default=1, help="retries of a failing trial from its last checkpoint")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray started by this script (default all)")
     p.add_argument("--local", action="store_true",
@@ -119,9 +131,13 @@ def build_config(preset: SweepPreset, args: argparse.Namespace) -> SweepConfig:
     def pick(flag: Any, default: Any) -> Any:
         return default if flag is None else flag
 
+    controls = preset.controls if args.controls is None else tuple(
+        k.strip() for k in args.controls.split(",") if k.strip() and k.strip() != "none")
     cfg = SweepConfig(
         name=preset.name, out=out,
-        base=SweepBase(data=data, model=preset.model, train=preset.train, search_defaults=preset.search_defaults),
+        base=SweepBase(data=data, model=preset.model, train=preset.train, search_defaults=preset.search_defaults,
+                       replicates=pick(args.replicates, preset.replicates)),
+        controls=controls, permutations=pick(args.permutations, preset.permutations),
         space=preset.space, num_trials=pick(args.num_trials, preset.num_trials),
         concurrency=pick(args.concurrency, preset.concurrency),
         cpus_per_trial=pick(args.cpus_per_trial, preset.cpus_per_trial),

@@ -31,7 +31,7 @@ PRESET = SweepPreset(
     concurrency=4,
     cpus_per_trial=4.0,
     gpus_per_trial=1.0,
-    points=[{"method": "ltb", "seed": 0, "ltb.child_nodes": 3, "ltb.schedule": "inverse_sqrt", "ltb.tau0": 50.0}],
+    points=[{"method": "ltb", "ltb.child_nodes": 3, "ltb.schedule": "inverse_sqrt", "ltb.tau0": 50.0}],
 )
 
 SMOKE = dataclasses.replace(

@@ -39,7 +39,7 @@ def test_baselines_delta_m_and_retrain_dedup(tmp_path):
     again = run_trial(trial("shared", label="shared again", hp={"note": 1}), tmp_path / "c", caches)
     assert again["retrain_cached"] and again["retrain_time_s"] == 0.0
     assert again["bent_0/mse"] == shared["bent_0/mse"] and again["hp/note"] == 1
-    assert "retrain skipped" in (tmp_path / "c" / "trial.log").read_text()
+    assert "retrain seed 0 skipped" in (tmp_path / "c" / "trial.log").read_text()
     assert "trained by 'shared'" in (tmp_path / "c" / "trial.log").read_text()
     # Other retrain settings are another cache entry.
     longer = TrialConfig(method="shared", data=DATA, model=MODEL, train=TrainConfig(iterations=9, batch_size=16,
@@ -195,6 +195,6 @@ def test_concurrent_trials_with_one_architecture_retrain_it_once(tmp_path):
     assert a["arch_hash"] == b["arch_hash"] and a["retrain_key"] == b["retrain_key"]
     assert {k: v for k, v in b.items() if k.endswith("/mse")} == {k: v for k, v in a.items() if k.endswith("/mse")}
     log_b = (tmp_path / "B" / "trial.log").read_text()
-    assert "retrain skipped" in log_b and "trained by 'A'" in log_b and "retraining " not in log_b
+    assert "retrain seed 0 skipped" in log_b and "trained by 'A'" in log_b and "retraining " not in log_b
     assert not (tmp_path / "B" / "retrain").exists()
     assert len(list((caches / "retrain").glob("*.json"))) == 1

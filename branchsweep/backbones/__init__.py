@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from branchsweep.backbones.base import BackboneSpec, fresh_copy
 from branchsweep.backbones.celeba import celeba_deep_wide, celeba_vgg
+from branchsweep.backbones.convnet import convnet
 from branchsweep.backbones.mlp import mlp, mlp_select
 from branchsweep.backbones.mobilenet import mobilenet_v2
 from branchsweep.backbones.resnet import resnet50
@@ -20,6 +21,7 @@ BACKBONES.register("mobilenet_v2", mobilenet_v2)
 BACKBONES.register("resnet50", resnet50)
 BACKBONES.register("celeba_vgg", celeba_vgg)
 BACKBONES.register("celeba_deep_wide", celeba_deep_wide)
+BACKBONES.register("convnet", convnet)
 
 
 def create_backbone(name: str, **kwargs) -> BackboneSpec:

@@ -16,15 +16,19 @@ from branchsweep.atomic import file_lock, write_json
 from branchsweep.config import to_dict
 from branchsweep.pipeline.config import TrialConfig
 
-CACHE_VERSION = 1
-#: TrainConfig fields that do not change the retrained weights or metrics (left out of cache keys).
-_NON_RESULT_TRAIN_FIELDS = ("progress", "device", "checkpoint_every", "eval_batch_size", "channels_last", "compile")
+CACHE_VERSION = 2
+#: TrainConfig fields that do not change the retrained weights or metrics (left out of cache keys);
+#: the seed is keyed separately (one entry per retrain seed).
+_NON_RESULT_TRAIN_FIELDS = ("progress", "device", "checkpoint_every", "eval_batch_size", "channels_last", "compile",
+                            "seed")
 
 
-def retrain_key(cfg: TrialConfig, config: BranchConfig, spec_key: Any) -> str:
-    """Hash of what a retrained network's metrics depend on: architecture, data, backbone, tasks, settings.
+def retrain_key(cfg: TrialConfig, config: BranchConfig, spec_key: Any, seed: int) -> str:
+    """Hash of what one retrain's metrics depend on: architecture, data, backbone, tasks, settings and
+    the retrain ``seed`` (one cache entry per replicate).
 
-    Search hyperparameters are *not* part of it: two searches that export the same tree share a retrain.
+    Search hyperparameters and the search seed are *not* part of it: two searches that export the same
+    tree share its retrains.
     """
     train = {k: v for k, v in to_dict(cfg.train).items() if k not in _NON_RESULT_TRAIN_FIELDS}
     if train.get("amp") == "off":
@@ -32,7 +36,7 @@ def retrain_key(cfg: TrialConfig, config: BranchConfig, spec_key: Any) -> str:
     data = {k: v for k, v in to_dict(cfg.data).items() if k != "num_workers"}
     key = {
         "arch": config.arch_hash(), "tasks": list(config.tasks), "data": data, "model": to_dict(cfg.model),
-        "spec": spec_key, "train": train, "seed": cfg.seed, "version": CACHE_VERSION,
+        "spec": spec_key, "train": train, "seed": int(seed), "version": CACHE_VERSION,
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
 

@@ -25,7 +25,11 @@ class TrialConfig:
 
     ``method``: a baseline name (``single``, ``shared``), ``fixed`` (retrain the architecture JSON at
     ``arch``) or a registered search method configured by ``search`` (field names of that method's
-    config dataclass). ``hp``: the hyperparameters to record as ``hp/<name>``.
+    config dataclass). ``seed`` is the *search* seed (a different search seed is a different trial);
+    the exported architecture is retrained ``replicates`` times, with seeds ``train.seed + r``
+    (:meth:`retrain_seeds`), and its metrics are reported as mean and standard error over them.
+    ``hp``: the hyperparameters to record as ``hp/<name>``; ``tags``: other values recorded as columns
+    of the result row (e.g. ``baseline_of`` of a control trial).
     """
 
     method: str
@@ -38,6 +42,8 @@ class TrialConfig:
     label: str | None = None
     is_baseline: bool = False
     hp: dict[str, Any] = field(default_factory=dict)
+    replicates: int = 1
+    tags: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         from branchsweep.search import SEARCH_METHODS
@@ -45,10 +51,16 @@ class TrialConfig:
         known = [*BASELINES.names(), "fixed", *SEARCH_METHODS.names()]
         if self.method not in known:
             raise ConfigError(f"unknown trial method {self.method!r} (known: {', '.join(known)})")
+        if not isinstance(self.replicates, int) or self.replicates < 1:
+            raise ConfigError(f"replicates must be an integer >= 1, got {self.replicates!r}")
         if self.method == "fixed" and not self.arch:
             raise ConfigError("method 'fixed' needs arch=<path to a branch-config JSON>")
         if self.method in SEARCH_METHODS:
             self.method_config(None)  # unknown fields and bad values fail here, before any work
+
+    def retrain_seeds(self) -> list[int]:
+        """The retrain seeds of the replicates: ``train.seed, train.seed + 1, …``."""
+        return [self.train.seed + r for r in range(self.replicates)]
 
     @property
     def display_label(self) -> str:

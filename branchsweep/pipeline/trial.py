@@ -101,30 +101,57 @@ def _export(cfg: TrialConfig, data, spec, tasks, work: Path, caches: SweepCaches
 
 
 def _retrain(cfg: TrialConfig, config: BranchConfig, data, spec, tasks, work: Path, resume: bool,
-             device: str) -> dict[str, Any]:
+             device: str, seed: int) -> dict[str, Any]:
     from branchsweep.factory import build_model
     from branchsweep.network import count_parameters
     from branchsweep.train import CHECKPOINT_NAME, evaluate_network, train_network
 
-    train_cfg = dataclasses.replace(cfg.train, seed=cfg.seed, device=device, progress=False)
-    model = build_model(spec, tasks, config, cfg.seed)
-    again = resume and (work / "retrain" / CHECKPOINT_NAME).is_file()
-    result = train_network(model, data, tasks, train_cfg, out_dir=work / "retrain", resume=again)
+    train_cfg = dataclasses.replace(cfg.train, seed=seed, device=device, progress=False)
+    model = build_model(spec, tasks, config, seed)
+    folder = work / "retrain" / f"seed{seed}"
+    again = resume and (folder / CHECKPOINT_NAME).is_file()
+    result = train_network(model, data, tasks, train_cfg, out_dir=folder, resume=again)
     metrics = evaluate_network(model, data, tasks, train_cfg)
     return {"metrics": metrics, "params": count_parameters(model), "retrain_time_s": result.wall_time_s,
             "final_loss": result.losses[-1] if result.losses else math.nan, "resumed": again}
 
 
-def baseline_entry(cfg: TrialConfig, caches: SweepCaches, name: str = "single") -> dict[str, Any] | None:
-    """The cached retrain of baseline ``name`` under ``cfg``'s data, backbone, tasks and settings, if any."""
-    from branchsweep.data import create_data
-    from branchsweep.factory import build_spec
+def mean_and_se(values: list[float]) -> tuple[float, float]:
+    """Mean and standard error ``s / √n`` (sample standard deviation; NaN for one value).
 
-    data = create_data(cfg.data)
-    tasks = data.select_tasks(cfg.data.tasks)
-    spec = build_spec(cfg.model, data)
+    >>> mean_and_se([1.0, 2.0, 3.0])
+    (2.0, 0.5773502691896258)
+    """
+    finite = [v for v in values if not math.isnan(v)]
+    if not finite:
+        return math.nan, math.nan
+    mean = sum(finite) / len(finite)
+    if len(finite) < 2:
+        return mean, math.nan
+    var = sum((v - mean) ** 2 for v in finite) / (len(finite) - 1)
+    return mean, math.sqrt(var / len(finite))
+
+
+def baseline_entries(cfg: TrialConfig, caches: SweepCaches, name: str = "single", data=None, spec=None,
+                     tasks=None) -> list[dict[str, Any]] | None:
+    """The cached retrains of baseline ``name`` (one per retrain seed of ``cfg``) under ``cfg``'s data,
+    backbone, tasks and settings; None unless every replicate is there."""
+    if data is None:
+        from branchsweep.data import create_data
+        from branchsweep.factory import build_spec
+
+        data = create_data(cfg.data)
+        tasks = data.select_tasks(cfg.data.tasks)
+        spec = build_spec(cfg.model, data)
     config = BASELINES.get(name)([t.name for t in tasks], spec.num_layers)
-    return caches.retrain.get(retrain_key(cfg, config, spec.cache_key()))
+    entries = [caches.retrain.get(retrain_key(cfg, config, spec.cache_key(), s)) for s in cfg.retrain_seeds()]
+    return None if any(e is None for e in entries) else entries
+
+
+def mean_metrics(entries: list[dict[str, Any]]) -> dict[str, float]:
+    """Per-metric mean over replicate entries (``{"metrics": {...}}`` each)."""
+    keys = list(entries[0]["metrics"])
+    return {k: mean_and_se([float(e["metrics"].get(k, math.nan)) for e in entries])[0] for k in keys}
 
 
 def run_trial(cfg: TrialConfig, work_dir: str | Path, caches: SweepCaches, resume: bool = False,
@@ -161,30 +188,50 @@ def run_trial(cfg: TrialConfig, work_dir: str | Path, caches: SweepCaches, resum
     say(f"exported {row['arch_hash']}: {madds / 1e6:.2f} MMAdds (priced before retraining)")
     if on_phase is not None:
         on_phase("priced", dict(row))
-    key = retrain_key(cfg, config, spec.cache_key())
     cache = caches.retrain
-    with cache.lock(key):
-        entry = cache.get(key)
-        if entry is not None:
-            say(f"retrain skipped: architecture {row['arch_hash']} with these retrain settings was already "
-                f"trained by {entry['trained_by']!r} (cache {cache.path(key).name}); reusing its metrics")
-            cached = True
-        else:
-            say(f"retraining {row['arch_hash']} for {cfg.train.iterations} iterations on {dev}")
-            entry = _retrain(cfg, config, data, spec, tasks, work, resume, dev)
-            entry.update(trained_by=cfg.display_label, arch_hash=row["arch_hash"], key=key)
-            cache.put(key, entry)
-            cached = False
-    row.update(entry["metrics"])
-    row.update(params=int(entry["params"]), retrain_time_s=0.0 if cached else float(entry["retrain_time_s"]),
-               retrain_cached=cached, retrain_key=key)
-    single = entry if cfg.method == "single" else baseline_entry(cfg, caches)
+    entries, keys, cached = [], [], []
+    for seed in cfg.retrain_seeds():
+        key = retrain_key(cfg, config, spec.cache_key(), seed)
+        with cache.lock(key):
+            entry = cache.get(key)
+            hit = entry is not None
+            if hit:
+                say(f"retrain seed {seed} skipped: architecture {row['arch_hash']} with these retrain settings "
+                    f"was already trained by {entry['trained_by']!r} (cache {cache.path(key).name}); reusing it")
+            else:
+                say(f"retraining {row['arch_hash']} with seed {seed} for {cfg.train.iterations} iterations on {dev}")
+                entry = _retrain(cfg, config, data, spec, tasks, work, resume, dev, seed)
+                entry.update(trained_by=cfg.display_label, arch_hash=row["arch_hash"], key=key, seed=seed)
+                cache.put(key, entry)
+        entries.append(entry)
+        keys.append(key)
+        cached.append(hit)
     directions = primary_directions(tasks)
-    row["delta_m"] = compute_delta_m(entry["metrics"], single["metrics"], directions) if single else math.nan
-    if single is None:
+    singles = entries if cfg.method == "single" else baseline_entries(cfg, caches, data=data, spec=spec, tasks=tasks)
+    reference = mean_metrics(singles) if singles else None
+    replicates = []
+    for seed, entry, was_cached in zip(cfg.retrain_seeds(), entries, cached):
+        dm = compute_delta_m(entry["metrics"], reference, directions) if reference else math.nan
+        replicates.append({"retrain_seed": seed, **entry["metrics"], "delta_m": dm,
+                           "retrain_time_s": float(entry["retrain_time_s"]), "retrain_cached": was_cached})
+    for name in entries[0]["metrics"]:
+        mean, se = mean_and_se([float(e["metrics"].get(name, math.nan)) for e in entries])
+        row[name], row[f"{name}/se"] = mean, se
+    row["delta_m"], row["delta_m/se"] = mean_and_se([r["delta_m"] for r in replicates])
+    row.update(params=int(entries[0]["params"]), replicates=len(entries), replicates_json=json.dumps(replicates),
+               retrain_time_s=sum(r["retrain_time_s"] for r in replicates if not r["retrain_cached"]),
+               retrain_cached=all(r["retrain_cached"] for r in replicates), retrain_key=keys[0],
+               retrain_keys=json.dumps(keys), **dict(cfg.tags))
+    if cfg.method == "single":
+        from branchsweep.trivial import trivial_metrics
+
+        row["trivial_json"] = json.dumps(trivial_metrics(data, tasks, dataclasses.replace(cfg.train, device=dev)))
+    if reference is None:
         say("no Single baseline in the cache yet: delta_m is NaN (run the baselines first)")
+    cached_any = any(r["retrain_cached"] for r in replicates)
     row["trial_time_s"] = time.perf_counter() - t0
-    say(f"done: delta_m={row['delta_m']:.3f}% params={row['params']} "
-        f"search={search_s:.1f}s retrain={row['retrain_time_s']:.1f}s{' (cached)' if cached else ''}")
+    say(f"done: delta_m={row['delta_m']:.3f}% ± {row['delta_m/se']:.3f} (s.e., {len(entries)} retrain seeds) "
+        f"params={row['params']} search={search_s:.1f}s retrain={row['retrain_time_s']:.1f}s"
+        f"{' (some seeds cached)' if cached_any else ''}")
     write_json(work / RESULT_FILE, row)
     return row

@@ -6,12 +6,18 @@ Flow of :func:`run_sweep`:
    an explicit CPU budget (always with ``local=True``), and print which (:func:`connect_ray`);
 2. the Single and Shared baselines run as Tune trials of their own (same trainable, same backend);
    they land in the retrain cache, so a later sweep with the same data, backbone, tasks, retrain
-   settings and seed reuses them at no cost;
+   settings and seeds reuses them at no cost. Every architecture of the sweep is retrained with
+   ``base.replicates`` seeds; rows carry mean and standard error, Δm is against Single's mean. The
+   Single trial also fits the trivial predictor (``RUN_DIR/trivial.json``);
 3. the search trials: ``OptunaSearch(metric=["madds", "delta_m"], mode=["min", "max"])`` over the
    conditional space of :mod:`branchsweep.sweep.space`, ``FailureConfig(max_failures)`` retrying a
    trial from its last checkpoint; ``resume=True`` continues an interrupted sweep with
    ``Tuner.restore`` (finished trials keep their results and are not rerun);
-4. ``RUN_DIR/results.parquet`` (one row per trial, failed ones with ``status="failed"``), the
+3b. the controls (``controls``): for every front point of each searched method, ``permutations``
+   distinct permutations of its tree and one ``vanilla`` and one ``random`` tree at its MAdds, as
+   trials of the registered ``permuted``/``vanilla``/``random`` methods tagged ``baseline_of``;
+4. ``RUN_DIR/results.parquet`` (one row per trial, failed ones with ``status="failed"``; per-seed
+   values in ``RUN_DIR/replicates.parquet``, one row per trial and retrain seed), the
    Δm columns and metric directions in ``RUN_DIR/metrics.json``, the economy summary in
    ``RUN_DIR/sweep.log``, and the analysis report in ``RUN_DIR/report``.
 """
@@ -38,6 +44,11 @@ log = logging.getLogger(__name__)
 
 SEARCH_EXPERIMENT = "search"
 BASELINE_EXPERIMENT = "baselines"
+CONTROL_EXPERIMENT = "controls"
+#: Baseline trees built for each front point of the searched methods (registered search methods).
+CONTROL_KINDS = ("permuted", "vanilla", "random")
+TRIVIAL_FILE = "trivial.json"
+REPLICATES_FILE = "replicates.parquet"
 OBJECTIVES = {"madds": "min", "delta_m": "max"}
 
 
@@ -67,6 +78,10 @@ class SweepConfig:
     baselines: tuple[str, ...] = ("single", "shared")
     points: list[dict[str, Any]] = field(default_factory=list)
     sampler_seed: int = 0
+    #: For every front point of the searched methods: ``permutations`` permuted trees and one tree of each
+    #: other kind in ``controls`` at its MAdds (BMTAS Table 3, Figure 2); () turns the stage off.
+    controls: tuple[str, ...] = CONTROL_KINDS
+    permutations: int = 2
     num_cpus: int | None = None
     local: bool = False
     report: bool = True
@@ -87,6 +102,16 @@ class SweepConfig:
             raise ConfigError("the Single baseline is required: Δm is measured against it")
         for b in self.baselines:
             BASELINES.get(b)
+        from branchsweep.search import SEARCH_METHODS
+
+        for kind in self.controls:
+            if kind not in CONTROL_KINDS:
+                raise ConfigError(f"unknown control {kind!r} (known: {', '.join(CONTROL_KINDS)})")
+            SEARCH_METHODS.get(kind)
+        if self.permutations < 0:
+            raise ConfigError(f"--permutations must be >= 0, got {self.permutations}")
+        if self.base.replicates < 1:
+            raise ConfigError(f"--replicates must be >= 1, got {self.base.replicates}")
         self.space.validate()
         self.trial_settings(baseline=False).validate()
         if self.resume and not (Path(self.out) / "sweep.json").is_file():
@@ -243,13 +268,15 @@ def _progress_callback(logfile: Path, total: int, verbose: bool):
         def on_trial_error(self, iteration, trials, trial, **info) -> None:
             self.running.discard(trial.trial_id)
             self.failed.add(trial.trial_id)
-            self._line(f"{trial.config.get('method')} trial {trial.trial_id} FAILED")
+            config = trial.config.get("point", trial.config)
+            self._line(f"{config.get('method')} trial {trial.trial_id} FAILED")
 
     return SweepProgress()
 
 
 # ---------------------------------------------------------------------------------------------- tune
-def _tuner(cfg: SweepConfig, experiment: str, baseline: bool, progress) -> Any:
+def _tuner(cfg: SweepConfig, experiment: str, baseline: bool, progress,
+           controls: list[dict[str, Any]] | None = None) -> Any:
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
@@ -269,7 +296,11 @@ def _tuner(cfg: SweepConfig, experiment: str, baseline: bool, progress) -> Any:
     # (Tune's default starts a fresh process per trial): 3.8 s instead of 10.9 s of overhead per trial
     # in benchmarks/bench_ray_overhead.py.
     if baseline:
-        space = {"method": tune.grid_search(list(cfg.baselines)), "seed": cfg.base.train.seed}
+        space = {"method": tune.grid_search(list(cfg.baselines))}
+        return tune.Tuner(trainable, param_space=space, run_config=run_config,
+                          tune_config=tune.TuneConfig(max_concurrent_trials=cfg.concurrency, reuse_actors=True))
+    if controls is not None:
+        space = {"point": tune.grid_search(controls)}
         return tune.Tuner(trainable, param_space=space, run_config=run_config,
                           tune_config=tune.TuneConfig(max_concurrent_trials=cfg.concurrency, reuse_actors=True))
     import optuna
@@ -300,7 +331,8 @@ def _rows(grid: Any) -> list[dict[str, Any]]:
             row = {k: v for k, v in raw.items() if not k.startswith(_TUNE_COLUMNS)}
             row["status"] = "ok"
         else:
-            params = {k.removeprefix("config/"): v for k, v in raw.items() if k.startswith("config/")}
+            params = {k.removeprefix("config/").removeprefix("point/"): v for k, v in raw.items()
+                      if k.startswith("config/")}
             row = {"label": raw.get("label") or params.get("method"), "method": params.get("method"),
                    "status": "failed", "error": _error_line(error, raw.get("phase")),
                    **{k: raw[k] for k in ("madds", "arch_hash", "arch_json") if k in raw}}
@@ -308,6 +340,7 @@ def _rows(grid: Any) -> list[dict[str, Any]]:
         rows.append(row)
     for trial_id, result in failed.items():  # failed before reporting anything: no row in the data frame
         params = dict(result.config or {})
+        params = dict(params.get("point", params))
         rows.append({"label": params.get("label") or params.get("method"), "method": params.get("method"),
                      "status": "failed", "error": _error_line(result.error, None), "trial_id": trial_id})
     return rows
@@ -369,12 +402,93 @@ def _fill_delta_m(rows: list[dict[str, Any]], cfg: SweepConfig) -> None:
     if single is None or not missing:
         return
     from branchsweep.data import create_data
-    from branchsweep.pipeline import compute_delta_m, primary_directions
+    from branchsweep.pipeline import compute_delta_m, mean_and_se, primary_directions
 
     data = create_data(cfg.base.data)
     directions = primary_directions(data.select_tasks(cfg.base.data.tasks))
+    reference = {k: single[k] for k in directions}  # the Single row holds its replicates' means
     for row in missing:
-        row["delta_m"] = compute_delta_m(row, single, directions)
+        reps = json.loads(row["replicates_json"]) if isinstance(row.get("replicates_json"), str) else []
+        for rep in reps:
+            rep["delta_m"] = compute_delta_m(rep, reference, directions)
+        if reps:
+            row["replicates_json"] = json.dumps(reps)
+            row["delta_m"], row["delta_m/se"] = mean_and_se([r["delta_m"] for r in reps])
+        else:
+            row["delta_m"] = compute_delta_m(row, reference, directions)
+
+
+def searched_fronts(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Per searched method (one with an Optuna space), its finished rows on its own front (MAdds ↓,
+    mean Δm ↑), sorted by MAdds; rows with the same architecture appear once."""
+    import pandas as pd
+
+    from analysis import pareto_front
+    from branchsweep.search import SEARCH_METHODS
+
+    out: dict[str, list[dict[str, Any]]] = {}
+    ok = [r for r in rows if r.get("status") == "ok" and not r.get("is_baseline") and not r.get("baseline_kind")
+          and r.get("method") in SEARCH_METHODS and SEARCH_METHODS.get(r["method"]).space_type is not None
+          and not math.isnan(float(r.get("delta_m", math.nan)))]
+    for method in sorted({r["method"] for r in ok}):
+        mine = list({r["arch_hash"]: r for r in ok if r["method"] == method}.values())
+        df = pd.DataFrame({"madds": [float(r["madds"]) for r in mine], "delta_m": [float(r["delta_m"]) for r in mine]})
+        on = pareto_front(df, OBJECTIVES).tolist()
+        out[method] = sorted((r for r, keep in zip(mine, on) if keep), key=lambda r: float(r["madds"]))
+    return out
+
+
+def control_points(rows: list[dict[str, Any]], kinds: tuple[str, ...], permutations: int,
+                   seed: int = 0) -> list[dict[str, Any]]:
+    """The control trials for the front points of the searched methods (BMTAS Table 3 / Figure 2):
+    ``permutations`` distinct permutations of each front tree, and one ``vanilla`` / ``random`` tree at
+    its MAdds. Each is a Tune param dict ``{"method", "control": {"search", "label", "tags"}}``; a tree
+    on several fronts gets one set of controls. ``seed``: the search seed the control trials run with
+    (it draws the permutations and random trees)."""
+    from branchsweep.arch import BranchConfig
+
+    points, seen = [], set()
+    for method, front in searched_fronts(rows).items():
+        for rank, row in enumerate(front, 1):
+            if row["arch_hash"] in seen:
+                continue
+            seen.add(row["arch_hash"])
+            tags = {"baseline_of": str(row["trial_id"]), "baseline_of_label": str(row["label"])}
+            short = f"{method}#{rank}"
+            if "permuted" in kinds and permutations > 0:
+                from branchsweep.search.baselines import distinct_permutations
+
+                tree = BranchConfig.from_json(str(row["arch_json"]))
+                count = len(distinct_permutations(tree, permutations, seed=seed))
+                for i in range(count):
+                    points.append({"method": "permuted", "control": {
+                        "search": {"like": str(row["arch_json"]), "permutations": permutations, "index": i},
+                        "label": f"{short} permuted {i + 1}", "tags": {**tags, "baseline_kind": "permuted"}}})
+            for kind in ("vanilla", "random"):
+                if kind in kinds:
+                    points.append({"method": kind, "control": {
+                        "search": {"target_madds": float(row["madds"])},
+                        "label": f"{short} {kind}", "tags": {**tags, "baseline_kind": kind}}})
+    return points
+
+
+def replicate_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Long form: one row per (trial, retrain seed) from each row's ``replicates_json``."""
+    out = []
+    keep = ("trial_id", "label", "method", "is_baseline", "arch_hash", "madds", "baseline_of", "baseline_kind")
+    for row in rows:
+        if row.get("status") != "ok" or not isinstance(row.get("replicates_json"), str):
+            continue
+        for rep in json.loads(row["replicates_json"]):
+            out.append({**{k: row.get(k) for k in keep}, **rep})
+    return out
+
+
+def trivial_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The trivial predictor's metrics (fitted on the training labels by the Single trial), or None."""
+    single = next((r for r in rows if r.get("is_baseline") and r.get("method") == "single"
+                   and r.get("status") == "ok" and isinstance(r.get("trivial_json"), str)), None)
+    return json.loads(single["trivial_json"]) if single else None
 
 
 def write_metric_spec(cfg: SweepConfig, run_dir: Path) -> Path:
@@ -440,6 +554,12 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
         progress = _progress_callback(logfile, cfg.num_trials, cfg.verbose)
         grid = _tuner(cfg, SEARCH_EXPERIMENT, False, progress).fit()
         rows += _rows(grid)
+        controls = control_points(rows, cfg.controls, cfg.permutations, cfg.base.search_seed) if cfg.controls else []
+        if controls:
+            say = _progress_callback(logfile, len(controls), cfg.verbose)
+            say._line(f"controls: {len(controls)} trials ({', '.join(cfg.controls)}) at the MAdds of "
+                      f"{len({c['control']['tags']['baseline_of'] for c in controls})} front point(s)")
+            rows += _rows(_tuner(cfg, CONTROL_EXPERIMENT, False, say, controls=controls).fit())
     finally:
         if started:
             import ray
@@ -447,6 +567,12 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
             ray.shutdown()
     _fill_delta_m(rows, cfg)
     results = write_results(rows, run_dir / "results.parquet")
+    long = replicate_rows(rows)
+    if long:
+        write_results(long, run_dir / REPLICATES_FILE)
+    trivial = trivial_row(rows)
+    if trivial is not None:
+        write_json(run_dir / TRIVIAL_FILE, trivial)
     write_metric_spec(cfg, run_dir)
     lines = _economy(rows, SweepCaches(cfg.caches_root)) + [f"wall time {time.perf_counter() - t0:.1f} s", f"results: {results}"]
     with open(logfile, "a") as handle:

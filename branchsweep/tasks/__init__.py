@@ -56,7 +56,7 @@ def _segmentation(kind: str, name: str, num_classes: int, weight: float) -> Task
         raise ConfigError(f"task {name!r} ({kind}): num_classes must be at least 2, got {num_classes}")
     return Task(
         name, kind, num_classes, losses.cross_entropy, partial(metrics.ConfusionMIoU, num_classes),
-        {"mIoU": "max"}, "mIoU", weight, params={"num_classes": num_classes},
+        {"mIoU": "max"}, "mIoU", weight, params={"num_classes": num_classes}, trivial="majority",
     )
 
 
@@ -83,7 +83,7 @@ def sal(weight: float = 5.0, name: str = "sal") -> Task:
     """Saliency: class-balanced BCE; max-F (β²=0.3) and mIoU over thresholds (primary: mIoU)."""
     return Task(
         name, "sal", 1, losses.balanced_bce, partial(metrics.SaliencyMeter, beta2=0.3),
-        {"maxF": "max", "mIoU": "max"}, "mIoU", weight,
+        {"maxF": "max", "mIoU": "max"}, "mIoU", weight, trivial="probability",
     )
 
 
@@ -93,7 +93,7 @@ def normals(weight: float = 10.0, name: str = "normals") -> Task:
     return Task(
         name, "normals", 3, losses.normals_l1, metrics.AngularError,
         {"mean": "min", "median": "min", "within_11.25": "max", "within_22.5": "max", "within_30": "max"},
-        "mean", weight,
+        "mean", weight, trivial="unit_mean",
     )
 
 
@@ -120,7 +120,7 @@ def edge(
         name, "edge", 1, partial(losses.weighted_bce, pos_weight=pos_weight),
         partial(metrics.EdgeODS, max_dist=max_dist, thresholds=thresholds),
         {"odsF": "max"}, "odsF", weight,
-        params={"pos_weight": pos_weight, "max_dist": max_dist, "thresholds": thresholds},
+        params={"pos_weight": pos_weight, "max_dist": max_dist, "thresholds": thresholds}, trivial="probability",
     )
 
 
@@ -144,7 +144,7 @@ def binary(name: str = "binary", weight: float = 1.0) -> Task:
     """One binary attribute (CelebA, one task per attribute): BCE, accuracy in %."""
     return Task(
         name, "binary", 1, losses.binary_bce, metrics.BinaryAccuracy, {"accuracy": "max"}, "accuracy",
-        weight, dense=False,
+        weight, dense=False, trivial="probability",
     )
 
 

@@ -20,8 +20,8 @@ from branchsweep.sweep import SearchSpace, SweepConfig, run_sweep
 
 pytestmark = pytest.mark.ray
 
-LTB_POINT = {"method": "ltb", "seed": 0, "ltb.child_nodes": 2, "ltb.schedule": "inverse_sqrt", "ltb.tau0": 50.0}
-BMTAS_POINT = {"method": "bmtas", "seed": 0, "bmtas.lambda": 0.1, "bmtas.schedule": "linear", "bmtas.tau0": 5.0}
+LTB_POINT = {"method": "ltb", "ltb.child_nodes": 2, "ltb.schedule": "inverse_sqrt", "ltb.tau0": 50.0}
+BMTAS_POINT = {"method": "bmtas", "bmtas.lambda": 0.1, "bmtas.schedule": "linear", "bmtas.tau0": 5.0}
 
 
 def _config(out: Path, **kw) -> SweepConfig:
@@ -154,7 +154,7 @@ import sweep_hooks
 sweep_hooks.register_gate()
 from conftest import tiny_base
 from branchsweep.sweep import SearchSpace, SweepConfig, run_sweep
-point = {{"method": "ltb", "seed": 0, "ltb.schedule": "inverse_sqrt", "ltb.tau0": 50.0}}
+point = {{"method": "ltb", "ltb.schedule": "inverse_sqrt", "ltb.tau0": 50.0}}
 points = [{{**point, "ltb.child_nodes": 1}}, {{**point, "ltb.child_nodes": 2}},
           {{**point, "ltb.child_nodes": 2, "ltb.schedule": "gate"}}]
 cfg = SweepConfig(name="r", out=Path({out!r}), base=tiny_base(),

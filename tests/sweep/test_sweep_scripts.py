@@ -74,7 +74,7 @@ def test_preset_builds_a_valid_config(sweep_modules, script, smoke, tmp_path):
     assert spec.num_layers >= 2
     # Every trial this sweep can launch validates (TrialConfig.validate checks the method's settings):
     # the baselines, the preset's points and samples of the space.
-    launched = [{"method": b, "seed": 0} for b in cfg.baselines]
+    launched = [{"method": b} for b in cfg.baselines]
     trials = [to_trial_config(p, cfg.base, baseline=True) for p in launched]
     trials += [to_trial_config(p, cfg.base) for p in [*cfg.points, *_sampled_params(cfg.space, 8)]]
     assert {t.method for t in trials} == {*cfg.baselines, *cfg.space.methods}  # (seeded samples)
