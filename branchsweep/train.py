@@ -75,7 +75,8 @@ def train_network(
     With ``out_dir``, a checkpoint is written every ``cfg.checkpoint_every`` iterations and at the
     end; ``resume`` continues from ``out_dir/checkpoint.pt``. ``on_step(iteration, info)`` is called
     on every host synchronisation (every step on a CPU) for progress reporting by callers such as Ray
-    trials.
+    trials; ``info["checkpoint"]`` is True right after a checkpoint was written (a Ray trial then
+    persists it).
     """
     weights = dict(cfg.loss_weights)
     unknown = sorted(set(weights) - {t.name for t in tasks})
@@ -124,7 +125,8 @@ def train_network(
             if checkpoint:
                 save(done)
             if on_step is not None:
-                on_step(done, {"loss": losses[-1], **{f"loss/{k}": v for k, v in to_floats(parts).items()}})
+                on_step(done, {"loss": losses[-1], "checkpoint": bool(checkpoint),
+                               **{f"loss/{k}": v for k, v in to_floats(parts).items()}})
     bar.close()
     step.flush(f"before iteration {cfg.iterations}")
     if ckpt_path is not None:

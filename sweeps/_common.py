@@ -91,12 +91,25 @@ def parser(preset: SweepPreset, doc: str | None) -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("auto", "train", "direct"), default="auto",
                    help="auto: Ray Train TorchTrainer for GPU trials, the plain Tune function on CPU-only runs")
     p.add_argument("--storage-path", default=None,
-                   help="Tune experiment storage: a folder or a cloud URI such as s3://bucket/sweeps (default OUT/tune)")
+                   help="where the sweep lives: a shared folder or a cloud URI such as s3://bucket/sweeps; the sweep "
+                        "writes under STORAGE/<name>-<run id>/ (printed at start; default: the run folder --out)")
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="retrain/warm-up/MAdds caches shared across sweeps (default OUT/cache)")
     p.add_argument("--out", type=Path, default=None,
                    help="run folder (default $BRANCHSWEEP_RUNS/<name>-<timestamp>, BRANCHSWEEP_RUNS=~/branchsweep-runs)")
-    p.add_argument("--resume", action="store_true", help="continue the interrupted sweep in --out (Tuner.restore)")
+    p.add_argument("--resume", nargs="?", const="", default=None, metavar="PREFIX",
+                   help="continue an interrupted sweep: its prefix (e.g. s3://bucket/sweeps/<name>-<run id>) or "
+                        "run folder; without a value, the sweep in --out (Tuner.restore)")
+    p.add_argument("--optuna-storage", default=None, metavar="URL",
+                   help="Optuna storage: a journal file or an RDB URL (default OUT/optuna/optuna.journal)")
+    p.add_argument("--warm-start", nargs="?", const="", default=None, metavar="SOURCE",
+                   help="start Optuna from the finished trials of earlier sweeps with the same data, backbone, "
+                        "tasks and settings: in SOURCE (an earlier sweep's folder or prefix, a journal file, an "
+                        "RDB URL) or, without a value, in --optuna-storage")
+    p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                   help="start no new trial after this many seconds (Tune's time_budget_s)")
+    p.add_argument("--mlflow", default=None, metavar="URI",
+                   help="also log every trial's results to MLflow at this tracking URI (Ray's MLflow logger)")
     p.add_argument("--smoke", action="store_true", help="seconds-scale run: tiny data, 2 trials")
     p.add_argument("--replicates", type=int, default=None,
                    help=f"retrain seeds per architecture; results are mean ± s.e. over them (default {preset.replicates})")
@@ -119,8 +132,8 @@ def parser(preset: SweepPreset, doc: str | None) -> argparse.ArgumentParser:
 
 def build_config(preset: SweepPreset, args: argparse.Namespace) -> SweepConfig:
     """The validated sweep config for ``preset`` with flags applied."""
-    if args.resume and args.out is None:
-        raise BranchsweepError("--resume needs --out RUN_DIR (the folder of the sweep to continue)")
+    if args.resume == "" and args.out is None:
+        raise BranchsweepError("--resume needs the sweep's prefix or run folder (--resume PREFIX, or --out RUN_DIR)")
     address = os.environ.get("RAY_ADDRESS", "").strip()
     if args.local and address not in ("", "local"):
         raise BranchsweepError(f"--local starts a private Ray instance, but RAY_ADDRESS={address} names a "
@@ -142,7 +155,10 @@ def build_config(preset: SweepPreset, args: argparse.Namespace) -> SweepConfig:
         concurrency=pick(args.concurrency, preset.concurrency),
         cpus_per_trial=pick(args.cpus_per_trial, preset.cpus_per_trial),
         gpus_per_trial=pick(args.gpus_per_trial, preset.gpus_per_trial), backend=args.backend,
-        storage_path=args.storage_path, cache_dir=args.cache_dir, resume=args.resume, max_failures=args.max_failures,
+        storage_path=args.storage_path, cache_dir=args.cache_dir, resume=args.resume is not None,
+        resume_from=args.resume or None, max_failures=args.max_failures,
+        optuna_storage=args.optuna_storage, warm_start=args.warm_start, time_budget_s=args.time_budget,
+        mlflow_uri=args.mlflow,
         points=preset.points, num_cpus=args.num_cpus, local=args.local, report=not args.no_report,
         verbose=not args.quiet, plugins=tuple(args.plugin),
     )

@@ -65,7 +65,8 @@ def compute_delta_m(metrics: dict[str, float], baseline: dict[str, float], direc
 
 
 def _export(cfg: TrialConfig, data, spec, tasks, work: Path, caches: SweepCaches, resume: bool,
-            say: TrialLog, device: str) -> tuple[BranchConfig, float, dict[str, Any]]:
+            say: TrialLog, device: str, on_step: Callable[[str, int, dict], None] | None = None
+            ) -> tuple[BranchConfig, float, dict[str, Any]]:
     """The trial's architecture: a baseline, a fixed JSON, or a search (resumed from ``work/search``)."""
     from branchsweep.factory import resolve_arch
     from branchsweep.search import SEARCH_METHODS, SearchContext
@@ -86,7 +87,8 @@ def _export(cfg: TrialConfig, data, spec, tasks, work: Path, caches: SweepCaches
         again = resume and search_dir.is_dir() and any(search_dir.glob("*.pt"))
         ctx = SearchContext(data=data, spec=spec, tasks=tasks, out_dir=search_dir, seed=cfg.seed, device=device,
                             resume=again, progress=False, cache_dir=caches.madds, amp=cfg.train.amp,
-                            channels_last=cfg.train.channels_last)
+                            channels_last=cfg.train.channels_last,
+                            on_step=None if on_step is None else lambda it, info: on_step("search", it, info))
         shared = method.sweep_settings(caches.method_dir(cfg.method))
         say(f"search {cfg.method} {'(resumed from checkpoint) ' if again else ''}with "
             f"{json.dumps(dict(cfg.search), default=str)}"
@@ -101,7 +103,7 @@ def _export(cfg: TrialConfig, data, spec, tasks, work: Path, caches: SweepCaches
 
 
 def _retrain(cfg: TrialConfig, config: BranchConfig, data, spec, tasks, work: Path, resume: bool,
-             device: str, seed: int) -> dict[str, Any]:
+             device: str, seed: int, on_step: Callable[[str, int, dict], None] | None = None) -> dict[str, Any]:
     from branchsweep.factory import build_model
     from branchsweep.network import count_parameters
     from branchsweep.train import CHECKPOINT_NAME, evaluate_network, train_network
@@ -110,7 +112,8 @@ def _retrain(cfg: TrialConfig, config: BranchConfig, data, spec, tasks, work: Pa
     model = build_model(spec, tasks, config, seed)
     folder = work / "retrain" / f"seed{seed}"
     again = resume and (folder / CHECKPOINT_NAME).is_file()
-    result = train_network(model, data, tasks, train_cfg, out_dir=folder, resume=again)
+    result = train_network(model, data, tasks, train_cfg, out_dir=folder, resume=again,
+                           on_step=None if on_step is None else lambda it, info: on_step("retrain", it, info))
     metrics = evaluate_network(model, data, tasks, train_cfg)
     return {"metrics": metrics, "params": count_parameters(model), "retrain_time_s": result.wall_time_s,
             "final_loss": result.losses[-1] if result.losses else math.nan, "resumed": again}
@@ -155,14 +158,20 @@ def mean_metrics(entries: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def run_trial(cfg: TrialConfig, work_dir: str | Path, caches: SweepCaches, resume: bool = False,
-              device: str | None = None, on_phase: Callable[[str, dict[str, Any]], None] | None = None
-              ) -> dict[str, Any]:
+              device: str | None = None, on_phase: Callable[[str, dict[str, Any]], None] | None = None,
+              baseline_metrics: dict[str, float] | None = None,
+              on_step: Callable[[str, int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run one trial and return its flat result row (the columns of ``results.parquet``).
 
     ``on_phase("priced", partial_row)`` is called once the architecture is exported and priced, before
     retraining (Ray trials report it as an intermediate result with a checkpoint). Errors propagate:
     the caller records the trial as failed. ``device`` overrides ``cfg.train.device`` (a Ray worker
     passes the GPU it was given).
+
+    ``baseline_metrics``: the Single baseline's metrics, handed over by the sweep's driver, so that Δm
+    does not depend on what this worker's cache holds (None: look the Single result up in the cache).
+    ``on_step(stage, iteration, info)``: progress of the search (``stage="search"``) and the retrain
+    (``"retrain"``); ``info["checkpoint"]`` marks a fresh resumable checkpoint in ``work_dir``.
     """
     from branchsweep.data import create_data
     from branchsweep.factory import build_spec
@@ -177,7 +186,7 @@ def run_trial(cfg: TrialConfig, work_dir: str | Path, caches: SweepCaches, resum
     data = create_data(cfg.data)
     tasks = data.select_tasks(cfg.data.tasks)
     spec = build_spec(cfg.model, data)
-    config, search_s, info = _export(cfg, data, spec, tasks, work, caches, resume, say, dev)
+    config, search_s, info = _export(cfg, data, spec, tasks, work, caches, resume, say, dev, on_step)
     madds = madds_table(spec, tasks, cache_dir=caches.madds).madds(config)
     row: dict[str, Any] = {
         "label": cfg.display_label, "method": cfg.method, "is_baseline": cfg.is_baseline,
@@ -192,23 +201,35 @@ def run_trial(cfg: TrialConfig, work_dir: str | Path, caches: SweepCaches, resum
     entries, keys, cached = [], [], []
     for seed in cfg.retrain_seeds():
         key = retrain_key(cfg, config, spec.cache_key(), seed)
-        with cache.lock(key):
-            entry = cache.get(key)
-            hit = entry is not None
-            if hit:
-                say(f"retrain seed {seed} skipped: architecture {row['arch_hash']} with these retrain settings "
-                    f"was already trained by {entry['trained_by']!r} (cache {cache.path(key).name}); reusing it")
-            else:
-                say(f"retraining {row['arch_hash']} with seed {seed} for {cfg.train.iterations} iterations on {dev}")
-                entry = _retrain(cfg, config, data, spec, tasks, work, resume, dev, seed)
-                entry.update(trained_by=cfg.display_label, arch_hash=row["arch_hash"], key=key, seed=seed)
-                cache.put(key, entry)
+        # The lock is held only to check the cache and claim the key; a second trial with the same
+        # architecture waits for the claimant's entry (RetrainCache.get_or_claim) instead of training twice.
+        entry = cache.get_or_claim(key, owner=work.name, say=say)
+        hit = entry is not None
+        if hit:
+            say(f"retrain seed {seed} skipped: architecture {row['arch_hash']} with these retrain settings "
+                f"was already trained by {entry['trained_by']!r} (cache {cache.path(key).name}); reusing it")
+        else:
+            say(f"retraining {row['arch_hash']} with seed {seed} for {cfg.train.iterations} iterations on {dev}")
+            try:
+                entry = _retrain(cfg, config, data, spec, tasks, work, resume, dev, seed,
+                                 cache.heartbeat(key, work.name, on_step))
+            except BaseException:
+                cache.release(key, work.name)
+                raise
+            entry.update(trained_by=cfg.display_label, arch_hash=row["arch_hash"], key=key, seed=seed)
+            cache.put(key, entry)
+            cache.release(key, work.name)
         entries.append(entry)
         keys.append(key)
         cached.append(hit)
     directions = primary_directions(tasks)
-    singles = entries if cfg.method == "single" else baseline_entries(cfg, caches, data=data, spec=spec, tasks=tasks)
-    reference = mean_metrics(singles) if singles else None
+    if cfg.method == "single":
+        reference = mean_metrics(entries)
+    elif baseline_metrics:
+        reference = dict(baseline_metrics)
+    else:
+        singles = baseline_entries(cfg, caches, data=data, spec=spec, tasks=tasks)
+        reference = mean_metrics(singles) if singles else None
     replicates = []
     for seed, entry, was_cached in zip(cfg.retrain_seeds(), entries, cached):
         dm = compute_delta_m(entry["metrics"], reference, directions) if reference else math.nan
@@ -222,6 +243,9 @@ def run_trial(cfg: TrialConfig, work_dir: str | Path, caches: SweepCaches, resum
                retrain_time_s=sum(r["retrain_time_s"] for r in replicates if not r["retrain_cached"]),
                retrain_cached=all(r["retrain_cached"] for r in replicates), retrain_key=keys[0],
                retrain_keys=json.dumps(keys), **dict(cfg.tags))
+    # What the sweep's driver writes to metrics.json (it holds no data set); a string, as Tune flattens dicts.
+    row["metric_spec"] = json.dumps({"primary": list(directions),
+                                     "directions": {f"{t.name}/{m}": d for t in tasks for m, d in t.directions.items()}})
     if cfg.method == "single":
         from branchsweep.trivial import trivial_metrics
 

@@ -117,6 +117,15 @@ class SearchContext:
     cache_dir: Path | None = None
     amp: str = "off"
     channels_last: bool = False
+    #: ``on_step(iteration, info)``: progress for callers such as Ray trials, called on host synchronisations
+    #: (``info``: ``tau``, ``loss`` and, where the method has them, ``madds`` of the architecture it would
+    #: export now) and after every resumable checkpoint (``info["checkpoint"]`` True).
+    on_step: Callable[[int, dict], None] | None = None
+
+    def step(self, iteration: int, **info: Any) -> None:
+        """Call :attr:`on_step` when set (search loops call this; values must be plain numbers)."""
+        if self.on_step is not None:
+            self.on_step(iteration, info)
 
     def runtime(self):
         from branchsweep.loop import Runtime

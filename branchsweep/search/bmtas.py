@@ -314,8 +314,12 @@ def run_search(cfg: BMTASConfig, ctx: SearchContext, stop_at: int | None = None)
             arch = next((e for e in reversed(log) if e.get("phase") == "arch"), None)
             if arch is not None:
                 bar.set_postfix(gmadds=f"{arch['expected_madds'] / 1e9:.3f}", refresh=False)
+            if ctx.on_step is not None:
+                _report_step(ctx, table, model, step + 1, tau, parts, checkpoint=False)
         if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
             save(step + 1)
+            if ctx.on_step is not None:
+                _report_step(ctx, table, model, step + 1, tau, parts, checkpoint=True)
     bar.close()
     w_step.flush(f"in the bmtas search before step {end}")
     if end < cfg.iterations:
@@ -404,3 +408,11 @@ class BMTASMethod(SearchMethod):
 
 
 SEARCH_METHODS.register("bmtas", BMTASMethod())
+
+
+def _report_step(ctx: SearchContext, table, model, iteration: int, tau: float, parts: dict, checkpoint: bool) -> None:
+    """Progress for ``ctx.on_step``: τ, the weight step's loss and the MAdds of the argmax architecture now."""
+    ops = model.argmax_ops().cpu().tolist()
+    madds = table.madds(BranchConfig.from_op_indices([t.name for t in ctx.tasks], ops))
+    loss = sum(float(v) for v in parts.values()) if parts else math.nan
+    ctx.step(iteration, tau=float(tau), loss=loss, madds=int(madds), checkpoint=checkpoint)

@@ -334,6 +334,9 @@ def run_search(cfg: LTBConfig, ctx: SearchContext, stop_at: int | None = None) -
             })
         if cfg.checkpoint_every and (it + 1) % cfg.checkpoint_every == 0 and it + 1 < cfg.iterations:
             save(it + 1)
+            ctx.step(it + 1, tau=float(model.tau), loss=float(loss), checkpoint=True)
+        elif ctx.on_step is not None and (it + 1) % log_every == 0:
+            ctx.step(it + 1, tau=float(model.tau), loss=float(loss), checkpoint=False)
     bar.close()
     step.flush(f"in the ltb search before iteration {end}")
     if end < cfg.iterations:

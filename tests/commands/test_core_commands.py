@@ -72,6 +72,10 @@ def _bad_config(tmp_path, text):
         (["train", "--resume", *TINY], "--resume needs --out"),
         (["evaluate", "/nonexistent/run"], "run.json not found"),
         (["madds", "--backbone", "mlp", "--tasks", "semseg", "--bogus"], "unrecognized arguments: --bogus"),
+        (["madds", "--backbone", "mlp", "--tasks", "bent_0", "--size", "-5"], "--size must be a positive resolution"),
+        (["madds", "--backbone", "mlp", "--tasks", "bent_0", "--size", "0"], "--size must be a positive resolution"),
+        (["train", "--lr", "nan", *TINY], "lr must be a finite number, got nan"),
+        (["train", "--lr", "-1", *TINY], "lr must be > 0, got -1.0"),
     ],
 )
 def test_user_errors_are_one_line(capsys, argv, message):

@@ -97,3 +97,30 @@ def test_local_beside_a_cluster_address_exits_2_with_one_line(sweep_modules, mon
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("error: --local starts a private Ray instance"), err
     assert not (tmp_path / "run").exists()
+
+
+#: Sweep-script user mistakes and the one line each must end in (exit 2, no traceback, nothing started).
+SWEEP_MISTAKES = [
+    (["--resume"], "--resume needs the sweep's prefix or run folder"),
+    (["--resume", "{tmp}/nothing"], "holds no sweep to resume (no sweep.json)"),
+    (["--time-budget", "0"], "--time-budget must be > 0 seconds"),
+    (["--num-trials", "0"], "--num-trials and --concurrency must be >= 1"),
+    (["--max-failures", "-1"], "--max-failures must be >= 0"),
+    (["--backend", "direct", "--gpus-per-trial", "1"], "GPU trials need --backend train or auto"),
+    (["--cpus-per-trial", "0"], "--cpus-per-trial must be > 0"),
+    (["--plugin", "no_such_plugin_module"], "no_such_plugin_module"),
+]
+
+
+@pytest.mark.parametrize("argv, message", SWEEP_MISTAKES)
+def test_sweep_flag_mistakes_exit_2_with_one_line(sweep_modules, capsys, tmp_path, argv, message):
+    from _common import main
+
+    module = sweep_modules["synthetic_pareto"]
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    out = ["--out", str(tmp_path / "run")] if argv != ["--resume"] else []
+    code = main(module.PRESET, module.SMOKE, argv=["--smoke", *out, *argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+    assert not (tmp_path / "run").exists()
