@@ -22,7 +22,16 @@ from analysis.delta_m import delta_m, metric_columns, primary_metric_columns, ta
 from analysis.directions import resolve_directions, split_header
 from analysis.errors import AnalysisError
 from analysis.pareto import front_steps, hypervolume_2d, pareto_front
-from analysis.plots import lambda_plot, madds_unit, pareto_plot, tree_plot
+from analysis.plots import (
+    id_table,
+    lambda_plot,
+    madds_unit,
+    pareto_plot,
+    pareto_plot_with_ids,
+    place_labels,
+    short_ids,
+    tree_plot,
+)
 from analysis.replicates import (
     baseline_gaps,
     baselines_table,
@@ -64,6 +73,7 @@ __all__ = [
     "front_steps",
     "hypervolume_2d",
     "hypervolume_replicates",
+    "id_table",
     "lambda_plot",
     "load_paper_table",
     "load_results",
@@ -75,13 +85,16 @@ __all__ = [
     "paired_difference",
     "pareto_front",
     "pareto_plot",
+    "pareto_plot_with_ids",
     "parse_madds",
+    "place_labels",
     "pool_trials",
     "pooled_baselines",
     "primary_metric_columns",
     "read_metric_spec",
     "read_table",
     "resolve_directions",
+    "short_ids",
     "split_header",
     "standard_error",
     "summarize_replicates",

@@ -183,6 +183,8 @@ def place_labels(ax, x: np.ndarray, y: np.ndarray, texts: list[str], *, bold: np
     bold = np.zeros(len(texts), bool) if bold is None else bold
     annotations = []
     order = np.lexsort((px[:, 1], px[:, 0])) if len(px) else []
+    near = np.hypot(px[:, None, 0] - px[None, :, 0], px[:, None, 1] - px[None, :, 1]) if len(px) else np.zeros((0, 0))
+    twins = near <= np.maximum(marker[:, None], 3 * scale)
     for i in order:
         probe = ax.text(0, 0, texts[i], fontsize=fontsize, fontweight="bold" if bold[i] else "normal")
         ext = probe.get_window_extent(renderer)
@@ -203,7 +205,7 @@ def place_labels(ax, x: np.ndarray, y: np.ndarray, texts: list[str], *, bold: np
                 gap_y = np.maximum(np.maximum(cand[1] - px[:, 1], px[:, 1] - cand[3]), 0)
                 dist = np.hypot(gap_x, gap_y)
                 own = dist[i]
-                dist[i] = np.inf
+                dist[twins[i]] = np.inf  # itself, and points its marker hides anyway
                 if len(dist) > 1 and dist.min() < own + 1:
                     cost += 0.5 * w * h * (1 + own - dist.min()) / (1 + own)
                 outside = (max(0, box.x0 - cand[0]) + max(0, cand[2] - box.x1)) * h + \

@@ -20,7 +20,15 @@ from analysis.delta_m import Level, delta_m, primary_metric_columns
 from analysis.directions import resolve_directions
 from analysis.errors import AnalysisError
 from analysis.pareto import hypervolume_2d, pareto_front
-from analysis.plots import lambda_plot, madds_unit, pareto_plot, save, tree_plot
+from analysis.plots import lambda_plot, madds_unit, pareto_plot, pareto_plot_with_ids, save, tree_plot
+from analysis.replicates import (
+    baselines_table,
+    format_mean_se,
+    hypervolume_replicates,
+    pooled_baselines,
+    summarize_replicates,
+    verdict_lines,
+)
 from analysis.tables import markdown_table, normalise_results
 from analysis.trees import BranchTree, branch_tree
 
@@ -43,6 +51,8 @@ class Report:
     level: str
     source: str = ""
     notes: list[str] = field(default_factory=list)
+    #: One row per (trial, retrain seed) (see :mod:`analysis.replicates`); None: no replicates.
+    replicates: pd.DataFrame | None = None
 
     @property
     def front(self) -> pd.DataFrame:
@@ -90,6 +100,7 @@ def build_report(
     source: str = "",
     known: Mapping[str, str] | None = None,
     primaries: Mapping[str, str] | None = None,
+    replicates: pd.DataFrame | None = None,
 ) -> Report:
     """Add ``delta_m`` and ``on_front`` to a results table (sweep schema, see :mod:`analysis.tables`).
 
@@ -98,7 +109,9 @@ def build_report(
     ``directions``, header arrows or ``known`` (``{"<task>/<metric>": direction}``, see
     :func:`~analysis.directions.resolve_directions`). ``branchsweep report`` passes the task
     registry's as ``known`` and ``primaries``. ``baseline`` is the reference row label (rows sharing it
-    are averaged; default: :func:`choose_baseline`).
+    are averaged; default: :func:`choose_baseline`). ``replicates``: the long table of the retrain seeds
+    (one row per trial and seed, :mod:`analysis.replicates`); with it the report leads with verdict
+    lines and has the matched-baselines table and each method's hypervolume ± s.e.
     """
     df = normalise_results(results, source or "results")
     label = baseline if baseline is not None else choose_baseline(df)
@@ -125,7 +138,7 @@ def build_report(
     if len(nan_dm):
         notes.append(f"{len(nan_dm)} successful trial(s) miss a metric, so their Δm is empty and they are off the front.")
     df = _order_columns(df, chosen).sort_values(["madds", "label"], kind="stable").reset_index(drop=True)
-    return Report(df, dirs, label, level, source, notes)
+    return Report(df, dirs, label, level, source, notes, replicates)
 
 
 # ---------------------------------------------------------------------------------------------- display
@@ -145,6 +158,8 @@ def _display(df: pd.DataFrame, columns: Sequence[str], unit: tuple[float, str] |
     if "params" in df.columns and df["params"].notna().any():
         out["params [M]"] = (pd.to_numeric(df["params"], errors="coerce") / 1e6).round(2)
     out["Δm [%]"] = df["delta_m"].round(2)
+    if "delta_m/se" in df.columns:
+        out["Δm s.e."] = pd.to_numeric(df["delta_m/se"], errors="coerce").round(2)
     if "delta_m_reported" in df.columns:
         out["Δm reported [%]"] = df["delta_m_reported"]
     for c in columns:
@@ -175,6 +190,51 @@ def _tables(report: Report) -> dict[str, pd.DataFrame]:
         cols = [c for c in ("error",) if c in df.columns]
         sections["Failed trials"] = _display(report.failed, cols, unit)
     return {k: v.rename(columns=rename) for k, v in sections.items()}
+
+
+def replicate_hypervolumes(report: Report) -> pd.DataFrame | None:
+    """Each method's hypervolume ± s.e. over retrain seeds (:func:`hypervolume_replicates`), MAdds in the
+    report's unit; the Single/Shared rows (``is_baseline``) are left out. None without replicates."""
+    long = report.replicates
+    if long is None or long.empty or not {"method", "madds", "delta_m", "retrain_seed"} <= set(long.columns):
+        return None
+    searched = long[~long["is_baseline"].fillna(False).astype(bool)] if "is_baseline" in long.columns else long
+    if searched.empty:
+        return None
+    scale, _ = madds_unit(report.results["madds"])
+    hv = hypervolume_replicates(searched, scale={"madds": scale})
+    if "baseline_kind" in searched.columns:  # searched methods first, then the matched baselines
+        matched = set(searched.loc[searched["baseline_kind"].notna(), "method"].astype(str))
+        hv = hv.sort_values("method", key=lambda m: m.astype(str).isin(matched), kind="stable").reset_index(drop=True)
+    return hv
+
+
+def replicate_verdict(report: Report) -> list[str]:
+    """The report's first lines: front vs matched baselines, hypervolumes (:func:`verdict_lines`)."""
+    if report.replicates is None or "delta_m" not in report.replicates.columns:
+        return []
+    return verdict_lines(report.replicates, replicate_hypervolumes(report))
+
+
+def _replicate_tables(report: Report) -> dict[str, pd.DataFrame]:
+    long = report.replicates
+    if long is None or long.empty:
+        return {}
+    scale, unit = madds_unit(report.results["madds"])
+    sections: dict[str, pd.DataFrame] = {}
+    metrics = [m for m in report.metrics if m in long.columns]
+    if "trial_id" in long.columns and "label" in long.columns and "madds" in long.columns:
+        summary = pooled_baselines(summarize_replicates(long))
+        sections["Models and matched baselines (mean ± s.e. over retrain seeds)"] = baselines_table(
+            summary, metrics, report.metrics, madds_scale=scale, madds_unit=unit)
+    hv = replicate_hypervolumes(report)
+    if hv is not None and len(hv):
+        shown = pd.DataFrame({
+            "method": hv["method"],
+            f"hypervolume ({unit} × Δm %)": [format_mean_se(m, e) for m, e in zip(hv["hypervolume"], hv["hypervolume/se"])],
+            "of the mean front": hv["hypervolume_of_means"].round(4), "seeds": hv["replicates"], "trials": hv["trials"]})
+        sections["Hypervolume per method (mean ± s.e. over retrain seeds)"] = shown
+    return sections
 
 
 @dataclass
@@ -262,7 +322,14 @@ def write_report(report: Report, out_dir: Path) -> dict[str, Path]:
     tidy.to_parquet(files["results"], index=False)
 
     title = f"Δm vs MAdds: {Path(report.source).name}" if report.source else None
-    files["pareto"] = save(pareto_plot(report.results, title=title), out_dir / "pareto.png")
+    plot_ids = None
+    if "delta_m/se" in report.results.columns:  # replicated results: error bars, short ids and their table
+        fig, plot_ids = pareto_plot_with_ids(report.results, title=title)
+        files["pareto"] = save(fig, out_dir / "pareto.png")
+        files["plot_ids"] = out_dir / "plot_ids.csv"
+        plot_ids.to_csv(files["plot_ids"], index=False)
+    else:
+        files["pareto"] = save(pareto_plot(report.results, title=title), out_dir / "pareto.png")
     has_lambda = LAMBDA_COLUMN in report.results.columns and report.results[LAMBDA_COLUMN].notna().any()
     if has_lambda:
         files["lambda"] = save(lambda_plot(report.results), out_dir / "lambda_vs_madds.png")
@@ -278,7 +345,9 @@ def write_report(report: Report, out_dir: Path) -> dict[str, Path]:
             save(tree_plot(arch.tree, f"{key}: {', '.join(arch.labels)}"), out_dir / "arch" / f"{key}.png")
     notes += _architecture_notes(archs)
 
-    tables = _tables(report)
+    tables = {**_replicate_tables(report), **_tables(report)}
+    if plot_ids is not None:
+        tables["Plot ids (pareto.png)"] = plot_ids
     files["markdown"] = out_dir / "report.md"
     files["markdown"].write_text(_markdown(report, tables, files, archs, notes))
     files["html"] = out_dir / "report.html"
@@ -302,7 +371,9 @@ def _architecture_notes(archs: Mapping[str, Architecture]) -> list[str]:
 
 def _markdown(report: Report, tables: dict[str, pd.DataFrame], files: dict[str, Path],
               archs: Mapping[str, Architecture], notes: list[str]) -> str:
-    parts = ["# branchsweep report", "", *_summary_lines(report), ""]
+    verdict = replicate_verdict(report)
+    parts = ["# branchsweep report", "", *[f"**{line}**  " for line in verdict], *([""] if verdict else []),
+             *_summary_lines(report), ""]
     parts += ["## Figures", "", f"![Δm vs MAdds]({files['pareto'].name})", ""]
     if "lambda" in files:
         parts += [f"![λ vs MAdds]({files['lambda'].name})", ""]
@@ -336,7 +407,7 @@ def _styled(table: pd.DataFrame) -> str:
 def _html(report: Report, tables: dict[str, pd.DataFrame], files: dict[str, Path],
           archs: Mapping[str, Architecture], notes: list[str]) -> str:
     esc = html.escape
-    body = ["<h1>branchsweep report</h1>", "<ul>"]
+    body = ["<h1>branchsweep report</h1>", *[f"<p><b>{esc(line)}</b></p>" for line in replicate_verdict(report)], "<ul>"]
     body += [f"<li>{esc(line[2:]).replace('**', '').replace('`', '')}</li>" for line in _summary_lines(report)]
     body += ["</ul>", "<p>Front rows are highlighted green, failed trials red.</p>",
              f'<img src="{esc(files["pareto"].name)}" alt="Δm vs MAdds" style="max-width:900px">']

@@ -411,6 +411,25 @@ class RandomMethod(SearchMethod):
                                          "madds_ratio": madds / target if target else math.nan})
 
 
+def matched_baselines(like: BranchConfig | str, permutations: int = 5, vanilla: bool = True,
+                      random_trees: int = 0) -> list[tuple[str, dict[str, Any]]]:
+    """``(method, search settings)`` of the baselines of one searched tree, for a sweep to add as trials:
+    ``permutations`` permuted trees (``index`` 0..K-1, one seed gives K distinct trees), the vanilla tree
+    and ``random_trees`` random trees at its MAdds. ``like`` travels inline, so trials need no files.
+
+    >>> tree = BranchConfig.from_groups("abc", [[["a", "b", "c"]], [["a", "b"], ["c"]]])
+    >>> [(m, s.get("index")) for m, s in matched_baselines(tree, permutations=2, random_trees=1)]
+    [('permuted', 0), ('permuted', 1), ('vanilla', None), ('random', 0)]
+    """
+    text = like.to_json(indent=None) if isinstance(like, BranchConfig) else like
+    out: list[tuple[str, dict[str, Any]]] = [
+        ("permuted", {"like": text, "permutations": permutations, "index": i}) for i in range(permutations)]
+    if vanilla:
+        out.append(("vanilla", {"like": text}))
+    out += [("random", {"like": text, "index": i}) for i in range(random_trees)]
+    return out
+
+
 SEARCH_METHODS.register("vanilla", VanillaMethod())
 SEARCH_METHODS.register("permuted", PermutedMethod())
 SEARCH_METHODS.register("random", RandomMethod())

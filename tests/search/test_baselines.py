@@ -19,6 +19,7 @@ from branchsweep.search import SEARCH_METHODS, SearchContext
 from branchsweep.search.baselines import (
     closest_branch_layer,
     distinct_permutations,
+    matched_baselines,
     permute_tree,
     random_tree,
     random_tree_near,
@@ -197,3 +198,21 @@ def test_sweep_trial_with_a_bad_setting_fails_before_work():
     with pytest.raises(ConfigError, match="unknown option 'k'"):
         TrialConfig(method="vanilla", search={"k": 1}).validate()
     json.dumps(TrialConfig(method="random", search={"target_madds": 1e6}).to_dict())  # JSON-friendly
+
+
+def test_matched_baselines_give_valid_distinct_trials(tiny, tmp_path):
+    """The settings a sweep adds per front point run as trials and give K distinct permutations."""
+    from branchsweep.pipeline import TrialConfig
+
+    data, tasks, spec, table, tree = tiny
+    trees = []
+    for n, (method, settings) in enumerate(matched_baselines(tree, permutations=2, random_trees=2)):
+        cfg = TrialConfig(method=method, search=settings)
+        cfg.validate()
+        ctx = SearchContext(data=data, spec=spec, tasks=tasks, out_dir=tmp_path / str(n), seed=5, progress=False)
+        trees.append((method, SEARCH_METHODS.get(method).run(cfg.method_config(None), ctx).config))
+    perms = [t for m, t in trees if m == "permuted"]
+    randoms = [t for m, t in trees if m == "random"]
+    assert len(set(perms)) == 2 and tree not in perms
+    assert len(set(randoms)) == 2 and tree not in randoms
+    assert all(abs(table.madds(t) - table.madds(tree)) <= 0.05 * table.madds(tree) for m, t in trees if m != "vanilla")
