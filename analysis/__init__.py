@@ -44,6 +44,7 @@ from analysis.replicates import (
     pooled_baselines,
     standard_error,
     summarize_replicates,
+    trivial_margins,
     verdict_lines,
 )
 from analysis.report import Report, build_report, choose_baseline, write_report
@@ -54,7 +55,9 @@ from analysis.tables import (
     markdown_table,
     parse_madds,
     read_metric_spec,
+    read_replicates,
     read_table,
+    read_trivial,
 )
 from analysis.trees import BranchTree, branch_tree
 
@@ -92,7 +95,9 @@ __all__ = [
     "pooled_baselines",
     "primary_metric_columns",
     "read_metric_spec",
+    "read_replicates",
     "read_table",
+    "read_trivial",
     "resolve_directions",
     "short_ids",
     "split_header",
@@ -100,6 +105,7 @@ __all__ = [
     "summarize_replicates",
     "task_of_column",
     "tree_plot",
+    "trivial_margins",
     "verdict_lines",
     "write_report",
 ]

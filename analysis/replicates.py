@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -434,3 +435,34 @@ def verdict_lines(long: pd.DataFrame, hypervolumes: pd.DataFrame | None = None,
         if parts:
             lines.append("hypervolume: " + ", ".join(parts))
     return lines
+
+
+def trivial_margins(results: pd.DataFrame, trivial: Mapping[str, float], directions: Mapping[str, str],
+                    label: str = "label") -> pd.DataFrame:
+    """Each model's metric over the trivial predictor's (constant prediction fitted on the training
+    labels): ``ratio = model / trivial`` per metric, and whether it beats it (``ratio > 1`` for
+    higher-is-better, ``< 1`` for lower-is-better metrics). The first row is the trivial predictor.
+
+    >>> res = pd.DataFrame({"label": ["Single", "Shared"], "a/mIoU": [60.0, 30.0], "b/rmse": [0.3, 0.7]})
+    >>> trivial_margins(res, {"a/mIoU": 20.0, "b/rmse": 0.6}, {"a/mIoU": "max", "b/rmse": "min"})
+        model a/mIoU a/mIoU ratio b/rmse b/rmse ratio  beats trivial
+    0  Trivial   20.0          1×    0.6           1×          False
+    1   Single   60.0       3.00×    0.3        0.50×           True
+    2   Shared   30.0       1.50×    0.7        1.17×          False
+    """
+    metrics = [m for m in directions if m in trivial and m in results.columns]
+    rows = [{"model": "Trivial", **{m: float(trivial[m]) for m in metrics},
+             **{f"{m} ratio": "1×" for m in metrics}, "beats trivial": False}]
+    for _, row in results.iterrows():
+        out: dict[str, Any] = {"model": str(row[label])}
+        beats = True
+        for m in metrics:
+            value = float(row[m])
+            ratio = value / float(trivial[m]) if float(trivial[m]) else math.nan
+            out[m] = value
+            out[f"{m} ratio"] = f"{ratio:.2f}×"
+            beats = beats and (ratio > 1 if directions[m] == "max" else ratio < 1)
+        out["beats trivial"] = bool(beats)
+        rows.append(out)
+    table = pd.DataFrame(rows)
+    return table[["model", *[c for m in metrics for c in (m, f"{m} ratio")], "beats trivial"]]

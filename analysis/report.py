@@ -27,6 +27,7 @@ from analysis.replicates import (
     hypervolume_replicates,
     pooled_baselines,
     summarize_replicates,
+    trivial_margins,
     verdict_lines,
 )
 from analysis.tables import markdown_table, normalise_results
@@ -53,6 +54,8 @@ class Report:
     notes: list[str] = field(default_factory=list)
     #: One row per (trial, retrain seed) (see :mod:`analysis.replicates`); None: no replicates.
     replicates: pd.DataFrame | None = None
+    #: The trivial predictor's metrics (``{"<task>/<metric>": value}``); None: not known.
+    trivial: dict[str, float] | None = None
 
     @property
     def front(self) -> pd.DataFrame:
@@ -101,6 +104,7 @@ def build_report(
     known: Mapping[str, str] | None = None,
     primaries: Mapping[str, str] | None = None,
     replicates: pd.DataFrame | None = None,
+    trivial: Mapping[str, float] | None = None,
 ) -> Report:
     """Add ``delta_m`` and ``on_front`` to a results table (sweep schema, see :mod:`analysis.tables`).
 
@@ -111,7 +115,9 @@ def build_report(
     registry's as ``known`` and ``primaries``. ``baseline`` is the reference row label (rows sharing it
     are averaged; default: :func:`choose_baseline`). ``replicates``: the long table of the retrain seeds
     (one row per trial and seed, :mod:`analysis.replicates`); with it the report leads with verdict
-    lines and has the matched-baselines table and each method's hypervolume ± s.e.
+    lines and has the matched-baselines table and each method's hypervolume ± s.e. ``trivial``: the
+    metrics of the constant predictor fitted on the training labels; with it the report has a table
+    of every model's margin over it (:func:`~analysis.replicates.trivial_margins`).
     """
     df = normalise_results(results, source or "results")
     label = baseline if baseline is not None else choose_baseline(df)
@@ -138,7 +144,7 @@ def build_report(
     if len(nan_dm):
         notes.append(f"{len(nan_dm)} successful trial(s) miss a metric, so their Δm is empty and they are off the front.")
     df = _order_columns(df, chosen).sort_values(["madds", "label"], kind="stable").reset_index(drop=True)
-    return Report(df, dirs, label, level, source, notes, replicates)
+    return Report(df, dirs, label, level, source, notes, replicates, dict(trivial) if trivial else None)
 
 
 # ---------------------------------------------------------------------------------------------- display
@@ -235,6 +241,30 @@ def _replicate_tables(report: Report) -> dict[str, pd.DataFrame]:
             "of the mean front": hv["hypervolume_of_means"].round(4), "seeds": hv["replicates"], "trials": hv["trials"]})
         sections["Hypervolume per method (mean ± s.e. over retrain seeds)"] = shown
     return sections
+
+
+def _trivial_tables(report: Report) -> dict[str, pd.DataFrame]:
+    if not report.trivial:
+        return {}
+    df = report.results
+    ok = df[df["status"] == "ok"].sort_values("madds", kind="stable")
+    table = trivial_margins(ok, report.trivial, report.metrics)
+    if table.shape[1] <= 2:
+        return {}
+    return {"Margin over the trivial predictor (constant prediction fitted on the training labels)": table}
+
+
+def trivial_verdict(report: Report) -> list[str]:
+    """One line: how many models beat the trivial predictor on every Δm metric."""
+    tables = _trivial_tables(report)
+    if not tables:
+        return []
+    table = next(iter(tables.values())).iloc[1:]
+    losers = table.loc[~table["beats trivial"], "model"].tolist()
+    if not losers:
+        return [f"every model beats the trivial predictor on every task ({len(table)} models)"]
+    return [f"{len(losers)} of {len(table)} models do NOT beat the trivial predictor on every task: "
+            + ", ".join(losers[:5]) + (" …" if len(losers) > 5 else "")]
 
 
 @dataclass
@@ -345,7 +375,7 @@ def write_report(report: Report, out_dir: Path) -> dict[str, Path]:
             save(tree_plot(arch.tree, f"{key}: {', '.join(arch.labels)}"), out_dir / "arch" / f"{key}.png")
     notes += _architecture_notes(archs)
 
-    tables = {**_replicate_tables(report), **_tables(report)}
+    tables = {**_replicate_tables(report), **_trivial_tables(report), **_tables(report)}
     if plot_ids is not None:
         tables["Plot ids (pareto.png)"] = plot_ids
     files["markdown"] = out_dir / "report.md"
@@ -371,7 +401,7 @@ def _architecture_notes(archs: Mapping[str, Architecture]) -> list[str]:
 
 def _markdown(report: Report, tables: dict[str, pd.DataFrame], files: dict[str, Path],
               archs: Mapping[str, Architecture], notes: list[str]) -> str:
-    verdict = replicate_verdict(report)
+    verdict = replicate_verdict(report) + trivial_verdict(report)
     parts = ["# branchsweep report", "", *[f"**{line}**  " for line in verdict], *([""] if verdict else []),
              *_summary_lines(report), ""]
     parts += ["## Figures", "", f"![Δm vs MAdds]({files['pareto'].name})", ""]
@@ -407,7 +437,7 @@ def _styled(table: pd.DataFrame) -> str:
 def _html(report: Report, tables: dict[str, pd.DataFrame], files: dict[str, Path],
           archs: Mapping[str, Architecture], notes: list[str]) -> str:
     esc = html.escape
-    body = ["<h1>branchsweep report</h1>", *[f"<p><b>{esc(line)}</b></p>" for line in replicate_verdict(report)], "<ul>"]
+    body = ["<h1>branchsweep report</h1>", *[f"<p><b>{esc(line)}</b></p>" for line in replicate_verdict(report) + trivial_verdict(report)], "<ul>"]
     body += [f"<li>{esc(line[2:]).replace('**', '').replace('`', '')}</li>" for line in _summary_lines(report)]
     body += ["</ul>", "<p>Front rows are highlighted green, failed trials red.</p>",
              f'<img src="{esc(files["pareto"].name)}" alt="Δm vs MAdds" style="max-width:900px">']

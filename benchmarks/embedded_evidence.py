@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         cells = []
         for k in shown:
             m, se = mean_se([r[k] for r in rs])
-            ratio = m / trivial[k]
+            ratio = m / trivial[k] if trivial[k] else math.inf
             ok = ""
             if k in THRESHOLDS:
                 op, bound = THRESHOLDS[k]
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                 ok = "" if good else " ✗"
                 if not good:
                     failures.append(f"{label} {k}")
-            cells.append(f"{fmt(m, se, 3)} ({ratio:.2f}×{ok})")
+            cells.append(f"{fmt(m, se, 3)} ({ratio:.2f}×{ok})" if math.isfinite(ratio) else f"{fmt(m, se, 3)}")
         print(f"| {label} | {table.madds(trees[label]) / 1e6:.2f} | " + " | ".join(cells) + " |")
     print(f"\nthresholds: {', '.join(f'{k} {op} {b}×' for k, (op, b) in THRESHOLDS.items())}; "
           f"{'all met' if not failures else 'NOT met: ' + ', '.join(failures)}\n")

@@ -32,10 +32,10 @@ PRESET = SweepPreset(
     # Calibrated so that every task of every model (Shared included) clearly beats the trivial predictor
     # in 250 steps on one CPU core; docs/embedded.md has the measurements behind each number.
     data=DataConfig(dataset="synthetic-dense", size=24, train_samples=256, val_samples=64,
-                    tasks=["semseg", "depth", "normals"]),
-    model=ModelConfig(backbone="convnet", width=0.375),
-    train=TrainConfig(iterations=250, batch_size=16, eval_batch_size=64, optimizer="adam", lr=0.003,
-                      divide_lr_by_sharing=False, loss_weights={"semseg": 3.0, "normals": 2.0}, progress=False),
+                    tasks=["semseg", "sal", "depth", "normals"]),
+    model=ModelConfig(backbone="convnet", width=0.3),
+    train=TrainConfig(iterations=400, batch_size=8, eval_batch_size=64, optimizer="adam", lr=0.003,
+                      divide_lr_by_sharing=False, loss_weights={"semseg": 3.0, "sal": 1.0, "normals": 2.0}, progress=False),
     search_defaults={
         # λ in "normalized" mode (per Single model's MAdds). Hard samples and a large architecture lr
         # move α within the short search; benchmarks/bmtas_lambda_grid.py prints the λ range.

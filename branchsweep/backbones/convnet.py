@@ -4,7 +4,7 @@ MobileNetV2 and ResNet-50 are the papers' backbones, but at the resolutions a la
 minutes (16–32 pixels) their output stride of 16 leaves one or two feature pixels, and a dense task
 cannot beat a constant prediction. This backbone keeps the resolution high and is cheap per layer:
 
-* stem: 3×3 convolution to ``c`` channels, stride 1 (always shared);
+* stem: 3×3 convolution to ``c`` channels with batch norm and no activation, stride 1 (always shared);
 * ``num_layers`` branchable basic residual blocks (two 3×3 convolutions with batch norm); block
   ``downsample_at`` halves the resolution (and doubles the channels with ``widen``), so the output
   stride is 2;
@@ -76,7 +76,9 @@ def convnet(width: float = 1.0, input_size: int = 32, channels: int = 32, num_la
         raise ConfigError(f"convnet: need num_layers >= 1 and 0 <= downsample_at < num_layers, got "
                           f"{num_layers} and {downsample_at}")
     c = max(4, round(channels * width))
-    stem = nn.Sequential(nn.Conv2d(3, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU())
+    # A linear stem (no ReLU): it is shared by every task even in the Single network, and a rectified
+    # one lets the tasks with the largest gradients switch off the colour features another task needs.
+    stem = nn.Sequential(nn.Conv2d(3, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c))
     templates, names, cin = [], [], c
     for i in range(num_layers):
         down = i == downsample_at

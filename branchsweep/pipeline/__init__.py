@@ -37,9 +37,9 @@ from branchsweep.pipeline.trial import (
     TRIAL_LOG,
     TrialLog,
     baseline_entries,
+    compute_delta_m,
     mean_and_se,
     mean_metrics,
-    compute_delta_m,
     primary_directions,
     run_trial,
 )

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from analysis.tables import REPLICATES_FILE, TRIVIAL_FILE
 from branchsweep.atomic import write_json
 from branchsweep.errors import ConfigError
 from branchsweep.pipeline import BASELINES, RESULT_FILE, SweepCaches
@@ -52,8 +53,6 @@ BASELINE_EXPERIMENT = "baselines"
 CONTROL_EXPERIMENT = "controls"
 #: Baseline trees built for each front point of the searched methods (registered search methods).
 CONTROL_KINDS = ("permuted", "vanilla", "random")
-TRIVIAL_FILE = "trivial.json"
-REPLICATES_FILE = "replicates.parquet"
 OBJECTIVES = {"madds": "min", "delta_m": "max"}
 
 
