@@ -49,7 +49,7 @@ CHECKPOINT_NAME = "bmtas_checkpoint.pt"
 LOG_NAME = "search_log.jsonl"
 RESOURCE_MODES = ("absolute", "normalized")
 ESTIMATORS = ("auto", "exact", "mc")
-WARMUP_FORMAT = 1  # bump when the supergraph's parameter layout changes (invalidates cached warm-ups)
+WARMUP_FORMAT = 2  # bump when the supergraph's parameter layout changes (invalidates cached warm-ups)
 
 
 @dataclass
