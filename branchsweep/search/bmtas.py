@@ -27,6 +27,7 @@ per batch (``task_updates``): shared weights move after each task, and momentum 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -40,8 +41,10 @@ from torch.utils.data import Dataset, random_split
 from tqdm.auto import tqdm
 
 from branchsweep.arch import BranchConfig
+from branchsweep.backbones import BackboneSpec
 from branchsweep.atomic import file_lock, load_state, save_state, write_text
 from branchsweep.config import to_dict
+from branchsweep.data.base import MultiTaskData
 from branchsweep.errors import ConfigError
 from branchsweep.loop import Runtime, TrainStep, poly_schedule, to_floats, weighted_loss
 from branchsweep.madds import madds_table
@@ -96,6 +99,10 @@ class BMTASConfig:
     schedule: str = setting("linear", "temperature schedule")
     tau0: float = setting(5.0, "initial temperature")
     tau1: float = setting(0.1, "final temperature")
+    search_resolution: float | None = setting(
+        None, "resolution factor of the search images (unset: the data set's paper value when it is loaded at "
+              "full resolution, PASCAL-Context 0.5, NYUD-v2 2/3; 1: no resizing); the MAdds of the resource "
+              "loss are priced at full resolution either way")
     iterations: int = setting(40000, "search iterations (weight updates)")
     warmup_iterations: int = setting(2000, "warm-up iterations (candidate t trained on task t)")
     batch_size: int = setting(16, "batch size of the search")
@@ -144,6 +151,8 @@ class BMTASConfig:
             raise ConfigError("weight decays must be >= 0")
         if not 0 <= self.momentum < 1:
             raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.search_resolution is not None and not 0 < self.search_resolution <= 1:
+            raise ConfigError(f"search-resolution must be a factor in (0, 1], got {self.search_resolution}")
         if not 0 < self.arch_fraction < 1:
             raise ConfigError(f"arch-fraction must be in (0, 1), got {self.arch_fraction}")
 
@@ -200,6 +209,30 @@ def phase_lengths(cfg: BMTASConfig, arch_set: Dataset, weight_set: Dataset) -> t
 def _sgd(model: Supergraph, cfg: BMTASConfig, iterations: int) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.LambdaLR]:
     opt = torch.optim.SGD(model.weight_parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     return opt, poly_schedule(opt, iterations, cfg.poly_power)
+
+
+def search_data(ctx: SearchContext, cfg: BMTASConfig) -> MultiTaskData:
+    """The data the search reads: ``ctx.data`` rescaled to ``cfg.search_resolution`` (unset: to the data
+    set's paper search resolution when ``ctx.data`` is at full resolution, else ``ctx.data`` as given)."""
+    data = ctx.data
+    target = cfg.search_resolution
+    if target is None:
+        target = data.info.get("search_resolution") if data.resolution == 1.0 else None
+    if target is None or math.isclose(target, data.resolution):
+        return data
+    if data.rescale is None:
+        raise ConfigError(f"--search-resolution {target:g}: data set {data.name!r} cannot be rescaled on load")
+    return data.rescale(float(target))
+
+
+def pricing_spec(spec: BackboneSpec, data: MultiTaskData) -> BackboneSpec:
+    """``spec`` sized for ``data``'s images at *full* resolution: the resource loss prices the network
+    that is retrained and reported, whatever resolution the search reads (so λ keeps its meaning)."""
+    if data.resolution == 1.0 or len(spec.input_shape) != 3:
+        return spec
+    c, h, w = spec.input_shape
+    full = (c, round(h / data.resolution), round(w / data.resolution))
+    return dataclasses.replace(spec, input_shape=full)
 
 
 # ------------------------------------------------------------------------------------------- warm-up
@@ -281,8 +314,11 @@ def run_search(cfg: BMTASConfig, ctx: SearchContext, stop_at: int | None = None)
     device = runtime.device
     out_dir = Path(ctx.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    # Price first: measuring an uncached table builds layers and so draws from the global RNG.
-    table = madds_table(ctx.spec, ctx.tasks, cache_dir=ctx.cache_dir)
+    # Price first (at full resolution): measuring an uncached table builds layers and so draws from the
+    # global RNG. Then read the data at the search resolution.
+    priced = pricing_spec(ctx.spec, ctx.data)
+    table = madds_table(priced, ctx.tasks, cache_dir=ctx.cache_dir)
+    ctx = dataclasses.replace(ctx, data=search_data(ctx, cfg))
     torch.manual_seed(ctx.seed)
     model = runtime.prepare(Supergraph(ctx.spec, ctx.tasks))
     layer_madds = table.layer_tensor().to(device)
@@ -314,6 +350,7 @@ def run_search(cfg: BMTASConfig, ctx: SearchContext, stop_at: int | None = None)
         log.append({"event": "start", "config": to_dict(cfg), "tasks": [t.name for t in ctx.tasks],
                     "estimator": estimator, "resource_scale": scale, "layer_madds": list(table.layers),
                     "warmup_cache": str(warm_path) if warm_path else None,
+                    "search_input_shape": list(ctx.data.input_shape), "priced_input_shape": list(priced.input_shape),
                     "cycle": dict(zip(("arch_steps", "weight_steps"), phase_lengths(cfg, arch_set, weight_set))),
                     "weight_updates": "sequential per task" if cfg.sequential else "joint",
                     "note": (f"{len(ctx.tasks)} tasks > {EXACT_MAX_TASKS}: resource loss estimated by unbiased "

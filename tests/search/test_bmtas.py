@@ -266,3 +266,34 @@ def test_resumed_phase_search_equals_uninterrupted(data, tmp_path):
     for key, value in a["model"].items():
         torch.testing.assert_close(b["model"][key], value, rtol=0, atol=0, msg=key)
     assert resumed.config == full.config
+
+
+def _resizable(size=16, resolution=1.0, search_resolution=0.5):
+    """synthetic-dense (size 16 = "full resolution") posing as a data set that rescales on load."""
+    import dataclasses
+
+    def make(factor):
+        data = create_data(DataConfig(dataset="synthetic-dense", size=round(size * factor), train_samples=40,
+                                      val_samples=8, seed=0))
+        return dataclasses.replace(data, info={**data.info, "resolution": factor,
+                                               "search_resolution": search_resolution}, rescale=make)
+    return make(resolution)
+
+
+def test_search_reads_the_paper_resolution_and_prices_at_full_resolution(tmp_path):
+    from branchsweep.search.bmtas import pricing_spec, search_data
+
+    full = _resizable()
+    ctx = context(full, tmp_path / "run")
+    result = run_search(tiny(lam=0.5), ctx)
+    start = json.loads(result.log_path.read_text().splitlines()[0])
+    assert start["search_input_shape"] == [3, 8, 8] and start["priced_input_shape"] == [3, 16, 16]
+    # λ's meaning does not depend on how the data were loaded: a half-resolution copy prices the same
+    half = full.rescale(0.5)
+    spec_half = create_backbone("mobilenet_v2", width=0.1, input_size=8)
+    assert pricing_spec(spec_half, half).input_shape == (3, 16, 16)
+    assert search_data(context(half, tmp_path / "h"), tiny()) is half  # already resized: read as given
+    assert search_data(ctx, tiny(search_resolution=1.0)) is full  # the 'w/o resizing' ablation
+    with pytest.raises(ConfigError, match="cannot be rescaled"):
+        plain = create_data(DataConfig(dataset="synthetic-dense", size=16, train_samples=40, val_samples=8))
+        search_data(context(plain, tmp_path / "p"), tiny(search_resolution=0.5))
