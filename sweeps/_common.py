@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from branchsweep import paper
 from branchsweep.config import DataConfig, ModelConfig, TrainConfig
 from branchsweep.errors import BranchsweepError
 from branchsweep.sweep import SearchSpace, SweepBase, SweepConfig, run_sweep
@@ -41,10 +42,6 @@ class SweepPreset:
     points: list[dict[str, Any]] = field(default_factory=list)
 
 
-#: BMTAS supplement A: batch size per backbone, in the search and in retraining.
-PAPER_BATCH = {"mobilenet_v2": 16, "resnet50": 8}
-
-
 def bmtas_paper_presets(name: str, data: DataConfig, model: ModelConfig, space: SearchSpace,
                         lambdas: list[float], iterations: int = 40000, warmup_iterations: int = 2000,
                         search: dict[str, Any] | None = None, num_trials: int = 32) -> tuple[SweepPreset, SweepPreset]:
@@ -58,7 +55,7 @@ def bmtas_paper_presets(name: str, data: DataConfig, model: ModelConfig, space: 
 
     The smoke variant shrinks data, width and iterations so that it runs on a CPU in minutes.
     """
-    batch = PAPER_BATCH[str(model.backbone)]
+    batch = paper.BATCH[str(model.backbone)]
     bmtas = {"iterations": iterations, "warmup_iterations": warmup_iterations, "batch_size": batch,
              "checkpoint_every": 1000, **(search or {})}
     preset = SweepPreset(

@@ -24,6 +24,7 @@ import sys
 from _common import bmtas_paper_presets, main
 
 from branchsweep.config import DataConfig, ModelConfig
+from branchsweep.paper import paper_lambdas
 from branchsweep.sweep import SearchSpace
 
 PASCAL = DataConfig(dataset="pascal-context", tasks=["semseg", "human_parts", "sal", "normals", "edge"], num_workers=4)
@@ -31,16 +32,16 @@ NYUD = DataConfig(dataset="nyud", tasks=["semseg", "depth", "normals", "edge"], 
 MOBILENET = ModelConfig(backbone="mobilenet_v2", pretrained="imagenet")
 RESNET = ModelConfig(backbone="resnet50", pretrained="imagenet")
 
-#: branchsweep's absolute λ for the paper's grid: λ = 2 · T · λ_paper · ρ with ρ measured on the
-#: paper's MAdds tables by benchmarks/bmtas_lambda_mapping.py (docs/fidelity.md, "λ mapping").
-RHO = {"table1": 0.47, "tableS2": 0.64, "table2": 0.72}
-PAPER_LAMBDAS = {"table1": (0.1, 0.05, 0.02), "tableS2": (0.02, 0.005, 0.001), "table2": (5e-3, 1e-3, 2e-4)}
-NUM_TASKS = {"table1": 5, "tableS2": 5, "table2": 4}
+TABLES = {"table1": ("mobilenet_v2", "pascal-context", 5), "tableS2": ("resnet50", "pascal-context", 5),
+          "table2": ("resnet50", "nyud", 4)}
 
 
 def mapped(table: str) -> list[float]:
-    """The paper's λ grid of ``table`` in branchsweep's absolute mode (3 significant digits)."""
-    return [float(f"{2 * NUM_TASKS[table] * RHO[table] * lam:.3g}") for lam in PAPER_LAMBDAS[table]]
+    """The paper's λ grid of ``table`` (BMTAS-1/2/3) in branchsweep's absolute mode: λ = 2·T·λ_paper·ρ
+    with ρ measured on the paper's MAdds tables (branchsweep.paper, docs/fidelity.md)."""
+    lambdas = paper_lambdas(*TABLES[table])
+    assert lambdas is not None
+    return lambdas
 
 
 def _space(lambdas: list[float]) -> SearchSpace:

@@ -92,7 +92,7 @@ class RandomScale(v2.Transform):
             return inpt
         out = F.resize(inpt, params["size"], antialias=True)
         if isinstance(inpt, ZeroPadMask):  # depth: a scene enlarged s times looks s times closer
-            out = out / params["scale"]
+            out = tv_tensors.wrap(out / params["scale"], like=out)  # arithmetic unwraps tv_tensors
         return out
 
 

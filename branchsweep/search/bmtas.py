@@ -40,6 +40,7 @@ import torch
 from torch.utils.data import Dataset, random_split
 from tqdm.auto import tqdm
 
+from branchsweep import paper
 from branchsweep.arch import BranchConfig
 from branchsweep.backbones import BackboneSpec
 from branchsweep.atomic import file_lock, load_state, save_state, write_text
@@ -87,7 +88,8 @@ class BMTASConfig:
         return self.phases if self.reset_arch_optimizer is None else self.reset_arch_optimizer
 
     lam: float = setting(0.05, "resource weight λ (per GMAdd, or per Single-model MAdds with --resource-mode "
-                               "normalized)", flag="--lambda")
+                               "normalized; default: on pascal-context/nyud the paper's BMTAS-2 λ mapped to "
+                               "this exact loss, docs/fidelity.md; 0.05 otherwise)", flag="--lambda")
     resource_mode: str = setting("absolute", "absolute: λ · expected GMAdds; normalized: λ · expected MAdds / "
                                              "Single's", choices=RESOURCE_MODES)
     resource_estimator: str = setting("auto", f"expected-MAdds computation (auto: exact up to {EXACT_MAX_TASKS} "
@@ -103,9 +105,9 @@ class BMTASConfig:
         None, "resolution factor of the search images (unset: the data set's paper value when it is loaded at "
               "full resolution, PASCAL-Context 0.5, NYUD-v2 2/3; 1: no resizing); the MAdds of the resource "
               "loss are priced at full resolution either way")
-    iterations: int = setting(40000, "search iterations (weight updates)")
-    warmup_iterations: int = setting(2000, "warm-up iterations (candidate t trained on task t)")
-    batch_size: int = setting(16, "batch size of the search")
+    iterations: int = setting(40000, "search iterations (weight batches; nyud: 20000)")
+    warmup_iterations: int = setting(2000, "warm-up iterations (candidate t trained on task t; nyud: 1000)")
+    batch_size: int = setting(16, "batch size of the search (resnet50 on pascal-context/nyud: 8)")
     lr: float = setting(0.005, "learning rate of the supergraph weights (SGD, poly)")
     momentum: float = setting(0.9, "SGD momentum of the weights")
     weight_decay: float = setting(1e-4, "weight decay of the weights")
@@ -484,6 +486,19 @@ class BMTASMethod(SearchMethod):
         if "lambda" in values:  # the paper's name (and the flag's); the field is ``lam``
             values["lam"] = values.pop("lambda")
         return values
+
+    def data_defaults(self, dataset: str, backbone: str, num_tasks: int) -> dict[str, Any]:
+        """On the paper's data sets: its iterations, warm-up, batch size per backbone and BMTAS-2's λ
+        (mapped to the exact resource loss) of the table for ``backbone`` (:mod:`branchsweep.paper`)."""
+        out: dict[str, Any] = {}
+        if dataset in paper.ITERATIONS:
+            out.update(iterations=paper.ITERATIONS[dataset], warmup_iterations=paper.WARMUP_ITERATIONS[dataset])
+        if dataset in paper.ITERATIONS and backbone in paper.BATCH:
+            out["batch_size"] = paper.BATCH[backbone]
+        lambdas = paper.paper_lambdas(backbone, dataset, num_tasks)
+        if lambdas is not None:
+            out["lam"] = lambdas[1]
+        return out
 
     def sweep_settings(self, shared_dir: Path) -> dict[str, Any]:
         """One warm-up per sweep: every trial reads (or first writes) the cache in ``shared_dir``."""

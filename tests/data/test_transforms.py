@@ -85,10 +85,12 @@ def test_train_random_scale_divides_depth_by_the_scale_factor():
     invalid depth (0) and the padding stay 0."""
     for s in (0.5, 2.0):
         t = DenseTransform(8, KINDS, train=True, scales=(s,))
-        raw = sample(8, 8)
+        raw = sample(6, 8)
         raw["depth"][0, :, :4] = 0.0  # left half invalid
         torch.manual_seed(0)
-        depth = t(raw)["depth"][0]
+        out = t(raw)
+        depth = out["depth"][0]
+        assert out["depth"].shape == out["semseg"].unsqueeze(0).shape == (1, 8, 8)  # still cropped with the rest
         valid = depth > 0
         assert valid.any() and torch.allclose(depth[valid], torch.full_like(depth[valid], 3.0 / s))
         assert not (depth[~valid]).any()
