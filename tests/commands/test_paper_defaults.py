@@ -37,7 +37,7 @@ def test_bmtas_defaults_on_the_paper_data_sets():
     assert bmtas.data_defaults("pascal-context", "mobilenet_v2", 5) == {
         "iterations": 40000, "warmup_iterations": 2000, "batch_size": 16, "lam": 0.242}
     assert bmtas.data_defaults("nyud", "resnet50", 4) == {
-        "iterations": 20000, "warmup_iterations": 1000, "batch_size": 8, "lam": 0.00576}
+        "iterations": 20000, "warmup_iterations": 1000, "batch_size": 8, "lam": 0.00594}
     assert bmtas.data_defaults("synthetic-dense", "mobilenet_v2", 4) == {}
     cfg = bmtas.make_config({**bmtas.data_defaults("nyud", "resnet50", 4), "lam": 0.01})
     assert cfg.lam == 0.01 and cfg.batch_size == 8  # flags win over the data-set defaults
