@@ -87,7 +87,9 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """Retraining a branched network (BMTAS supplement A defaults: SGD, lr 0.005, poly)."""
+    """Retraining a branched network: optimiser settings of BMTAS supplement A (SGD, momentum 0.9, wd 1e-4,
+    lr 0.005, poly); ``iterations`` and ``batch_size`` are CPU-size defaults (the paper's per data set and
+    backbone are in :mod:`branchsweep.paper`, which the ``train`` command and the paper presets use)."""
 
     iterations: int = 200
     batch_size: int = 8

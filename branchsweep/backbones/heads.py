@@ -7,7 +7,29 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.models.segmentation.deeplabv3 import ASPP
 from torchvision.ops import Conv2dNormActivation
+
+#: Dropout of the (R-)ASPP module when a branched network is trained (the BMTAS reference code's
+#: ``drop_rate=0.1`` on the retrained network; the supergraph runs without dropout).
+ASPP_DROPOUT = 0.1
+
+
+def aspp(in_channels: int, atrous_rates: Sequence[int], out_channels: int, activation: type[nn.Module] = nn.ReLU,
+         dropout: float = ASPP_DROPOUT) -> ASPP:
+    """torchvision's ASPP with the BMTAS reference layout: ``activation`` everywhere and ``dropout`` on the
+    concatenated branches *before* the 1×1 projection (torchvision: ReLU, Dropout(0.5) after it).
+
+    With no atrous rates this is the R-ASPP of MobileNetV2 (a 1×1 branch plus image pooling).
+    """
+    module = ASPP(in_channels, list(atrous_rates), out_channels)
+    for parent in module.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, nn.ReLU):
+                setattr(parent, name, activation())
+    conv, bn, act, _ = module.project
+    module.project = nn.Sequential(nn.Dropout(dropout), conv, bn, act)
+    return module
 
 
 class DeepLabV3PlusDecoder(nn.Module):

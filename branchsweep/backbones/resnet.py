@@ -2,7 +2,7 @@
 
 Dilated to output stride 16 (``replace_stride_with_dilation=[False, False, True]``), the stem (conv1,
 bn, relu, max-pool) always shared, each bottleneck block one branchable layer and ASPP (rates 6, 12,
-18; 256 channels) the last one. Each task has a DeepLabv3+ decoder fed by the last block of stage 1
+18; 256 channels; dropout 0.1 before the projection, none in the supergraph) the last one. Each task has a DeepLabv3+ decoder fed by the last block of stage 1
 (stride 4). ``width`` scales every stage's bottleneck channels (the stem keeps 64), so CPU tests can
 use a narrow ResNet-50 of the same depth.
 """
@@ -12,10 +12,9 @@ from __future__ import annotations
 from torch import nn
 from torchvision.models import ResNet50_Weights
 from torchvision.models.resnet import Bottleneck, ResNet
-from torchvision.models.segmentation.deeplabv3 import ASPP
 
 from branchsweep.backbones.base import BackboneSpec, fresh_copy
-from branchsweep.backbones.heads import DeepLabV3PlusDecoder
+from branchsweep.backbones.heads import ASPP_DROPOUT, DeepLabV3PlusDecoder, aspp
 from branchsweep.backbones.pretrained import load_pretrained
 from branchsweep.tasks import Task
 
@@ -47,7 +46,7 @@ def resnet50(
     low_channels = blocks[LOW_LEVEL_LAYER].bn3.num_features
     aspp_ch = max(8, round(aspp_channels * width))
     dec_ch = max(8, round(decoder_channels * width))
-    aspp = ASPP(last_channels, list(atrous_rates), aspp_ch)
+    aspp_layer = aspp(last_channels, atrous_rates, aspp_ch)
     stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)
     names = [f"s{s}b{b}" for s, n in zip((1, 2, 3, 4), (3, 4, 6, 3)) for b in range(1, n + 1)]
 
@@ -57,11 +56,11 @@ def resnet50(
     return BackboneSpec(
         name="resnet50",
         stem=lambda: fresh_copy(stem, reinit),
-        layers=[(lambda t=t, pre=(reinit or t is aspp): fresh_copy(t, pre)) for t in [*blocks, aspp]],
+        layers=[(lambda t=t, pre=(reinit or t is aspp_layer): fresh_copy(t, pre)) for t in [*blocks, aspp_layer]],
         layer_names=[*names, "aspp"],
         make_head=make_head,
         input_shape=(3, input_size, input_size),
         skip_layers=(LOW_LEVEL_LAYER,),
         params={"width": width, "pretrained": bool(pretrained), "aspp_channels": aspp_ch,
-                "decoder_channels": dec_ch, "atrous_rates": list(atrous_rates)},
+                "decoder_channels": dec_ch, "atrous_rates": list(atrous_rates), "aspp_dropout": ASPP_DROPOUT},
     )

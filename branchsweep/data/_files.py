@@ -247,6 +247,17 @@ def resolution_option(cfg: DataConfig, half_default: bool = False) -> float:
     return float(value)
 
 
+def at_resolution(cfg: DataConfig, factor: float, current: float) -> DataConfig:
+    """``cfg`` loading images at ``factor`` of their full resolution instead of ``current``: the option
+    ``resolution`` becomes ``factor`` and an explicit ``size`` scales with it (the BMTAS search reads a
+    resized copy of the data set it retrains on)."""
+    import dataclasses
+
+    options = {k: v for k, v in cfg.options.items() if k not in ("half_resolution", "resolution")}
+    size = None if cfg.size is None else max(1, round(cfg.size * factor / current))
+    return dataclasses.replace(cfg, size=size, options={**options, "resolution": float(factor)})
+
+
 def select_task_names(cfg: DataConfig, known: list[str]) -> list[str]:
     """``cfg.tasks`` validated against ``known`` (all of them when None): only these labels are read."""
     if not cfg.tasks:

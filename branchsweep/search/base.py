@@ -174,6 +174,11 @@ class SearchMethod(abc.ABC):
         """Config field values from this method's sampled parameters (prefix already removed)."""
         return dict(sampled)
 
+    def data_defaults(self, dataset: str, backbone: str, num_tasks: int) -> dict[str, Any]:
+        """Settings this method defaults to on data set ``dataset`` with ``backbone`` (its paper's recipe;
+        the ``search`` command applies them under the flags given). Default: none."""
+        return {}
+
     def sweep_settings(self, shared_dir: Path) -> dict[str, Any]:
         """Settings every trial of this method gets in a sweep; ``shared_dir`` is reserved for it."""
         return {}
