@@ -45,6 +45,17 @@ class MultiTaskData:
     info: dict = field(default_factory=dict)
     #: Data-loader worker processes of the loops that read this data set (``DataConfig.num_workers``).
     num_workers: int = 0
+    #: The same data set as a branching search reads it (e.g. Taskonomy: searched at 128², retrained
+    #: at 256²); None: the search reads this one. See :meth:`for_search`.
+    search_view: Callable[[], MultiTaskData] | None = None
+
+    def for_search(self) -> MultiTaskData:
+        """The data set a branching search of this data set reads (``search_view``, else itself)."""
+        if self.search_view is None:
+            return self
+        view = self.search_view()
+        view.num_workers = self.num_workers
+        return view
 
     def split(self, name: str, train: bool | None = None) -> Dataset:
         if name not in self.splits:

@@ -42,10 +42,15 @@ class NormalsMask(tv_tensors.Mask):
     """A surface-normal map ``[3, H, W]``: padded with 0, x component negated on a horizontal flip."""
 
 
+class NaNPadMask(tv_tensors.Mask):
+    """A real-valued dense label whose "no label" value is NaN (Taskonomy keypoints and edges)."""
+
+
 #: Padding value per tv_tensor type (v2 looks the exact type up).
-PAD_FILL: dict[Any, float] = {tv_tensors.Image: 0.0, tv_tensors.Mask: IGNORE, ZeroPadMask: 0.0, NormalsMask: 0.0}
+PAD_FILL: dict[Any, float] = {tv_tensors.Image: 0.0, tv_tensors.Mask: IGNORE, ZeroPadMask: 0.0, NormalsMask: 0.0,
+                              NaNPadMask: float("nan")}
 _LABEL_TYPES = {"class": tv_tensors.Mask, "binary": tv_tensors.Mask, "edge": tv_tensors.Mask,
-                "depth": ZeroPadMask, "normals": NormalsMask}
+                "depth": ZeroPadMask, "normals": NormalsMask, "continuous": NaNPadMask}
 
 
 def image_to_unit_range(image: np.ndarray) -> torch.Tensor:
