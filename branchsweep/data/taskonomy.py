@@ -88,7 +88,7 @@ def semseg_labels(png: np.ndarray) -> np.ndarray:
 def normal_labels(rgb: np.ndarray) -> np.ndarray:
     """``uint8 [H, W, 3]`` → ``float32 [3, H, W]`` in ``[-1, 1]``: ``x / 127.5 - 1``.
 
-    >>> normal_labels(np.array([[[0, 255, 51]]], dtype=np.uint8))[:, 0, 0].round(2).tolist()
+    >>> [round(float(v), 2) for v in normal_labels(np.array([[[0, 255, 51]]], dtype=np.uint8))[:, 0, 0]]
     [-1.0, 1.0, -0.6]
     """
     return np.ascontiguousarray((rgb.astype(np.float32) / 127.5 - 1.0).transpose(2, 0, 1))
@@ -97,8 +97,8 @@ def normal_labels(rgb: np.ndarray) -> np.ndarray:
 def depth_labels(raw: np.ndarray) -> np.ndarray:
     """16-bit z-buffer → ``log(d) / log(2^16)``; ``d > 64500`` → 0 (invalid). ``[1, H, W]`` float32.
 
-    >>> depth_labels(np.array([[256, 65535, 64500]], dtype=np.uint16)).round(4).tolist()
-    [[[0.5, 0.0, 0.9979]]]
+    >>> [round(float(v), 4) for v in depth_labels(np.array([[256, 65535, 64500]], dtype=np.uint16)).flat]
+    [0.5, 0.0, 0.9986]
     """
     d = raw.astype(np.float64)
     out = np.log(np.maximum(d, 1.0)) / math.log(2**16)
@@ -109,8 +109,8 @@ def depth_labels(raw: np.ndarray) -> np.ndarray:
 def scaled_labels(raw: np.ndarray, top: float) -> np.ndarray:
     """16-bit map → ``v / 2^16`` mapped linearly from ``[0, top]`` to ``[-1, 1]`` (no clipping).
 
-    >>> scaled_labels(np.array([[0, 164, 328]], dtype=np.uint16), 0.005).round(3).tolist()
-    [[[-1.0, 0.001, 1.002]]]
+    >>> [round(float(v), 3) for v in scaled_labels(np.array([[0, 164, 328]], dtype=np.uint16), 0.005).flat]
+    [-1.0, 0.001, 1.002]
     """
     v = raw.astype(np.float64) / 2**16
     return (v / top * 2.0 - 1.0).astype(np.float32)[None]
