@@ -29,8 +29,9 @@ Labels (Learning to Branch, Appendix A, after Sun et al. 2019), in the shared co
 Resolution: the files are 512×512. ``size`` (default 256, the retraining resolution) rescales images
 and labels on load (images bilinear with antialiasing; class maps, normals and depth nearest;
 keypoints and edges by area averaging); the Learning-to-Branch search reads the data at ``search_size`` (option, default
-128) through :meth:`~branchsweep.data.base.MultiTaskData.for_search`. Training augmentation: random
-scale in ``{1, 1.25, 1.5}``, random crop back to the input size, horizontal flip.
+128) through :meth:`~branchsweep.data.base.MultiTaskData.for_search`. Training augmentation (§4.3:
+"random clipping, scaling, and cropping"; no flip is named): random scale in ``{1, 1.25, 1.5}`` and a
+random crop back to the input size.
 """
 
 from __future__ import annotations
@@ -263,13 +264,13 @@ def _build(cfg: DataConfig, root: Path, size: int, search_size: int) -> MultiTas
         ids = files.list_images(buildings[split])
         if limits[split]:
             ids = ids[: limits[split]]
-        transform = DenseTransform(size, kinds, train, scales=TRAIN_SCALES)
+        transform = DenseTransform(size, kinds, train, scales=TRAIN_SCALES, flip=False)
         return TaskonomySplit(ids, files.image, readers, kinds, transform, size=size)
 
     data = MultiTaskData(
         name="taskonomy", tasks={t: all_tasks[t] for t in names}, make_split=make_split,
         input_shape=(3, size, size), default_backbone="resnet34", splits=SPLITS,
-        info={"root": str(root), "size": size, "search_size": search_size, "split_file": str(split_file),
+        info={"root": str(root), "ignore_index": IGNORE, "size": size, "search_size": search_size, "split_file": str(split_file),
               "layout": f"<domain>/{COMPONENT}/<building>" if files.component else "<domain>/<building>"},
     )
     if search_size != size:

@@ -142,17 +142,19 @@ class PadTo(v2.Transform):
 class DenseTransform:
     """Sample transform of the dense data sets: tv_tensor wrapping, v2 pipeline, unwrapping.
 
-    ``train=True``: :class:`RandomScale` → ``v2.RandomCrop(pad_if_needed)`` → flip. ``train=False``:
+    ``train=True``: :class:`RandomScale` → ``v2.RandomCrop(pad_if_needed)`` → flip (unless
+    ``flip=False``). ``train=False``:
     :class:`PadTo`. ``meta["size"]`` is the size of the content before cropping/padding.
     """
 
-    def __init__(self, size: int, kinds: dict[str, str], train: bool, scales: Sequence[float] = BMTAS_SCALES) -> None:
+    def __init__(self, size: int, kinds: dict[str, str], train: bool, scales: Sequence[float] = BMTAS_SCALES,
+                 flip: bool = True) -> None:
         self.kinds = kinds
         if train:
             self.pipeline = v2.Compose([
                 RandomScale(scales),
                 v2.RandomCrop(size, pad_if_needed=True, fill=PAD_FILL),
-                HorizontalFlipWithNormals(),
+                *([HorizontalFlipWithNormals()] if flip else []),
             ])
         else:
             self.pipeline = PadTo(size)

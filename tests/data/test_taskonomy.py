@@ -158,3 +158,13 @@ def test_missing_building_and_split_file_are_named(root):
 def test_bad_options_are_config_errors(clean_root, options, message):
     with pytest.raises(ConfigError, match=message):
         make(clean_root, options=options)
+
+
+def test_training_augmentation_scales_and_crops_without_flip_or_padding(clean_root):
+    torch.manual_seed(0)
+    train = make(clean_root).split("train", train=True)
+    for i in range(8):
+        item = train[i % len(train)]
+        assert item["image"].shape == (3, S, S)
+        assert torch.isfinite(item["keypoints2d"]).all() and (item["depth_zbuffer"] >= 0).all()
+        assert (item["normal"][0] <= 0).all()  # the fixture's x components are <= 0; a flip would negate them
