@@ -22,7 +22,7 @@ Labels (Learning to Branch, Appendix A, after Sun et al. 2019), in the shared co
   classes 2..17 become 0..15.
 * ``normal``: ``rgb / 127.5 - 1`` (``[0, 255] → [-1, 1]``), not re-normalised, no mask.
 * ``depth_zbuffer``: raw values in 1/512 m; pixels above 64500 (≈ 126 m: no geometry) are invalid (0);
-  the rest become ``log(d) / log(2^16)`` in ``[0, 1]`` (``d = 0`` is read as ``d = 1``, i.e. 0 → 0).
+  the rest become ``log(d) / log(2^16)`` in ``[0, 1]`` (``d ≤ 1`` gives 0, i.e. invalid as well).
 * ``keypoints2d``: ``v / 2^16`` mapped linearly from ``[0, 0.005]`` to ``[-1, 1]``, no mask.
 * ``edge_texture``: ``v / 2^16`` mapped linearly from ``[0, 0.08]`` to ``[-1, 1]``, no mask.
 
