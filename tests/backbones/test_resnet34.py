@@ -58,3 +58,15 @@ def test_output_stride_is_checked():
 
     with pytest.raises(ConfigError, match="output_stride must be 8, 16 or 32"):
         create_backbone("resnet34", output_stride=4)
+
+
+def test_parameter_count_equals_the_built_network():
+    from branchsweep.network import BranchedNetwork, count_parameters
+
+    spec = create_backbone("resnet34", width=0.0625, input_size=32)
+    tasks = [create_task(t) for t in TASKS]
+    rows = [[0] * 5] * 8 + [[0, 0, 0, 1, 1]] * 6 + [[0, 0, 1, 2, 2], [0, 1, 2, 3, 4]]
+    configs = [BranchConfig.single(TASKS, 16), BranchConfig.shared(TASKS, 16), BranchConfig.from_op_indices(TASKS, rows)]
+    counts = [parameter_count(spec, tasks, c) for c in configs]
+    assert counts == [count_parameters(BranchedNetwork(spec, tasks, c)) for c in configs]
+    assert counts[0] > counts[2] > counts[1]
