@@ -80,6 +80,26 @@ class DeepLabV3PlusDecoder(nn.Module):
         return x
 
 
+class ASPPHead(nn.Module):
+    """A task's ASPP decoder (DeepLabv3, Chen et al. 2017): atrous spatial pyramid pooling over the
+    last layer's features, a 1×1 convolution to ``out_channels`` logits, bilinear upsampling to the
+    input resolution. Learning to Branch's Taskonomy heads (ResNet-34 + ASPP, after Sun et al. 2019)."""
+
+    def __init__(self, in_channels: int, out_channels: int, channels: int = 256,
+                 atrous_rates: Sequence[int] = (6, 12, 18)) -> None:
+        super().__init__()
+        from torchvision.models.segmentation.deeplabv3 import ASPP
+
+        self.aspp = ASPP(in_channels, list(atrous_rates), channels)
+        self.logits = nn.Conv2d(channels, out_channels, 1)
+
+    def forward(self, final: torch.Tensor, skips: Sequence[torch.Tensor], out_size) -> torch.Tensor:
+        x = self.logits(self.aspp(final))
+        if out_size is not None:
+            x = F.interpolate(x, size=tuple(out_size), mode="bilinear", align_corners=False)
+        return x
+
+
 class LinearHead(nn.Module):
     """A linear map from the last layer's features to the task output (vector tasks)."""
 

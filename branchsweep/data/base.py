@@ -55,6 +55,18 @@ class MultiTaskData:
         """The load-time resolution factor of this data set (1.0: full resolution)."""
         return float(self.info.get("resolution", 1.0))
 
+    #: The same data set as a branching search reads it (e.g. Taskonomy: searched at 128², retrained
+    #: at 256²); None: the search reads this one. See :meth:`for_search`.
+    search_view: Callable[[], MultiTaskData] | None = None
+
+    def for_search(self) -> MultiTaskData:
+        """The data set a branching search of this data set reads (``search_view``, else itself)."""
+        if self.search_view is None:
+            return self
+        view = self.search_view()
+        view.num_workers = self.num_workers
+        return view
+
     def split(self, name: str, train: bool | None = None) -> Dataset:
         if name not in self.splits:
             raise ConfigError(f"data set {self.name!r} has no split {name!r} (splits: {', '.join(self.splits)})")

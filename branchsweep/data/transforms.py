@@ -42,10 +42,15 @@ class NormalsMask(tv_tensors.Mask):
     """A surface-normal map ``[3, H, W]``: padded with 0, x component negated on a horizontal flip."""
 
 
+class NaNPadMask(tv_tensors.Mask):
+    """A real-valued dense label whose "no label" value is NaN (Taskonomy keypoints and edges)."""
+
+
 #: Padding value per tv_tensor type (v2 looks the exact type up).
-PAD_FILL: dict[Any, float] = {tv_tensors.Image: 0.0, tv_tensors.Mask: IGNORE, ZeroPadMask: 0.0, NormalsMask: 0.0}
+PAD_FILL: dict[Any, float] = {tv_tensors.Image: 0.0, tv_tensors.Mask: IGNORE, ZeroPadMask: 0.0, NormalsMask: 0.0,
+                              NaNPadMask: float("nan")}
 _LABEL_TYPES = {"class": tv_tensors.Mask, "binary": tv_tensors.Mask, "edge": tv_tensors.Mask,
-                "depth": ZeroPadMask, "normals": NormalsMask}
+                "depth": ZeroPadMask, "normals": NormalsMask, "continuous": NaNPadMask}
 
 
 def image_to_unit_range(image: np.ndarray) -> torch.Tensor:
@@ -144,17 +149,19 @@ class PadTo(v2.Transform):
 class DenseTransform:
     """Sample transform of the dense data sets: tv_tensor wrapping, v2 pipeline, unwrapping.
 
-    ``train=True``: :class:`RandomScale` → ``v2.RandomCrop(pad_if_needed)`` → flip. ``train=False``:
+    ``train=True``: :class:`RandomScale` → ``v2.RandomCrop(pad_if_needed)`` → flip (unless
+    ``flip=False``). ``train=False``:
     :class:`PadTo`. ``meta["size"]`` is the size of the content before cropping/padding.
     """
 
-    def __init__(self, size: int, kinds: dict[str, str], train: bool, scales: Sequence[float] = BMTAS_SCALES) -> None:
+    def __init__(self, size: int, kinds: dict[str, str], train: bool, scales: Sequence[float] = BMTAS_SCALES,
+                 flip: bool = True) -> None:
         self.kinds = kinds
         if train:
             self.pipeline = v2.Compose([
                 RandomScale(scales),
                 v2.RandomCrop(size, pad_if_needed=True, fill=PAD_FILL),
-                HorizontalFlipWithNormals(),
+                *([HorizontalFlipWithNormals()] if flip else []),
             ])
         else:
             self.pipeline = PadTo(size)

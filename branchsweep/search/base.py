@@ -104,6 +104,8 @@ class SearchContext:
     ``out_dir`` receives ``branch_config.json``, the search log and resumable checkpoints;
     ``resume`` continues from the last checkpoint there. ``device``, ``amp`` and ``channels_last``
     are run settings (:class:`branchsweep.loop.Runtime`); loader workers come from the data set.
+    ``data`` is replaced by the view a search reads (:meth:`MultiTaskData.for_search`: Taskonomy is
+    searched at 128², retrained at 256²); for the other data sets that is the data set itself.
     """
 
     data: MultiTaskData
@@ -126,6 +128,11 @@ class SearchContext:
         """Call :attr:`on_step` when set (search loops call this; values must be plain numbers)."""
         if self.on_step is not None:
             self.on_step(iteration, info)
+
+    def __post_init__(self) -> None:
+        for_search = getattr(self.data, "for_search", None)
+        if for_search is not None:
+            self.data = for_search()
 
     def runtime(self):
         from branchsweep.loop import Runtime

@@ -148,6 +148,45 @@ def binary(name: str = "binary", weight: float = 1.0) -> Task:
     )
 
 
+# Taskonomy (Learning to Branch §4.3 and Appendix A, after Sun et al. 2019): the task names are the
+# data set's domains; losses, loss weights 1/3/2/7/7 and the Table 2 metrics (test losses).
+@TASKS.register("segment_semantic")
+def segment_semantic(num_classes: int = 16, weight: float = 1.0, name: str = "segment_semantic") -> Task:
+    """Taskonomy semantic segmentation (16 classes; uncertain/background ignored): cross-entropy;
+    metric: mean pixel cross-entropy (Table 2)."""
+    if num_classes < 2:
+        raise ConfigError(f"task {name!r} (segment_semantic): num_classes must be at least 2, got {num_classes}")
+    return Task(name, "segment_semantic", num_classes, losses.cross_entropy, metrics.PixelCrossEntropy,
+                {"ce": "min"}, "ce", weight, params={"num_classes": num_classes})
+
+
+@TASKS.register("normal")
+def normal(weight: float = 3.0, name: str = "normal") -> Task:
+    """Taskonomy surface normals in [-1, 1]: cosine-similarity loss; metric: mean cosine similarity."""
+    return Task(name, "normal", 3, losses.cosine_loss, metrics.CosineSimilarity, {"cosine": "max"}, "cosine", weight)
+
+
+@TASKS.register("depth_zbuffer")
+def depth_zbuffer(weight: float = 2.0, name: str = "depth_zbuffer") -> Task:
+    """Taskonomy depth, log z-buffer / log 2^16 (0 = invalid): L1; metric: mean absolute error."""
+    return Task(name, "depth_zbuffer", 1, losses.depth_l1, partial(metrics.MeanAbsoluteError, "depth"),
+                {"mae": "min"}, "mae", weight)
+
+
+@TASKS.register("keypoints2d")
+def keypoints2d(weight: float = 7.0, name: str = "keypoints2d") -> Task:
+    """Taskonomy 2D keypoint heatmaps in about [-1, 1] (NaN = padding): L1; metric: mean absolute error."""
+    return Task(name, "keypoints2d", 1, losses.l1_finite, partial(metrics.MeanAbsoluteError, "finite"),
+                {"mae": "min"}, "mae", weight)
+
+
+@TASKS.register("edge_texture")
+def edge_texture(weight: float = 7.0, name: str = "edge_texture") -> Task:
+    """Taskonomy 2D texture edges in about [-1, 1] (NaN = padding): L1; metric: mean absolute error."""
+    return Task(name, "edge_texture", 1, losses.l1_finite, partial(metrics.MeanAbsoluteError, "finite"),
+                {"mae": "min"}, "mae", weight)
+
+
 def metric_directions() -> dict[str, Direction]:
     """Direction of every ``task/metric`` column of the registered fixed-name tasks."""
     out: dict[str, Direction] = {}

@@ -154,3 +154,36 @@ def binary_bce(pred: torch.Tensor, target: torch.Tensor, ignore_index: int = IGN
     if not valid.any():
         return _zero(pred)
     return F.binary_cross_entropy_with_logits(pred[valid], target[valid].float())
+
+
+def cosine_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cosine-similarity loss of surface normals (Learning to Branch, Taskonomy): ``1 - mean cos``.
+
+    ``L = 1 - 1/|V| Σ_{p∈V} ⟨x_p, n_p⟩ / (‖x_p‖ ‖n_p‖)`` over the pixels whose label is not the zero
+    vector (padding); the label need not be unit length.
+
+    >>> pred = torch.tensor([[[[1.0, 1.0]], [[0.0, 1.0]], [[0.0, 0.0]]]])   # (1,0,0) and (1,1,0)/√2
+    >>> round(float(cosine_loss(pred, torch.tensor([[[[2.0, 0.0]], [[0.0, 3.0]], [[0.0, 0.0]]]]))), 4)
+    0.1464
+    """
+    valid = normals_valid(target)[:, 0]
+    if not valid.any():
+        return _zero(pred)
+    t = torch.where(torch.isfinite(target), target, torch.zeros_like(target)).float()
+    cos = F.cosine_similarity(pred, t, dim=1, eps=1e-8)
+    return 1.0 - cos[valid].mean()
+
+
+def l1_finite(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L1 loss ``1/|V| Σ_{p∈V} |x_p - y_p|`` over the finite label entries (NaN = no label, e.g. padding).
+
+    Learning to Branch's keypoint and edge losses on Taskonomy (labels normalised to about [-1, 1]).
+
+    >>> float(l1_finite(torch.tensor([[[[0.5, 2.0]]]]), torch.tensor([[[[-0.5, float("nan")]]]])))
+    1.0
+    """
+    target = target.reshape(pred.shape)
+    valid = torch.isfinite(target)
+    if not valid.any():
+        return _zero(pred)
+    return F.l1_loss(pred[valid], target[valid].float())

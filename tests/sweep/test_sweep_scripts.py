@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from data.fixtures import write_celeba, write_nyud, write_pascal_context
+from data.taskonomy_fixture import write_taskonomy
 
 from branchsweep.data import create_data
 from branchsweep.factory import build_spec
@@ -24,6 +25,7 @@ from branchsweep.sweep import to_trial_config
 SWEEPS = Path(__file__).resolve().parents[2] / "sweeps"
 SCRIPTS = sorted(p.stem for p in SWEEPS.glob("*.py") if not p.stem.startswith("_") and p.stem != "fake_autoscale")
 FIXTURES = {"pascal-context": write_pascal_context, "nyud": write_nyud, "celeba": write_celeba}
+FIXTURES["taskonomy"] = write_taskonomy
 
 
 @pytest.fixture(scope="module")
