@@ -457,11 +457,10 @@ def trivial_margins(results: pd.DataFrame, trivial: Mapping[str, float], directi
         out: dict[str, Any] = {"model": str(row[label])}
         beats = True
         for m in metrics:
-            value = float(row[m])
-            ratio = value / float(trivial[m]) if float(trivial[m]) else math.nan
+            value, base = float(row[m]), float(trivial[m])
             out[m] = value
-            out[f"{m} ratio"] = f"{ratio:.2f}×"
-            beats = beats and (ratio > 1 if directions[m] == "max" else ratio < 1)
+            out[f"{m} ratio"] = f"{value / base:.2f}×" if base else "—"
+            beats = beats and (value > base if directions[m] == "max" else value < base)
         out["beats trivial"] = bool(beats)
         rows.append(out)
     table = pd.DataFrame(rows)

@@ -124,6 +124,8 @@ def parser(preset: SweepPreset, doc: str | None) -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true", help="seconds-scale run: tiny data, 2 trials")
     p.add_argument("--replicates", type=int, default=None,
                    help=f"retrain seeds per architecture; results are mean ± s.e. over them (default {preset.replicates})")
+    p.add_argument("--search-seed", type=int, default=0,
+                   help="seed of every search of the sweep (a different search seed is a different sweep; default 0)")
     p.add_argument("--permutations", type=int, default=None,
                    help=f"permuted trees per front point (default {preset.permutations})")
     p.add_argument("--controls", default=None, metavar="KINDS",
@@ -160,7 +162,7 @@ def build_config(preset: SweepPreset, args: argparse.Namespace) -> SweepConfig:
     cfg = SweepConfig(
         name=preset.name, out=out,
         base=SweepBase(data=data, model=preset.model, train=preset.train, search_defaults=preset.search_defaults,
-                       replicates=pick(args.replicates, preset.replicates)),
+                       replicates=pick(args.replicates, preset.replicates), search_seed=args.search_seed),
         controls=controls, permutations=pick(args.permutations, preset.permutations),
         space=preset.space, num_trials=pick(args.num_trials, preset.num_trials),
         concurrency=pick(args.concurrency, preset.concurrency),

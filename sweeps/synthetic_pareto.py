@@ -23,9 +23,9 @@ from _common import SweepPreset, main
 from branchsweep.config import DataConfig, ModelConfig, TrainConfig
 from branchsweep.sweep import SearchSpace
 
-#: The related tree of benchmarks/embedded_evidence.py shares layers [0, RELATED_BRANCH_AT) and then keeps
+#: The related tree of benchmarks/embedded_evidence.py shares layers [0, RELATED_BRANCH_AT) (stem, two blocks), then keeps
 #: RELATED_GROUPS together; its permutations and the vanilla tree are priced at its MAdds.
-RELATED_BRANCH_AT = 2
+RELATED_BRANCH_AT = 3
 
 PRESET = SweepPreset(
     name="synthetic-pareto",
@@ -33,7 +33,7 @@ PRESET = SweepPreset(
     # in 250 steps on one CPU core; docs/embedded.md has the measurements behind each number.
     data=DataConfig(dataset="synthetic-dense", size=24, train_samples=256, val_samples=64,
                     tasks=["semseg", "sal", "depth", "normals"]),
-    model=ModelConfig(backbone="convnet", width=0.3),
+    model=ModelConfig(backbone="convnet", width=0.375),
     train=TrainConfig(iterations=400, batch_size=8, eval_batch_size=64, optimizer="adam", lr=0.003,
                       divide_lr_by_sharing=False, loss_weights={"semseg": 3.0, "sal": 1.0, "normals": 2.0}, progress=False),
     search_defaults={
@@ -44,12 +44,12 @@ PRESET = SweepPreset(
                   "weight_steps_per_arch": 1},
         "ltb": {"iterations": 150, "batch_size": 16, "checkpoint_every": 50},
     },
-    space=SearchSpace(ranges={"bmtas": {"lam": (0.5, 50.0)}, "ltb": {"child_nodes": (1, 2, 3)}}),
+    space=SearchSpace(ranges={"bmtas": {"lam": (0.1, 5.0)}, "ltb": {"child_nodes": (1, 2, 3)}}),
     num_trials=6,
     concurrency=2,
     cpus_per_trial=1.0,
     points=[
-        {"method": "bmtas", "bmtas.lambda": 5.0, "bmtas.schedule": "linear", "bmtas.tau0": 5.0},
+        {"method": "bmtas", "bmtas.lambda": 1.0, "bmtas.schedule": "linear", "bmtas.tau0": 5.0},
         {"method": "ltb", "ltb.child_nodes": 2, "ltb.schedule": "inverse_sqrt", "ltb.tau0": 50.0},
     ],
     replicates=3,

@@ -4,7 +4,9 @@ MobileNetV2 and ResNet-50 are the papers' backbones, but at the resolutions a la
 minutes (16–32 pixels) their output stride of 16 leaves one or two feature pixels, and a dense task
 cannot beat a constant prediction. This backbone keeps the resolution high and is cheap per layer:
 
-* stem: 3×3 convolution to ``c`` channels with batch norm and no activation, stride 1 (always shared);
+* layer 0, ``stem``: 3×3 convolution to ``c`` channels with batch norm and no activation, stride 1 —
+  branchable like every other layer (the always-shared stem of the spec is the identity), so the
+  Single network is T separate networks, as in the papers;
 * ``num_layers`` branchable basic residual blocks (two 3×3 convolutions with batch norm); block
   ``downsample_at`` halves the resolution (and doubles the channels with ``widen``), so the output
   stride is 2;
@@ -64,11 +66,11 @@ class ConvHead(nn.Module):
 
 def convnet(width: float = 1.0, input_size: int = 32, channels: int = 32, num_layers: int = 6,
             downsample_at: int = 1, widen: bool = False, pretrained: str | None = None) -> BackboneSpec:
-    """A residual conv net of ``num_layers`` branchable blocks (see the module docstring).
+    """A residual conv net: a branchable stem and ``num_layers`` branchable blocks (see the module docstring).
 
     >>> spec = convnet(width=0.5, input_size=16)
-    >>> spec.num_layers, spec.layer_names[1], spec.params["channels"]
-    (6, 'block2/2', 16)
+    >>> spec.num_layers, spec.layer_names[:3], spec.params["channels"]
+    (7, ['stem', 'block1', 'block2/2'], 16)
     """
     if pretrained:
         raise ConfigError("convnet has no pretrained weights; leave --pretrained unset")
@@ -76,10 +78,11 @@ def convnet(width: float = 1.0, input_size: int = 32, channels: int = 32, num_la
         raise ConfigError(f"convnet: need num_layers >= 1 and 0 <= downsample_at < num_layers, got "
                           f"{num_layers} and {downsample_at}")
     c = max(4, round(channels * width))
-    # A linear stem (no ReLU): it is shared by every task even in the Single network, and a rectified
-    # one lets the tasks with the largest gradients switch off the colour features another task needs.
+    # A linear stem (no ReLU) as the first branchable layer: with the stem shared by every task (even in
+    # the Single network) a segmentation branch stayed at the all-background prediction on some seeds
+    # (docs/embedded.md).
     stem = nn.Sequential(nn.Conv2d(3, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c))
-    templates, names, cin = [], [], c
+    templates, names, cin = [stem], ["stem"], c
     for i in range(num_layers):
         down = i == downsample_at
         cout = 2 * cin if down and widen else cin
@@ -92,7 +95,7 @@ def convnet(width: float = 1.0, input_size: int = 32, channels: int = 32, num_la
 
     return BackboneSpec(
         name="convnet",
-        stem=lambda: fresh_copy(stem, True),
+        stem=nn.Identity,
         layers=[(lambda t=t: fresh_copy(t, True)) for t in templates],
         layer_names=names,
         make_head=make_head,

@@ -36,7 +36,7 @@ def test_paper_settings(preset_module):
     assert (search["iterations"], search["warmup_iterations"], search["batch_size"]) == (30 * epoch, 2 * epoch, 64)
     assert (search["lr"], search["arch_lr"], search["weight_decay"], search["tau_unit"]) == (1e-3, 1e-1, 1e-5, "epoch")
     assert {(pt["ltb.schedule"], pt["ltb.tau0"], pt["ltb.child_nodes"]) for pt in p.points} == {("inverse", 10.0, 5)}
-    assert [pt["seed"] for pt in p.points] == [0, 1, 2, 3]
+    assert len(p.points) == 1 and not any("seed" in k for k in p.points[0])
     t = p.train
     assert (t.optimizer, t.lr, t.momentum, t.weight_decay, t.divide_lr_by_sharing) == ("sgd", 5e-4, 0.9, 1e-4, False)
     assert t.iterations == 30 * epoch and t.batch_size == 64
