@@ -41,12 +41,12 @@ from branchsweep.data._files import (
     IGNORE,
     DenseSplit,
     Label,
+    at_resolution,
     check_classes,
     read_mat,
     read_png,
     read_split_file,
     require_root,
-    at_resolution,
     resolution_option,
     select_task_names,
 )

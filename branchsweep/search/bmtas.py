@@ -42,8 +42,8 @@ from tqdm.auto import tqdm
 
 from branchsweep import paper
 from branchsweep.arch import BranchConfig
-from branchsweep.backbones import BackboneSpec
 from branchsweep.atomic import file_lock, load_state, save_state, write_text
+from branchsweep.backbones import BackboneSpec
 from branchsweep.config import to_dict
 from branchsweep.data.base import MultiTaskData
 from branchsweep.errors import ConfigError
