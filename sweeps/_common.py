@@ -43,7 +43,7 @@ class SweepPreset:
     #: Retrain seeds per architecture (results: mean ± standard error over them).
     replicates: int = 1
     #: Control trees per front point (permuted ×``permutations``, vanilla, random); () for none.
-    controls: tuple[str, ...] = ("permuted", "vanilla", "random")
+    controls: tuple[str, ...] = ()
     permutations: int = 2
 
 

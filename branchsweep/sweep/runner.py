@@ -83,8 +83,9 @@ class SweepConfig:
     points: list[dict[str, Any]] = field(default_factory=list)
     sampler_seed: int = 0
     #: For every front point of the searched methods: ``permutations`` permuted trees and one tree of each
-    #: other kind in ``controls`` at its MAdds (BMTAS Table 3, Figure 2); () turns the stage off.
-    controls: tuple[str, ...] = CONTROL_KINDS
+    #: other kind in ``controls`` at its MAdds (BMTAS Table 3, Figure 2), e.g. :data:`CONTROL_KINDS`;
+    #: () (the default) leaves the stage out.
+    controls: tuple[str, ...] = ()
     permutations: int = 2
     num_cpus: int | None = None
     local: bool = False
