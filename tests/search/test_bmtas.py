@@ -179,7 +179,7 @@ def test_cli_resume_continues_an_interrupted_search_bit_exactly(tmp_path, capsys
 
 
 def _record_search(monkeypatch, data, out, cfg):
-    """Run ``cfg`` recording, in order, every α step ("a") and every search weight-optimiser step
+    """Run ``cfg`` recording, in order, every α step ("a", whether Adam had state) and every search weight-optimiser step
     ("w", whether the stem's momentum buffer existed before it), and every forward pass's sample
     fingerprints tagged with the phase that ran it."""
     from branchsweep.search import bmtas
@@ -190,7 +190,7 @@ def _record_search(monkeypatch, data, out, cfg):
 
     def arch_step(*args, **kw):
         phase[0] = "arch"
-        events.append("a")
+        events.append(("a", bool(args[-1].state)))  # whether the α-Adam state existed before the step
         try:
             return real_arch_step(*args, **kw)
         finally:
@@ -222,19 +222,24 @@ def test_phases_keep_theta_momentum_within_a_phase_and_reset_it_once_per_archite
     """The paper's cycle: an α phase (one pass over the 20 % split: 8 samples / batch 4 = 2 α steps),
     then a θ phase (one pass over the 80 % split: 32 / 4 = 8 batches, one SGD step per task and batch).
     Momentum is cleared once per architecture change, so it is present at every θ step of a phase but
-    the first."""
+    the first. The α-Adam state restarts with every α phase (reference code)."""
     cfg = tiny(weight_steps_per_arch=None, iterations=10, lam=0.5)
     _, events, _ = _record_search(monkeypatch, data, tmp_path / "run", cfg)
     tasks = len(TASKS)
-    cycle = ["a", "a", ("w", False)] + [("w", True)] * (8 * tasks - 1)
-    tail = ["a", "a", ("w", False)] + [("w", True)] * (2 * tasks - 1)  # iterations 8 and 9
+    alpha = [("a", False), ("a", True)]
+    cycle = alpha + [("w", False)] + [("w", True)] * (8 * tasks - 1)
+    tail = alpha + [("w", False)] + [("w", True)] * (2 * tasks - 1)  # iterations 8 and 9
     assert events == cycle + tail
+    kept = tiny(weight_steps_per_arch=None, iterations=10, lam=0.5, reset_arch_optimizer=False)
+    _, events, _ = _record_search(monkeypatch, data, tmp_path / "kept", kept)
+    assert [e for e in events if e[0] == "a"] == [("a", False)] + [("a", True)] * 3
 
 
 def test_interleaved_scheme_resets_momentum_after_every_alpha_step(data, tmp_path, monkeypatch):
     cfg = tiny(weight_steps_per_arch=2, iterations=6, lam=0.5)  # joint updates: one step per batch
     _, events, _ = _record_search(monkeypatch, data, tmp_path / "run", cfg)
-    assert events == ["a", ("w", False), ("w", True)] * 3
+    assert events == [("a", False), ("w", False), ("w", True), ("a", True), ("w", False), ("w", True),
+                      ("a", True), ("w", False), ("w", True)]  # α-Adam state kept
 
 
 @pytest.mark.parametrize("k", [None, 2])
