@@ -80,7 +80,10 @@ class StepReporter:
             self.first[stage] = iteration
             if self.say is not None:
                 self.say(f"{stage}: first step this attempt is iteration {iteration}")
-        values = {f"{stage}/{k}": float(v) for k, v in info.items() if k != "checkpoint" and _number(v)}
+        # "loss/<task>" becomes "<stage>/loss.<task>": a metric name must not be a path prefix of another
+        # (MLflow's file store keeps "retrain/loss" as a file).
+        values = {f"{stage}/{k.replace('/', '.')}": float(v) for k, v in info.items()
+                  if k != "checkpoint" and _number(v)}
         metrics = {**self.base, **values, "phase": stage, "stage_iteration": int(iteration)}
         if info.get("checkpoint"):
             report_snapshot(self.report, metrics, self.work, self.trial_uri)
