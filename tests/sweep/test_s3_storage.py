@@ -34,7 +34,7 @@ import sweep_hooks
 sweep_hooks.register_gate()
 from conftest import tiny_base
 from branchsweep.sweep import SearchSpace, SweepConfig, run_sweep
-point = {{"method": "ltb", "seed": 0, "ltb.schedule": "inverse_sqrt", "ltb.tau0": 50.0}}
+point = {{"method": "ltb", "ltb.schedule": "inverse_sqrt", "ltb.tau0": 50.0}}
 points = [{{**point, "ltb.child_nodes": 1}}, {{**point, "ltb.child_nodes": 2}},
           {{**point, "ltb.child_nodes": 2, "ltb.schedule": "gate"}}][:{num_points}]
 cfg = SweepConfig(name="s3", out=Path({out!r}), base=tiny_base(), storage_path={storage!r}, resume_from={resume!r},
