@@ -65,8 +65,9 @@ class StepReporter:
     """``on_step(stage, iteration, info)`` for :func:`~branchsweep.pipeline.run_trial` (see module doc)."""
 
     def __init__(self, report: Report, work: Path, trial_uri: str | None, every_s: float = 10.0,
-                 say: Callable[[str], None] | None = None) -> None:
+                 say: Callable[[str], None] | None = None, where: str = "") -> None:
         self.report, self.work, self.trial_uri, self.every_s, self.say = report, work, trial_uri, every_s, say
+        self.where = where
         self.base: dict[str, Any] = {"madds": math.nan, "delta_m": math.nan}
         self.last = time.monotonic()
         self.first: dict[str, int] = {}
@@ -79,8 +80,11 @@ class StepReporter:
         if stage not in self.first:
             self.first[stage] = iteration
             if self.say is not None:
-                self.say(f"{stage}: first step this attempt is iteration {iteration}")
-        values = {f"{stage}/{k}": float(v) for k, v in info.items() if k != "checkpoint" and _number(v)}
+                self.say(f"{stage}: first step this attempt is iteration {iteration}{self.where}")
+        # "loss/<task>" becomes "<stage>/loss.<task>": a metric name must not be a path prefix of another
+        # (MLflow's file store keeps "retrain/loss" as a file).
+        values = {f"{stage}/{k.replace('/', '.')}": float(v) for k, v in info.items()
+                  if k != "checkpoint" and _number(v)}
         metrics = {**self.base, **values, "phase": stage, "stage_iteration": int(iteration)}
         if info.get("checkpoint"):
             report_snapshot(self.report, metrics, self.work, self.trial_uri)

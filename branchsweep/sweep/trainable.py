@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,7 @@ def _execute(payload: dict[str, Any], report, get_checkpoint, device: str | None
     from branchsweep.sweep.progress import StepReporter, report_snapshot, restore
 
     import_plugins(payload.get("plugins", ()))
+    _resolve_scratch(payload)
     work, trial_uri = Path(payload["work"]), payload.get("trial_uri")
     threads = max(1, int(payload["cpus"]))
     torch.set_num_threads(threads)
@@ -105,7 +107,7 @@ def _execute(payload: dict[str, Any], report, get_checkpoint, device: str | None
         return
     cfg = TrialConfig.from_dict(payload["trial"])
     steps = StepReporter(report, work, trial_uri, payload.get("progress_every_s", 10.0),
-                         say=TrialLog(work / "trial.log", cfg.display_label))
+                         say=TrialLog(work / "trial.log", cfg.display_label), where=_node())
 
     def on_phase(phase: str, row: dict[str, Any]) -> None:
         # Tune checks every result for the searcher's metrics; Δm is unknown until the retrain.
@@ -115,6 +117,31 @@ def _execute(payload: dict[str, Any], report, get_checkpoint, device: str | None
     row = run_trial(cfg, work, SweepCaches(Path(payload["cache_dir"])), resume=resumed, device=device,
                     on_phase=on_phase, baseline_metrics=payload.get("baseline_metrics"), on_step=steps)
     report_snapshot(report, {**row, "phase": "done", "resumed": resumed}, work, trial_uri)
+    if trial_uri:  # scratch: everything is in the Ray checkpoint and in storage now
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _node() -> str:
+    """`` (node <Ray node id>)`` for log lines ("" outside Ray): which node an attempt ran on."""
+    try:
+        import ray
+
+        return f" (node {ray.get_runtime_context().get_node_id()})" if ray.is_initialized() else ""
+    except Exception:  # a Ray without a runtime context here: the line goes without it
+        return ""
+
+
+def _resolve_scratch(payload: dict[str, Any]) -> None:
+    """Set ``work`` (and a node-local ``cache_dir`` when the sweep has no shared one) on the node that runs
+    the trial: a Train worker may be on another node than the Tune function, with its own scratch."""
+    if "work_rel" not in payload:
+        return
+    from branchsweep.sweep import storage
+
+    root = Path(payload["scratch"]) if payload.get("scratch") else storage.scratch_root()
+    payload["work"] = str(root / payload["work_rel"])
+    if not payload.get("cache_dir"):  # a cloud prefix without --cache-dir: each node caches in its scratch
+        payload["cache_dir"] = str(root / Path(payload["work_rel"]).parent / "cache")
 
 
 def _fetch_result(trial_uri: str | None, work: Path) -> bool:
@@ -183,19 +210,16 @@ def sweep_trial(config: dict[str, Any], settings: TrialSettings) -> None:
 
 
 def _storage_payload(settings: TrialSettings, trial_id: str) -> dict[str, Any]:
-    """Where this trial works (node-local scratch, resolved on the node that runs it: the Train worker
-    may be elsewhere, so a ``None`` scratch is resolved there), where it persists, and the Δm reference."""
+    """Where this trial works (node-local scratch, resolved by :func:`_resolve_scratch` on the node that
+    runs it), where it persists, and the Δm reference."""
     if settings.sweep_uri is None:  # a bare TrialSettings (no storage prefix): the run folder, as before
         return {}
     from branchsweep.sweep import storage
 
     sweep_id = str(settings.sweep_uri).rstrip("/").split("/")[-1]
-    scratch = Path(settings.scratch) if settings.scratch else storage.scratch_root()
-    out = {"work": str(scratch / sweep_id / trial_id), "trial_uri": storage.join(settings.sweep_uri, "trials", trial_id),
-           "baseline_metrics": settings.baseline_metrics, "progress_every_s": settings.progress_every_s}
-    if not settings.cache_dir:  # a cloud prefix without --cache-dir: each node caches in its own scratch
-        out["cache_dir"] = str(scratch / sweep_id / "cache")
-    return out
+    return {"work_rel": f"{sweep_id}/{trial_id}", "scratch": settings.scratch,
+            "trial_uri": storage.join(settings.sweep_uri, "trials", trial_id),
+            "baseline_metrics": settings.baseline_metrics, "progress_every_s": settings.progress_every_s}
 
 
 def worker_env() -> dict[str, str]:

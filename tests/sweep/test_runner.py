@@ -5,8 +5,11 @@ cluster."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -131,6 +134,40 @@ def _probe(env: dict[str, str], local: bool) -> tuple[dict, str]:
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("PROBE "))
     return json.loads(line[len("PROBE "):]), proc.stdout
+
+
+def test_retrain_retried_from_its_last_checkpoint_after_losing_its_scratch(ray_local, tmp_path, monkeypatch):
+    """A search trial crashes right after its retrain reported the checkpoint of iteration 4, and its
+    node-local scratch is gone (as on a reclaimed node): the retry restores the Ray checkpoint and
+    continues at iteration 5; iterations 1-4 and the search are not run again. Progress reports reach
+    Ray's MLflow logger (a local file store), several per trial."""
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps the file store behind this switch
+    hooks, scratch = ray_local / "hooks", tmp_path / "scratch"
+    (hooks / "crash-mid-retrain").write_text(str(scratch))
+    base = tiny_base()
+    base = dataclasses.replace(base, train=dataclasses.replace(base.train, checkpoint_every=4))
+    try:
+        outcome = run_sweep(_config(tmp_path / "run", base=base, num_trials=1, concurrency=1, max_failures=1,
+                                    baselines=("single",), points=[LTB_POINT], scratch=str(scratch),
+                                    progress_every_s=0.0, mlflow_uri=f"file://{tmp_path / 'mlruns'}"))
+    finally:
+        (hooks / "crash-mid-retrain").unlink(missing_ok=True)
+    df = pd.read_parquet(outcome.results_path)
+    search = df[~df.is_baseline]
+    assert len(search) == 1 and (search.status == "ok").all(), search.to_dict("records")
+    text = _log(outcome.run_dir / "trials" / search.trial_id.iloc[0])
+    first = re.findall(r"retrain: first step this attempt is iteration (\d+) \(node \w+\)", text)
+    assert first == ["1", "5"], text  # the retry resumed after the checkpoint of iteration 4
+    assert text.count("] search ltb") == 1 and "already exported by an earlier attempt" in text, text
+    assert text.count(" done: ") == 1
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"file://{tmp_path / 'mlruns'}")
+    experiment = client.get_experiment_by_name("t")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) >= 2  # the Single baseline and the search trial
+    history = max((client.get_metric_history(r.info.run_id, "retrain/loss") for r in runs), key=len)
+    assert len(history) >= 5 and all(math.isfinite(m.value) for m in history)
 
 
 def test_default_joins_a_ray_start_cluster_and_local_starts_a_private_one(foreign_cluster):

@@ -1,8 +1,9 @@
 """Sweeps whose storage is S3, against moto's S3 server on 127.0.0.1 started by the test.
 
-The driver is killed mid-sweep and a second driver, with a fresh local folder (nothing of the first
-driver's disk), resumes from the S3 prefix it printed: no finished trial runs again and no result is
-lost. A second sweep into the same bucket prefix gets its own prefix and leaves the first one intact.
+The driver is killed mid-sweep and a second driver, with a fresh local folder and scratch (nothing of
+the first driver's disk), resumes from the S3 prefix it printed: no finished trial runs again and no
+result is lost. Another sweep run into the same bucket prefix meanwhile gets its own prefix, and
+neither sweep sees the other's files.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -104,13 +106,20 @@ def test_s3_sweep_killed_resumed_from_s3_and_a_second_sweep_beside_it(s3, tmp_pa
     orphans: list = []
     try:
         first = _driver(tmp_path / "first.log", env, out=str(tmp_path / "first"), storage=storage, resume=None,
-                        num_points=3, num_trials=4)
+                        num_points=3, num_trials=3)
         drivers.append(first)
         deadline = time.monotonic() + 240
         while not list(hooks.glob("gate-blocked-*")) and first.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
         first_log = (tmp_path / "first.log").read_text()
         assert first.poll() is None and list(hooks.glob("gate-blocked-*")), first_log[-3000:]
+        # While the first sweep waits at the gate, a second sweep runs into the same bucket prefix.
+        other = _driver(tmp_path / "other.log", env, out=str(tmp_path / "other"), storage=storage, resume=None,
+                        num_points=1, num_trials=1)
+        drivers.append(other)
+        other.wait(timeout=300)
+        other_log = (tmp_path / "other.log").read_text()
+        assert other.returncode == 0, other_log[-3000:]
         orphans = process_tree(first.pid)
         kill_tree(orphans)
         first.wait(timeout=60)
@@ -120,30 +129,25 @@ def test_s3_sweep_killed_resumed_from_s3_and_a_second_sweep_beside_it(s3, tmp_pa
         prefix = prefix_uri.removeprefix(f"s3://{BUCKET}/")
         before = _finished(client, prefix)
         assert len(before) == 2, first_log[-3000:]
+        assert f"{prefix}/results.parquet" not in _keys(client, prefix)
         assert not (tmp_path / "first" / "trials").exists()  # trials work in scratch, persist to S3
 
         (hooks / "gate-open").touch()
         # A fresh local folder and scratch: the resumed driver has only the S3 prefix.
         second = _driver(tmp_path / "second.log", {**env, "BRANCHSWEEP_SCRATCH": str(tmp_path / "scratch2")},
-                         out=str(tmp_path / "second"), storage=None, resume=prefix_uri, num_points=3, num_trials=4)
+                         out=str(tmp_path / "second"), storage=None, resume=prefix_uri, num_points=3, num_trials=3)
         drivers.append(second)
         second.wait(timeout=300)
         log = (tmp_path / "second.log").read_text()
         assert second.returncode == 0, log[-3000:]
-
-        other = _driver(tmp_path / "other.log", env, out=str(tmp_path / "other"), storage=storage, resume=None,
-                        num_points=1, num_trials=1)
-        drivers.append(other)
-        other.wait(timeout=300)
-        other_log = (tmp_path / "other.log").read_text()
-        assert other.returncode == 0, other_log[-3000:]
     finally:
         for driver in drivers:
             kill_tree(process_tree(driver.pid) + orphans)
             driver.wait(timeout=60)
+        shutil.rmtree(tmp, ignore_errors=True)
     df = pd.read_parquet(io.BytesIO(_get(client, f"{prefix}/results.parquet")))
     search = df[~df.is_baseline]
-    assert len(search) == 4 and (search.status == "ok").all(), search.to_dict("records")
+    assert len(search) == 3 and (search.status == "ok").all(), search.to_dict("records")
     assert df.delta_m.notna().all()
     assert set(before) <= set(search.trial_id)  # no result lost
     for trial_id, row in before.items():  # and no finished trial ran again
@@ -153,11 +157,10 @@ def test_s3_sweep_killed_resumed_from_s3_and_a_second_sweep_beside_it(s3, tmp_pa
     assert len(list(hooks.glob("gate-blocked-*"))) == 1
     assert f"{prefix}/metrics.json" in _keys(client, prefix) and f"{prefix}/sweep.json" in _keys(client, prefix)
 
-    # The second sweep into the same storage: its own prefix, and the first sweep's files untouched.
+    # The sweep beside it in the same storage: its own prefix, results intact, no file of the other's.
     other_prefix = re.search(r"\[sweep\] storage: (s3://\S+)", other_log).group(1).removeprefix(f"s3://{BUCKET}/")
     assert other_prefix != prefix and other_prefix.startswith("team/s3-")
     other_df = pd.read_parquet(io.BytesIO(_get(client, f"{other_prefix}/results.parquet")))
     assert len(other_df) == 2 and (other_df.status == "ok").all()
-    again = pd.read_parquet(io.BytesIO(_get(client, f"{prefix}/results.parquet")))
-    pd.testing.assert_frame_equal(again, df)
     assert set(_finished(client, prefix)) == set(search.trial_id)
+    assert not set(_finished(client, other_prefix)) & set(search.trial_id)
