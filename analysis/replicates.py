@@ -231,6 +231,30 @@ def paired_difference(long: pd.DataFrame, a_ids: Iterable[str], b_ids: Iterable[
     return out
 
 
+def seed_paired_gap(long: pd.DataFrame, a_ids: Iterable[str], b_ids: Iterable[str], column: str = "delta_m",
+                    seed_column: str = "retrain_seed") -> tuple[float, float, int]:
+    """``a − b`` paired by retrain seed: for every seed both groups have, ``d_r = mean_a(r) − mean_b(r)``
+    (each group's trials averaged at that seed); returns ``(mean_r d_r, s.e. of d_r, seeds)``.
+
+    The same retrain seed gives every tree the same data order, so the paired s.e. leaves out what the
+    trees share seed by seed (the unpaired :func:`paired_difference` keeps it).
+
+    >>> long = pd.DataFrame({"trial_id": ["s", "s", "s", "h", "h", "h"], "retrain_seed": [0, 1, 2] * 2,
+    ...                      "delta_m": [1.0, -2.0, 1.0, -7.0, -9.0, -6.0]})
+    >>> tuple(round(v, 3) for v in seed_paired_gap(long, ["s"], ["h"]))
+    (7.333, 0.333, 3)
+    """
+    ids = long["trial_id"].astype(str)
+    per = {}
+    for name, wanted in (("a", a_ids), ("b", b_ids)):
+        part = long[ids.isin([str(w) for w in wanted])]
+        per[name] = pd.to_numeric(part[column], errors="coerce").groupby(part[seed_column]).mean()
+    d = (per["a"] - per["b"]).dropna()
+    if d.empty:
+        raise AnalysisError("the two groups share no retrain seed")
+    return float(d.mean()), standard_error(d.tolist()), int(len(d))
+
+
 def baseline_gaps(long: pd.DataFrame, kind: str = "permuted", column: str = "delta_m") -> pd.DataFrame:
     """Per front point with baselines of ``kind``: the point's ``column``, its baselines', and the gap.
 
@@ -440,15 +464,14 @@ def verdict_lines(long: pd.DataFrame, hypervolumes: pd.DataFrame | None = None,
 def trivial_margins(results: pd.DataFrame, trivial: Mapping[str, float], directions: Mapping[str, str],
                     label: str = "label") -> pd.DataFrame:
     """Each model's metric over the trivial predictor's (constant prediction fitted on the training
-    labels): ``ratio = model / trivial`` per metric, and whether it beats it (``ratio > 1`` for
-    higher-is-better, ``< 1`` for lower-is-better metrics). The first row is the trivial predictor.
+    labels): ``ratio = model / trivial`` per metric ("—" when the trivial score is 0), and whether it
+    beats it on every metric (higher for higher-is-better, lower for lower-is-better metrics). The first
+    row is the trivial predictor.
 
     >>> res = pd.DataFrame({"label": ["Single", "Shared"], "a/mIoU": [60.0, 30.0], "b/rmse": [0.3, 0.7]})
-    >>> trivial_margins(res, {"a/mIoU": 20.0, "b/rmse": 0.6}, {"a/mIoU": "max", "b/rmse": "min"})
-        model a/mIoU a/mIoU ratio b/rmse b/rmse ratio  beats trivial
-    0  Trivial   20.0          1×    0.6           1×          False
-    1   Single   60.0       3.00×    0.3        0.50×           True
-    2   Shared   30.0       1.50×    0.7        1.17×          False
+    >>> t = trivial_margins(res, {"a/mIoU": 20.0, "b/rmse": 0.6}, {"a/mIoU": "max", "b/rmse": "min"})
+    >>> t[["model", "a/mIoU ratio", "b/rmse ratio", "beats trivial"]].values.tolist()
+    [['Trivial', '1×', '1×', False], ['Single', '3.00×', '0.50×', True], ['Shared', '1.50×', '1.17×', False]]
     """
     metrics = [m for m in directions if m in trivial and m in results.columns]
     rows = [{"model": "Trivial", **{m: float(trivial[m]) for m in metrics},

@@ -25,7 +25,9 @@ from analysis.replicates import (
     baselines_table,
     format_mean_se,
     hypervolume_replicates,
+    paired_difference,
     pooled_baselines,
+    seed_paired_gap,
     summarize_replicates,
     trivial_margins,
     verdict_lines,
@@ -254,6 +256,22 @@ def _trivial_tables(report: Report) -> dict[str, pd.DataFrame]:
     return {"Margin over the trivial predictor (constant prediction fitted on the training labels)": table}
 
 
+def baselines_verdict(report: Report) -> list[str]:
+    """One line: Single − Shared in Δm, paired by retrain seed and unpaired (needs replicates of both)."""
+    long = report.replicates
+    if long is None or long.empty or not {"trial_id", "label", "retrain_seed", "delta_m"} <= set(long.columns):
+        return []
+    labels = long["label"].astype(str)
+    ids = {name: long.loc[labels == name, "trial_id"].astype(str).unique().tolist() for name in ("Single", "Shared")}
+    if not ids["Single"] or not ids["Shared"]:
+        return []
+    gap, se, n = seed_paired_gap(long, ids["Single"], ids["Shared"])
+    unpaired = paired_difference(long, ids["Single"], ids["Shared"])
+    z = f"{gap / se:.1f} s.e." if se and math.isfinite(se) else "one seed"
+    return [f"Single − Shared: Δm {format_mean_se(gap, se, sign=True)} % paired by retrain seed ({z}, {n} seeds; "
+            f"unpaired ± {unpaired['gap_se']:.2g})"]
+
+
 def trivial_verdict(report: Report) -> list[str]:
     """One line: how many models beat the trivial predictor on every Δm metric."""
     tables = _trivial_tables(report)
@@ -401,7 +419,7 @@ def _architecture_notes(archs: Mapping[str, Architecture]) -> list[str]:
 
 def _markdown(report: Report, tables: dict[str, pd.DataFrame], files: dict[str, Path],
               archs: Mapping[str, Architecture], notes: list[str]) -> str:
-    verdict = replicate_verdict(report) + trivial_verdict(report)
+    verdict = replicate_verdict(report) + baselines_verdict(report) + trivial_verdict(report)
     parts = ["# branchsweep report", "", *[f"**{line}**  " for line in verdict], *([""] if verdict else []),
              *_summary_lines(report), ""]
     parts += ["## Figures", "", f"![Δm vs MAdds]({files['pareto'].name})", ""]
@@ -437,7 +455,7 @@ def _styled(table: pd.DataFrame) -> str:
 def _html(report: Report, tables: dict[str, pd.DataFrame], files: dict[str, Path],
           archs: Mapping[str, Architecture], notes: list[str]) -> str:
     esc = html.escape
-    body = ["<h1>branchsweep report</h1>", *[f"<p><b>{esc(line)}</b></p>" for line in replicate_verdict(report) + trivial_verdict(report)], "<ul>"]
+    body = ["<h1>branchsweep report</h1>", *[f"<p><b>{esc(line)}</b></p>" for line in replicate_verdict(report) + baselines_verdict(report) + trivial_verdict(report)], "<ul>"]
     body += [f"<li>{esc(line[2:]).replace('**', '').replace('`', '')}</li>" for line in _summary_lines(report)]
     body += ["</ul>", "<p>Front rows are highlighted green, failed trials red.</p>",
              f'<img src="{esc(files["pareto"].name)}" alt="Δm vs MAdds" style="max-width:900px">']

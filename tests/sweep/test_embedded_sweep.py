@@ -50,7 +50,7 @@ def test_smoke_sweep_runs_end_to_end_on_a_private_ray(tmp_path):
     trivial = json.loads((out / "trivial.json").read_text())
     assert set(trivial) >= {"semseg/mIoU", "depth/rmse", "normals/mean"}
     report = (out / "report" / "report.md").read_text()
-    assert "Margin over the trivial predictor" in report and "front vs" in report
+    assert "Margin over the trivial predictor" in report and "front vs" in report and "Single − Shared: Δm" in report
     for name in ("report.md", "report.html", "pareto.png"):
         assert (out / "report" / name).is_file(), name
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing written to the working directory
