@@ -223,8 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     s_m, s_se = mean_se(dms["Single"])
     h_m, h_se = mean_se(dms["Shared"])
     gap_se = math.sqrt(s_se ** 2 + h_se ** 2)
+    pair = mean_se([a - b for a, b in zip(dms["Single"], dms["Shared"])])
     print(f"Δm Single {fmt(s_m, s_se, sign=True)} %, Shared {fmt(h_m, h_se, sign=True)} %: Single − Shared = "
-          f"{s_m - h_m:+.2f} ± {gap_se:.2f} % ({(s_m - h_m) / gap_se:.1f} s.e.)\n")
+          f"{s_m - h_m:+.2f} ± {gap_se:.2f} % unpaired ({(s_m - h_m) / gap_se:.1f} s.e.), "
+          f"{fmt(*pair, sign=True)} % paired by retrain seed ({pair[0] / pair[1]:.1f} s.e.)\n")
 
     print("## 3. Related tree vs its permutations at equal MAdds\n")
     print(f"related tree (shared layers [0, {job.RELATED_BRANCH_AT}), then {related_partition(names)}), "
@@ -243,8 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     gap = r_m - p_m
     se = math.sqrt(r_se ** 2 + p_se ** 2)
     paired = mean_se([a - b for a, b in zip(dms["related"], perm_seed)])
-    print(f"\nrelated − permutations: Δm {gap:+.2f} ± {se:.2f} % ({gap / se:.1f} s.e.; paired by retrain seed "
-          f"{fmt(*paired, sign=True)} %; {len(perm_all)} permuted retrains)\n")
+    print(f"\nrelated − permutations: Δm {gap:+.2f} ± {se:.2f} % unpaired ({gap / se:.1f} s.e.), "
+          f"{fmt(*paired, sign=True)} % paired by retrain seed ({paired[0] / paired[1]:.1f} s.e.; "
+          f"{len(perm_all)} permuted retrains)\n")
 
     if searches:
         print("## 4. Do the searches recover the designed groups?\n")

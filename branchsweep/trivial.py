@@ -7,9 +7,10 @@ the training labels, scored with the same metrics:
 rule                          constant                                          tasks
 ============================  ===============================================  ==========================
 ``majority``                  the most frequent class (all-background)          semseg, parts, human_parts
+``class_prior``               logits = log of the class frequencies             segment_semantic (CE)
 ``probability``               the positive rate ``p`` (logit ``log p/(1-p)``)   sal, edge, binary
 ``mean``                      the mean of the valid labels, per channel         depth, regression, others
-``unit_mean``                 the normalised mean normal                        normals
+``unit_mean``                 the normalised mean normal                        normals, normal
 ============================  ===============================================  ==========================
 
 A task names its rule in ``Task.trivial``; kinds without one use ``mean``. :func:`fit_trivial` reads
@@ -58,6 +59,23 @@ def majority(task: Task, labels: list[torch.Tensor]) -> torch.Tensor:
     out = torch.full((task.out_channels,), -10.0)
     out[int(counts.argmax())] = 10.0
     return out
+
+
+@TRIVIAL_RULES.register("class_prior")
+def class_prior(task: Task, labels: list[torch.Tensor]) -> torch.Tensor:
+    """Logits ``log p_c`` of the valid class frequencies (the best constant under cross-entropy).
+
+    >>> from branchsweep.tasks import create_task
+    >>> torch.softmax(class_prior(create_task("semseg", num_classes=3), [torch.tensor([[0, 0, 2, 255]])]), 0).round(decimals=4)
+    tensor([0.6667, 0.0000, 0.3333])
+    """
+    counts = torch.zeros(task.out_channels, dtype=torch.float64)
+    for label in labels:
+        valid = label[label != IGNORE_INDEX].long()
+        counts += torch.bincount(valid.flatten(), minlength=task.out_channels)[: task.out_channels].double()
+    if counts.sum() == 0:
+        raise ConfigError(f"task {task.name}: no valid training label to fit a trivial predictor on")
+    return torch.log(counts / counts.sum()).clamp(min=-30.0).float()
 
 
 @TRIVIAL_RULES.register("probability")

@@ -157,13 +157,14 @@ def segment_semantic(num_classes: int = 16, weight: float = 1.0, name: str = "se
     if num_classes < 2:
         raise ConfigError(f"task {name!r} (segment_semantic): num_classes must be at least 2, got {num_classes}")
     return Task(name, "segment_semantic", num_classes, losses.cross_entropy, metrics.PixelCrossEntropy,
-                {"ce": "min"}, "ce", weight, params={"num_classes": num_classes})
+                {"ce": "min"}, "ce", weight, params={"num_classes": num_classes}, trivial="class_prior")
 
 
 @TASKS.register("normal")
 def normal(weight: float = 3.0, name: str = "normal") -> Task:
     """Taskonomy surface normals in [-1, 1]: cosine-similarity loss; metric: mean cosine similarity."""
-    return Task(name, "normal", 3, losses.cosine_loss, metrics.CosineSimilarity, {"cosine": "max"}, "cosine", weight)
+    return Task(name, "normal", 3, losses.cosine_loss, metrics.CosineSimilarity, {"cosine": "max"}, "cosine", weight,
+                trivial="unit_mean")
 
 
 @TASKS.register("depth_zbuffer")
