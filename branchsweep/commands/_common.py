@@ -88,10 +88,17 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("training (BMTAS supplement A defaults)")
     d = TrainConfig()
     g.add_argument("--iterations", type=int, default=d.iterations)
+    g.add_argument("--epochs", type=float, default=None, help="train this many epochs (replaces --iterations)")
     g.add_argument("--batch-size", type=int, default=d.batch_size)
     g.add_argument("--lr", type=float, default=d.lr)
     g.add_argument("--optimizer", default=d.optimizer, choices=["sgd", "adam"])
     g.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    g.add_argument("--lr-schedule", default=d.lr_schedule,
+                   help="lr decay: poly (BMTAS), step / exponential (× --lr-gamma every --lr-every-epochs), constant")
+    g.add_argument("--lr-gamma", type=float, default=d.lr_gamma, help="decay factor of step / exponential")
+    g.add_argument("--lr-every-epochs", type=float, default=d.lr_every_epochs, help="epochs between decays")
+    g.add_argument("--eval-split", default=d.eval_split, choices=["train", "val", "test"],
+                   help="split the trained network is evaluated on")
     g.add_argument("--no-lr-division", action="store_true",
                    help="do not divide a shared block's learning rate by the number of tasks sharing it")
     g.add_argument("--loss-weight", action="append", default=[], metavar="TASK=W",
@@ -114,7 +121,9 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
             raise ConfigError(f"--loss-weight expects TASK=NUMBER, got {item!r}")
     return from_mapping(TrainConfig, {
         "iterations": args.iterations, "batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer,
-        "weight_decay": args.weight_decay, "divide_lr_by_sharing": not args.no_lr_division,
+        "weight_decay": args.weight_decay, "divide_lr_by_sharing": False if args.no_lr_division else None,
+        "epochs": args.epochs, "lr_schedule": args.lr_schedule, "lr_gamma": args.lr_gamma,
+        "lr_every_epochs": args.lr_every_epochs, "eval_split": args.eval_split,
         "loss_weights": weights, "seed": args.seed, "device": args.device,
         "checkpoint_every": args.checkpoint_every, "progress": not args.no_progress,
         "amp": args.amp, "channels_last": args.channels_last, "compile": args.compile,

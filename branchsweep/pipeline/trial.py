@@ -15,7 +15,7 @@ from branchsweep.arch import BranchConfig
 from branchsweep.atomic import read_json, write_json
 from branchsweep.errors import ConfigError
 from branchsweep.pipeline.caches import SweepCaches, retrain_key
-from branchsweep.pipeline.config import BASELINES, TrialConfig
+from branchsweep.pipeline.config import BASELINES, TrialConfig, with_method_conventions
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def _retrain(cfg: TrialConfig, config: BranchConfig, data, spec, tasks, work: Pa
     model = build_model(spec, tasks, config, cfg.seed)
     again = resume and (work / "retrain" / CHECKPOINT_NAME).is_file()
     result = train_network(model, data, tasks, train_cfg, out_dir=work / "retrain", resume=again)
-    metrics = evaluate_network(model, data, tasks, train_cfg)
+    metrics = evaluate_network(model, data, tasks, train_cfg, split=train_cfg.eval_split)
     return {"metrics": metrics, "params": count_parameters(model), "retrain_time_s": result.wall_time_s,
             "final_loss": result.losses[-1] if result.losses else math.nan, "resumed": again}
 
@@ -124,7 +124,7 @@ def baseline_entry(cfg: TrialConfig, caches: SweepCaches, name: str = "single") 
     tasks = data.select_tasks(cfg.data.tasks)
     spec = build_spec(cfg.model, data)
     config = BASELINES.get(name)([t.name for t in tasks], spec.num_layers)
-    return caches.retrain.get(retrain_key(cfg, config, spec.cache_key()))
+    return caches.retrain.get(retrain_key(with_method_conventions(cfg, name), config, spec.cache_key()))
 
 
 def run_trial(cfg: TrialConfig, work_dir: str | Path, caches: SweepCaches, resume: bool = False,
@@ -142,6 +142,7 @@ def run_trial(cfg: TrialConfig, work_dir: str | Path, caches: SweepCaches, resum
     from branchsweep.madds import madds_table
 
     cfg.validate()
+    cfg = with_method_conventions(cfg)  # e.g. no lr division by sharing when retraining an LTB tree
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     say = TrialLog(work / TRIAL_LOG, cfg.display_label)
