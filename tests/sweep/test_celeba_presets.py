@@ -4,6 +4,7 @@ the backbones at the presets' input sizes match the published baselines' paramet
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 from pathlib import Path
 
@@ -72,3 +73,36 @@ def test_model_flag(celeba_ltb):
     with pytest.raises(SystemExit) as err:
         celeba_ltb._model_flag(["--model=resnet"])
     assert err.value.code == 2
+
+
+def test_deep_wide_recipe_runs_a_trial_evaluated_on_test(celeba_ltb, tmp_path, monkeypatch):
+    """The Deep-Wide preset's search and retrain (shrunk to the 6-image fixture: 2 epochs of batch 2)
+    run through a trial: epochs-based lengths, step/exponential decays, the test split, one lr."""
+    import dataclasses
+
+    from branchsweep import train as train_module
+    from branchsweep.pipeline import SweepCaches, TrialConfig, run_trial
+
+    preset, _ = celeba_ltb.presets("deep-wide")
+    splits, real = [], train_module.evaluate_network
+
+    def spy(*args, split="val", **kwargs):
+        splits.append(split)
+        return real(*args, split=split, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate_network", spy)
+    search = {**preset.search_defaults["ltb"], "child_nodes": "deep_wide", "epochs": 2.0, "warmup_epochs": 1.0,
+              "batch_size": 2, "checkpoint_every": 0, "schedule": "inverse", "tau0": 10.0}
+    cfg = TrialConfig(
+        method="ltb", search=search,
+        data=dataclasses.replace(preset.data, root=str(write_celeba(tmp_path / "data")), size=32, num_workers=0,
+                                 tasks=["Smiling", "Male", "Young"]),
+        model=dataclasses.replace(preset.model, width=0.125),
+        train=dataclasses.replace(preset.train, epochs=2.0, batch_size=2, eval_batch_size=2, checkpoint_every=0),
+    )
+    row = run_trial(cfg, tmp_path / "trial", SweepCaches(tmp_path / "cache"))
+    assert splits == ["test"]
+    assert {"Smiling/accuracy", "Male/accuracy", "Young/accuracy"} <= set(row) and row["params"] > 0
+    log = (tmp_path / "trial" / "search" / "search_log.jsonl").read_text().splitlines()
+    header = json.loads(log[0])["header"]
+    assert (header["iterations"], header["warmup_iterations"]) == (4, 2)  # 2 epochs of 4 images in batches of 2
