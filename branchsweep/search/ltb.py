@@ -215,7 +215,12 @@ def tree_counts(value: int | str | Sequence[int | str]) -> int | list[int | str]
 
 def _tree_flag(text: str) -> list[int | str] | str:
     """``--child-nodes``: a tree name stays a name (resolved by :func:`resolve_child_nodes`), else a list."""
-    return text if text in TREES else parse_child_nodes(text)
+    if text in TREES:
+        return text
+    try:
+        return parse_child_nodes(text)
+    except argparse.ArgumentTypeError as err:
+        raise argparse.ArgumentTypeError(f"{err} (or a tree name: {', '.join(TREES.names())})") from None
 
 
 def parse_child_nodes(text: str) -> list[int | str]:
