@@ -146,7 +146,7 @@ class LTBConfig:
         total = self.iterations if self.iterations is not None else max(1, round(self.epochs * per_epoch))
         if self.warmup_iterations is not None:
             warmup = self.warmup_iterations
-        elif self.warmup_epochs is not None and self.iterations is None:
+        elif self.warmup_epochs is not None:
             warmup = round(self.warmup_epochs * per_epoch)
         else:
             warmup = total // 10
