@@ -150,9 +150,25 @@ def build_report(
 
 
 # ---------------------------------------------------------------------------------------------- display
-def _display(df: pd.DataFrame, columns: Sequence[str], unit: tuple[float, str] | None = None) -> pd.DataFrame:
+def mean_metric(df: pd.DataFrame, columns: Sequence[str]) -> tuple[str, pd.Series] | None:
+    """``("mean <metric>", row means)`` when every column is ``<task>/<metric>`` with one metric name and
+    there are several tasks (CelebA: the mean accuracy over 40 attributes, Learning to Branch's Table 1
+    score); None otherwise.
+
+    >>> mean_metric(pd.DataFrame({"a/accuracy": [90.0], "b/accuracy": [80.0]}), ["a/accuracy", "b/accuracy"])[0]
+    'mean accuracy'
+    """
+    names = {str(c).rpartition("/")[2] for c in columns}
+    if len(columns) < 2 or len(names) != 1 or not all("/" in str(c) for c in columns):
+        return None
+    return f"mean {names.pop()}", df[list(columns)].apply(pd.to_numeric, errors="coerce").mean(axis=1)
+
+
+def _display(df: pd.DataFrame, columns: Sequence[str], unit: tuple[float, str] | None = None,
+             mean: bool = False) -> pd.DataFrame:
     """Human-readable columns: MAdds in ``unit`` (default: :func:`madds_unit` of ``df``), params in
-    millions, Δm rounded; keeps the given metric columns."""
+    millions, Δm rounded; keeps the given metric columns (after their mean, with ``mean``, where
+    :func:`mean_metric` defines one)."""
     scale, name = unit or madds_unit(df["madds"])
     out = pd.DataFrame(index=df.index)
     out["front"] = np.where(df["on_front"], "★", "")
@@ -170,6 +186,9 @@ def _display(df: pd.DataFrame, columns: Sequence[str], unit: tuple[float, str] |
         out["Δm s.e."] = pd.to_numeric(df["delta_m/se"], errors="coerce").round(2)
     if "delta_m_reported" in df.columns:
         out["Δm reported [%]"] = df["delta_m_reported"]
+    averaged = mean_metric(df, columns) if mean else None
+    if averaged is not None:
+        out[averaged[0]] = averaged[1].round(3)
     for c in columns:
         out[c] = df[c]
     return out.reset_index(drop=True)
@@ -186,9 +205,10 @@ def _tables(report: Report) -> dict[str, pd.DataFrame]:
     hps = report.hp_columns
     unit = madds_unit(df["madds"])  # one unit for every table of the report
     sections = {
-        "Pareto front (MAdds ↓, Δm ↑)": _display(report.front, metric_cols, unit),
-        "All trials, sorted by MAdds (★ = on the front)": _display(df, metric_cols, unit),
-        "Baselines": _display(df[(df["label"].astype(str) == report.baseline) | df["is_baseline"]], metric_cols, unit),
+        "Pareto front (MAdds ↓, Δm ↑)": _display(report.front, metric_cols, unit, mean=True),
+        "All trials, sorted by MAdds (★ = on the front)": _display(df, metric_cols, unit, mean=True),
+        "Baselines": _display(df[(df["label"].astype(str) == report.baseline) | df["is_baseline"]], metric_cols,
+                              unit, mean=True),
     }
     if hps and len(report.front):
         sections["Hyperparameters of the front points"] = _display(report.front, hps, unit)[

@@ -17,7 +17,7 @@ from branchsweep.pipeline import SweepCaches, TrialConfig, compute_delta_m, run_
 from branchsweep.train import NonFiniteLossError
 
 DATA = DataConfig(dataset="ltb-synthetic", train_samples=64, val_samples=16, tasks=["bent_0", "square_0", "sinc_0"])
-MODEL = ModelConfig(width=0.16)
+MODEL = ModelConfig(backbone="mlp", width=0.16)  # tasks own block 4 (ltb-synthetic defaults to mlp_select)
 TRAIN = TrainConfig(iterations=8, batch_size=16, eval_batch_size=16, progress=False)
 
 

@@ -100,12 +100,19 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--iterations", type=int, default=None,
                    help=f"default: the BMTAS paper's on {PAPER_DATASETS} (40000, halved on nyud); {d.iterations} "
                         "otherwise")
+    g.add_argument("--epochs", type=float, default=None, help="train this many epochs (replaces --iterations)")
     g.add_argument("--batch-size", type=int, default=None,
                    help=f"default: on {PAPER_DATASETS} the BMTAS paper's per backbone (mobilenet_v2 16, resnet50 8); "
                         f"{d.batch_size} otherwise")
     g.add_argument("--lr", type=float, default=d.lr)
     g.add_argument("--optimizer", default=d.optimizer, choices=["sgd", "adam"])
     g.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    g.add_argument("--lr-schedule", default=d.lr_schedule,
+                   help="lr decay: poly (BMTAS), step / exponential (× --lr-gamma every --lr-every-epochs), constant")
+    g.add_argument("--lr-gamma", type=float, default=d.lr_gamma, help="decay factor of step / exponential")
+    g.add_argument("--lr-every-epochs", type=float, default=d.lr_every_epochs, help="epochs between decays")
+    g.add_argument("--eval-split", default=d.eval_split, choices=["train", "val", "test"],
+                   help="split the trained network is evaluated on")
     g.add_argument("--no-lr-division", action="store_true",
                    help="do not divide a shared block's learning rate by the number of tasks sharing it")
     g.add_argument("--loss-weight", action="append", default=[], metavar="TASK=W",
@@ -138,7 +145,9 @@ def train_config(args: argparse.Namespace, backbone: str | None = None) -> Train
             raise ConfigError(f"--loss-weight expects TASK=NUMBER, got {item!r}")
     return from_mapping(TrainConfig, {
         "iterations": iterations, "batch_size": batch_size, "lr": args.lr, "optimizer": args.optimizer,
-        "weight_decay": args.weight_decay, "divide_lr_by_sharing": not args.no_lr_division,
+        "weight_decay": args.weight_decay, "divide_lr_by_sharing": False if args.no_lr_division else None,
+        "epochs": args.epochs, "lr_schedule": args.lr_schedule, "lr_gamma": args.lr_gamma,
+        "lr_every_epochs": args.lr_every_epochs, "eval_split": args.eval_split,
         "loss_weights": weights, "seed": args.seed, "device": args.device,
         "checkpoint_every": args.checkpoint_every, "progress": not args.no_progress,
         "amp": args.amp, "channels_last": args.channels_last, "compile": args.compile,

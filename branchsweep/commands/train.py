@@ -67,9 +67,9 @@ def run(args: argparse.Namespace) -> int:
         (args.out / RUN_FILE).write_text(json.dumps(run_info, indent=1))
         config.save(args.out / "branch_config.json")
     result = train_network(model, data, tasks, tcfg, out_dir=args.out, resume=args.resume)
-    metrics = evaluate_network(model, data, tasks, tcfg)
+    metrics = evaluate_network(model, data, tasks, tcfg, split=tcfg.eval_split)
     print(f"trained {result.iterations} iterations in {result.wall_time_s:.1f} s, final loss {result.losses[-1]:.4f}")
-    print("validation metrics:")
+    print({"val": "validation", "test": "test", "train": "training"}[tcfg.eval_split] + " metrics:")
     print(format_metrics(metrics))
     if args.out is not None:
         summary = {"arch_hash": config.arch_hash(), "madds": madds, "params": count_parameters(model),

@@ -23,6 +23,8 @@ CACHE_VERSION = 2
 #: the seed is keyed separately (one entry per retrain seed).
 _NON_RESULT_TRAIN_FIELDS = ("progress", "device", "checkpoint_every", "eval_batch_size", "channels_last", "compile",
                             "seed")
+#: Retrain settings added after caches existed, with the value earlier runs implicitly used.
+_LATER_TRAIN_DEFAULTS = {"lr_schedule": "poly", "epochs": None, "eval_split": "val"}
 
 
 def retrain_key(cfg: TrialConfig, config: BranchConfig, spec_key: Any, seed: int) -> str:
@@ -35,6 +37,12 @@ def retrain_key(cfg: TrialConfig, config: BranchConfig, spec_key: Any, seed: int
     train = {k: v for k, v in to_dict(cfg.train).items() if k not in _NON_RESULT_TRAIN_FIELDS}
     if train.get("amp") == "off":
         del train["amp"]  # full precision: the key of runs made before mixed precision existed
+    for name, default in _LATER_TRAIN_DEFAULTS.items():
+        if train.get(name, default) == default:
+            train.pop(name, None)  # settings added later, at their defaults: the keys of earlier runs
+    if train.get("lr_schedule", "poly") in ("poly", "constant"):
+        train.pop("lr_gamma", None)  # no step decay: its factor and interval do not matter
+        train.pop("lr_every_epochs", None)
     data = {k: v for k, v in to_dict(cfg.data).items() if k != "num_workers"}
     key = {
         "arch": config.arch_hash(), "tasks": list(config.tasks), "data": data, "model": to_dict(cfg.model),

@@ -89,3 +89,16 @@ class TrialConfig:
             if name in raw and isinstance(raw[name], dict):
                 raw[name] = from_mapping(typ, raw[name], what=f"trial {name} config")
         return from_mapping(cls, raw, what="trial config")
+
+
+def with_method_conventions(cfg: TrialConfig, method: str | None = None) -> TrialConfig:
+    """``cfg`` with ``train.divide_lr_by_sharing`` None resolved to the convention of ``method`` (default
+    ``cfg.method``): a search method's ``divides_lr_by_sharing`` (Learning to Branch: no), otherwise yes
+    (baselines and fixed JSONs keep the BMTAS rule, the project's default before it was a setting)."""
+    from branchsweep.search import SEARCH_METHODS
+
+    if cfg.train.divide_lr_by_sharing is not None:
+        return cfg
+    name = method or cfg.method
+    divide = SEARCH_METHODS.get(name).divides_lr_by_sharing if name in SEARCH_METHODS else True
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, divide_lr_by_sharing=divide))

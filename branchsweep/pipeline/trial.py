@@ -15,7 +15,7 @@ from branchsweep.arch import BranchConfig
 from branchsweep.atomic import read_json, write_json
 from branchsweep.errors import ConfigError
 from branchsweep.pipeline.caches import SweepCaches, retrain_key
-from branchsweep.pipeline.config import BASELINES, TrialConfig
+from branchsweep.pipeline.config import BASELINES, TrialConfig, with_method_conventions
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def _retrain(cfg: TrialConfig, config: BranchConfig, data, spec, tasks, work: Pa
     again = resume and (folder / CHECKPOINT_NAME).is_file()
     result = train_network(model, data, tasks, train_cfg, out_dir=folder, resume=again,
                            on_step=None if on_step is None else lambda it, info: on_step("retrain", it, info))
-    metrics = evaluate_network(model, data, tasks, train_cfg)
+    metrics = evaluate_network(model, data, tasks, train_cfg, split=train_cfg.eval_split)
     return {"metrics": metrics, "params": count_parameters(model), "retrain_time_s": result.wall_time_s,
             "final_loss": result.losses[-1] if result.losses else math.nan, "resumed": again}
 
@@ -147,6 +147,7 @@ def baseline_entries(cfg: TrialConfig, caches: SweepCaches, name: str = "single"
         tasks = data.select_tasks(cfg.data.tasks)
         spec = build_spec(cfg.model, data)
     config = BASELINES.get(name)([t.name for t in tasks], spec.num_layers)
+    cfg = with_method_conventions(cfg, name)
     entries = [caches.retrain.get(retrain_key(cfg, config, spec.cache_key(), s)) for s in cfg.retrain_seeds()]
     return None if any(e is None for e in entries) else entries
 
@@ -178,6 +179,7 @@ def run_trial(cfg: TrialConfig, work_dir: str | Path, caches: SweepCaches, resum
     from branchsweep.madds import madds_table
 
     cfg.validate()
+    cfg = with_method_conventions(cfg)  # e.g. no lr division by sharing when retraining an LTB tree
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     say = TrialLog(work / TRIAL_LOG, cfg.display_label)

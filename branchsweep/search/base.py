@@ -156,11 +156,14 @@ class SearchMethod(abc.ABC):
     ``config_type``: the settings dataclass (fields declared with :func:`setting`; paper defaults).
     ``space_type``: the sweep's search space of this method, a dataclass of ranges with a
     ``suggest(trial, prefix)`` method (None: the method is not swept by Optuna).
+    ``divides_lr_by_sharing``: the method's retraining convention, used when a trial's
+    ``train.divide_lr_by_sharing`` is None (BMTAS divides a shared block's lr by its task count).
     """
 
     name: str = ""
     config_type: type = object
     space_type: type | None = None
+    divides_lr_by_sharing: bool = True
 
     def make_config(self, values: Mapping[str, Any]) -> Any:
         """The validated settings from field values (an unknown field is a one-line error)."""

@@ -17,7 +17,7 @@ from branchsweep.search.base import config_flags
 
 PLUGIN = Path(__file__).parent.parent / "plugins" / "split_at.py"
 TINY = ["--dataset", "ltb-synthetic", "--tasks", "bent_0,square_0,sinc_0", "--train-samples", "64",
-        "--val-samples", "16", "--width", "0.16", "--no-progress"]
+        "--val-samples", "16", "--backbone", "mlp", "--width", "0.16", "--no-progress"]
 
 
 @pytest.fixture
