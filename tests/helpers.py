@@ -10,7 +10,7 @@ from branchsweep.tasks import Task, create_task
 TINY = {"mobilenet_v2": {"width": 0.25}, "resnet50": {"width": 0.0625}, "resnet34": {"width": 0.0625},
         "mlp": {"hidden": 16, "input_dim": 12}}
 #: Image backbones whose heads predict dense maps without skip features (ASPP heads).
-DENSE_WITHOUT_SKIPS = {"resnet34"}
+DENSE_WITHOUT_SKIPS = {"resnet34", "convnet"}
 
 
 def dense_heads(spec: BackboneSpec) -> bool:

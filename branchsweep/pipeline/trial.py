@@ -122,8 +122,8 @@ def _retrain(cfg: TrialConfig, config: BranchConfig, data, spec, tasks, work: Pa
 def mean_and_se(values: list[float]) -> tuple[float, float]:
     """Mean and standard error ``s / √n`` (sample standard deviation; NaN for one value).
 
-    >>> mean_and_se([1.0, 2.0, 3.0])
-    (2.0, 0.5773502691896258)
+    >>> [round(v, 4) for v in mean_and_se([1.0, 2.0, 3.0])]
+    [2.0, 0.5774]
     """
     finite = [v for v in values if not math.isnan(v)]
     if not finite:

@@ -40,7 +40,7 @@ from branchsweep.errors import ConfigError
 from branchsweep.pipeline import BASELINES, RESULT_FILE, SweepCaches
 from branchsweep.sweep import storage as sweep_storage
 from branchsweep.sweep.space import SearchSpace, SweepBase
-from branchsweep.sweep.trainable import TrialSettings, sweep_trial, worker_env
+from branchsweep.sweep.trainable import TrialSettings, sweep_trial, unreported, worker_env
 
 log = logging.getLogger(__name__)
 
@@ -374,6 +374,7 @@ def _rows(grid: Any) -> list[dict[str, Any]]:
               for r in grid if r.error is not None}
     rows = []
     for raw in df.to_dict("records"):
+        raw = unreported(raw)
         raw = {k: v for k, v in raw.items() if not (isinstance(v, float) and pd.isna(v) and k.startswith("config/"))}
         trial_id = str(raw.get("trial_id", ""))
         result = failed.pop(trial_id, None)

@@ -31,6 +31,28 @@ from branchsweep.pipeline import RESULT_FILE, SweepCaches, run_trial
 from branchsweep.sweep.space import SweepBase, to_trial_config
 
 BACKENDS = ("auto", "train", "direct")
+#: How a standard-error column ``<metric>/se`` travels through Tune: as ``<metric>.se``. Loggers that
+#: store a metric per file (MLflow's file store) cannot hold ``x/mse`` and ``x/mse/se`` side by side.
+SE_SUFFIX, REPORTED_SE_SUFFIX = "/se", ".se"
+
+
+def reported(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with ``<metric>/se`` keys renamed ``<metric>.se`` (undone by :func:`unreported`).
+
+    >>> reported({"a/mse": 1.0, "a/mse/se": 0.1, "delta_m/se": 0.2})
+    {'a/mse': 1.0, 'a/mse.se': 0.1, 'delta_m.se': 0.2}
+    """
+    return {(k[: -len(SE_SUFFIX)] + REPORTED_SE_SUFFIX if k.endswith(SE_SUFFIX) else k): v for k, v in row.items()}
+
+
+def unreported(row: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`reported`.
+
+    >>> unreported({"a/mse.se": 0.1, "delta_m.se": 0.2, "label": "x"})
+    {'a/mse/se': 0.1, 'delta_m/se': 0.2, 'label': 'x'}
+    """
+    return {(k[: -len(REPORTED_SE_SUFFIX)] + SE_SUFFIX if k.endswith(REPORTED_SE_SUFFIX) else k): v
+            for k, v in row.items()}
 
 
 @dataclass
@@ -103,7 +125,7 @@ def _execute(payload: dict[str, Any], report, get_checkpoint, device: str | None
         resumed = True  # finished, but the restored experiment state predates its last checkpoint
     if resumed and (work / RESULT_FILE).is_file():
         row = json.loads((work / RESULT_FILE).read_text())
-        report_snapshot(report, {**row, "phase": "done", "resumed": True}, work, trial_uri)
+        report_snapshot(report, reported({**row, "phase": "done", "resumed": True}), work, trial_uri)
         return
     cfg = TrialConfig.from_dict(payload["trial"])
     steps = StepReporter(report, work, trial_uri, payload.get("progress_every_s", 10.0),
@@ -116,7 +138,7 @@ def _execute(payload: dict[str, Any], report, get_checkpoint, device: str | None
 
     row = run_trial(cfg, work, SweepCaches(Path(payload["cache_dir"])), resume=resumed, device=device,
                     on_phase=on_phase, baseline_metrics=payload.get("baseline_metrics"), on_step=steps)
-    report_snapshot(report, {**row, "phase": "done", "resumed": resumed}, work, trial_uri)
+    report_snapshot(report, reported({**row, "phase": "done", "resumed": resumed}), work, trial_uri)
     if trial_uri:  # scratch: everything is in the Ray checkpoint and in storage now
         shutil.rmtree(work, ignore_errors=True)
 
