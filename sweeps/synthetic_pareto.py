@@ -5,7 +5,7 @@ normals), a small residual conv net (``convnet``, 6 branchable blocks). Single a
 6 trials over the method, λ, the temperature schedule and τ0, and LTB's child-node count, then the
 controls at each front point (2 permutations of its tree, the vanilla and a random tree at its MAdds).
 Every architecture is retrained with 3 seeds: tables show mean ± standard error, and the report starts
-with the verdict (search vs controls at equal MAdds, hypervolume per method). About 10 minutes on 2 CPU
+with the verdict (search vs controls at equal MAdds, hypervolume per method). About 5 minutes on 2 CPU
 cores.
 
     python sweeps/synthetic_pareto.py                      # ~/branchsweep-runs/synthetic-pareto-<time>
