@@ -44,6 +44,15 @@ def _flat_channels(task: Task, label: torch.Tensor) -> torch.Tensor:
     return label.reshape(1, -1)
 
 
+def _class_counts(task: Task, labels: list[torch.Tensor]) -> torch.Tensor:
+    """How often each class occurs among the valid (not ``IGNORE_INDEX``) label pixels."""
+    counts = torch.zeros(task.out_channels, dtype=torch.int64)
+    for label in labels:
+        valid = label[label != IGNORE_INDEX].long()
+        counts += torch.bincount(valid.flatten(), minlength=task.out_channels)[: task.out_channels]
+    return counts
+
+
 @TRIVIAL_RULES.register("majority")
 def majority(task: Task, labels: list[torch.Tensor]) -> torch.Tensor:
     """Logits that pick the most frequent valid class everywhere.
@@ -52,10 +61,7 @@ def majority(task: Task, labels: list[torch.Tensor]) -> torch.Tensor:
     >>> majority(create_task("semseg", num_classes=3), [torch.tensor([[0, 0], [2, 255]])]).argmax().item()
     0
     """
-    counts = torch.zeros(task.out_channels, dtype=torch.int64)
-    for label in labels:
-        valid = label[label != IGNORE_INDEX].long()
-        counts += torch.bincount(valid.flatten(), minlength=task.out_channels)[: task.out_channels]
+    counts = _class_counts(task, labels)
     out = torch.full((task.out_channels,), -10.0)
     out[int(counts.argmax())] = 10.0
     return out
@@ -69,10 +75,7 @@ def class_prior(task: Task, labels: list[torch.Tensor]) -> torch.Tensor:
     >>> torch.softmax(class_prior(create_task("semseg", num_classes=3), [torch.tensor([[0, 0, 2, 255]])]), 0).round(decimals=4)
     tensor([0.6667, 0.0000, 0.3333])
     """
-    counts = torch.zeros(task.out_channels, dtype=torch.float64)
-    for label in labels:
-        valid = label[label != IGNORE_INDEX].long()
-        counts += torch.bincount(valid.flatten(), minlength=task.out_channels)[: task.out_channels].double()
+    counts = _class_counts(task, labels).double()
     if counts.sum() == 0:
         raise ConfigError(f"task {task.name}: no valid training label to fit a trivial predictor on")
     return torch.log(counts / counts.sum()).clamp(min=-30.0).float()

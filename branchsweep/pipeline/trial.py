@@ -120,19 +120,18 @@ def _retrain(cfg: TrialConfig, config: BranchConfig, data, spec, tasks, work: Pa
 
 
 def mean_and_se(values: list[float]) -> tuple[float, float]:
-    """Mean and standard error ``s / √n`` (sample standard deviation; NaN for one value).
+    """Mean and standard error ``s / √n`` of the non-NaN values (:func:`analysis.standard_error`; NaN
+    for fewer than two values).
 
     >>> [round(v, 4) for v in mean_and_se([1.0, 2.0, 3.0])]
     [2.0, 0.5774]
     """
+    from analysis import standard_error
+
     finite = [v for v in values if not math.isnan(v)]
     if not finite:
         return math.nan, math.nan
-    mean = sum(finite) / len(finite)
-    if len(finite) < 2:
-        return mean, math.nan
-    var = sum((v - mean) ** 2 for v in finite) / (len(finite) - 1)
-    return mean, math.sqrt(var / len(finite))
+    return sum(finite) / len(finite), standard_error(finite)
 
 
 def baseline_entries(cfg: TrialConfig, caches: SweepCaches, name: str = "single", data=None, spec=None,

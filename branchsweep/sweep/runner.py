@@ -512,6 +512,7 @@ def control_points(rows: list[dict[str, Any]], kinds: tuple[str, ...], permutati
     on several fronts gets one set of controls. ``seed``: the search seed the control trials run with
     (it draws the permutations and random trees)."""
     from branchsweep.arch import BranchConfig
+    from branchsweep.search.baselines import distinct_permutations
 
     points, seen = [], set()
     for method, front in searched_fronts(rows).items():
@@ -522,8 +523,6 @@ def control_points(rows: list[dict[str, Any]], kinds: tuple[str, ...], permutati
             tags = {"baseline_of": str(row["trial_id"]), "baseline_of_label": str(row["label"])}
             short = f"{method}#{rank}"
             if "permuted" in kinds and permutations > 0:
-                from branchsweep.search.baselines import distinct_permutations
-
                 tree = BranchConfig.from_json(str(row["arch_json"]))
                 count = len(distinct_permutations(tree, permutations, seed=seed))
                 for i in range(count):
