@@ -13,6 +13,12 @@ unchanged:
   and raises, once;
 * ``crash-mid-retrain`` (its text: the sweep's scratch root): the first search trial that reports a retrain
   checkpoint then loses its whole scratch folder (as if its node were reclaimed) and raises, once;
+* ``hold-mid-retrain``: the first search trial that reports a retrain checkpoint then writes
+  ``held-<Ray node id>`` and waits there (for the test to kill its node), once; it gives up with an error
+  after 300 s or as soon as ``release`` exists;
+* ``hidden`` (its text: a folder, armed before Ray starts): every worker process refuses, with
+  ``PermissionError``, Python's file operations on that folder (as on a node that cannot see the driver's
+  disk) and notes each refusal in ``hidden-access.log``;
 * ``warmup-saves.log`` / ``warmup-loads.log``: one line per ``torch.save`` / ``torch.load`` of a cached
   BMTAS warm-up (a ``bmtas-warmup-*`` file), written by whichever process did it.
 """
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -93,8 +100,55 @@ def _wrap_tune_report() -> None:
         shutil.rmtree(scratch, ignore_errors=True)  # as if the node were gone: only the Ray checkpoint is left
         raise RuntimeError("crash injected by the test in the middle of a retrain")
 
-    report._branchsweep_test_hook = report_then_crash_mid_retrain._branchsweep_test_hook = True
-    ray.tune.report = report_then_crash_mid_retrain
+    def report_then_hold_mid_retrain(metrics, *args, **kwargs):
+        # A function trainable's report returns when Tune asks for the next result, i.e. after Tune has
+        # processed this one: the checkpoint is the trial's latest when the node is killed.
+        report_then_crash_mid_retrain(metrics, *args, **kwargs)
+        folder = hooks_dir()
+        arm = folder / "hold-mid-retrain" if folder else None
+        checkpoint = kwargs.get("checkpoint", args[0] if args else None)
+        if metrics.get("phase") != "retrain" or checkpoint is None or metrics.get("is_baseline") \
+                or arm is None or not arm.exists():
+            return
+        try:
+            arm.unlink()  # once
+        except FileNotFoundError:
+            return
+        marker = folder / f"held-{ray.get_runtime_context().get_node_id()}"
+        marker.with_suffix(".tmp").write_text(str(os.getpid()))
+        os.replace(marker.with_suffix(".tmp"), marker)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not (folder / "release").exists():
+            time.sleep(0.1)
+        raise RuntimeError("held in the middle of a retrain, but the test did not kill this node")
+
+    for hook in (report, report_then_crash_mid_retrain, report_then_hold_mid_retrain):
+        hook._branchsweep_test_hook = True
+    ray.tune.report = report_then_hold_mid_retrain
+
+
+def _hide_folder() -> None:
+    """Refuse Python's file operations on the folder named by the ``hidden`` arm (read once, here)."""
+    folder = hooks_dir()
+    try:
+        hidden = os.path.abspath((folder / "hidden").read_text().strip())
+    except FileNotFoundError:
+        return
+    log = str(folder / "hidden-access.log")
+
+    def audit(event: str, args: tuple) -> None:
+        if event != "open" and not event.startswith(("os.", "shutil.")):
+            return
+        for arg in args:
+            if not isinstance(arg, (str, bytes, os.PathLike)):
+                continue
+            path = os.path.abspath(os.fsdecode(arg))
+            if path == hidden or path.startswith(hidden + os.sep):
+                with open(log, "a") as handle:
+                    handle.write(f"{os.getpid()} {event} {path}\n")
+                raise PermissionError(f"{path}: hidden from Ray workers by the test (as on another node)")
+
+    sys.addaudithook(audit)
 
 
 def _count_warmup_files() -> None:
@@ -129,6 +183,7 @@ def install() -> None:
         return
     register_gate()
     _wrap_tune_report()
+    _hide_folder()
     _count_warmup_files()
 
 
