@@ -6,6 +6,7 @@ import json
 import math
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -219,3 +220,102 @@ def test_concurrent_trials_with_one_architecture_retrain_it_once(tmp_path):
     assert "retrain seed 0 skipped" in log_b and "trained by 'A'" in log_b and "retraining " not in log_b
     assert not (tmp_path / "B" / "retrain").exists()
     assert len(list((caches / "retrain").glob("*.json"))) == 1
+
+
+def _retrain_keys(cfg: TrialConfig) -> list[str]:
+    """The retrain keys of ``cfg``'s seeds (a baseline method), as :func:`run_trial` computes them."""
+    from branchsweep.data import create_data
+    from branchsweep.factory import build_spec
+    from branchsweep.pipeline import BASELINES, retrain_key
+    from branchsweep.pipeline.config import with_method_conventions
+
+    data = create_data(cfg.data)
+    spec = build_spec(cfg.model, data)
+    config = BASELINES.get(cfg.method)([t.name for t in data.select_tasks(cfg.data.tasks)], spec.num_layers)
+    return [retrain_key(with_method_conventions(cfg), config, spec.cache_key(), s) for s in cfg.retrain_seeds()]
+
+
+def _claim(caches: SweepCaches, key: str, owner: str) -> None:
+    from branchsweep.atomic import write_json
+
+    write_json(caches.retrain.root / f"{key}.claim", {"owner": owner, "time": 0})
+
+
+def test_claims_are_read_without_the_lock_and_stale_ones_are_taken_over(tmp_path):
+    from branchsweep.pipeline.caches import RetrainClaimed
+
+    cache = SweepCaches(tmp_path / "cache").retrain
+    _claim(SweepCaches(tmp_path / "cache"), "k", "A")
+    assert cache.claimant("k") == "A"
+    with pytest.raises(RetrainClaimed) as err:
+        cache.get_or_claim("k", owner="B", wait=False)
+    assert (err.value.key, err.value.holder) == ("k", "A") and "claimed by trial A" in str(err.value)
+    assert cache.get_or_claim("k", owner="A", wait=False) is None  # its own claim (a retried trial)
+    old = cache.path("k").with_suffix(".claim").stat().st_mtime - 2 * cache.claim_stale_s
+    os.utime(cache.path("k").with_suffix(".claim"), (old, old))  # A died: no heartbeat for too long
+    assert cache.claimant("k") is None
+    assert cache.wait_for("k", owner="B") is None  # nothing to wait for: B claims it itself
+    assert cache.get_or_claim("k", owner="B", wait=False) is None and cache.claimant("k") == "B"
+    cache.put("k", {"metrics": {}})
+    assert cache.wait_for("k", owner="C") == {"metrics": {}}
+
+
+def test_deferred_trial_resumes_to_the_row_it_would_have_reported_by_waiting(tmp_path, monkeypatch):
+    """Trial B retrains 2 seeds; seed 1 is claimed by a live trial A. Waiting in place (the default), B
+    polls until A's entry appears. With ``defer_claimed`` B instead raises ``RetrainClaimed`` after
+    seed 0 (kept in its folder), and run again with ``resume=True`` once A has cached seed 1, it reports
+    the row waiting gave: seed 0 trained by B, seed 1 reused, the same metrics, nothing retrained twice.
+    (Run in two cache folders, one per way; CPU retrains with the same seed give the same numbers.)"""
+    import threading
+
+    from branchsweep.pipeline import RetrainCache
+    from branchsweep.pipeline.caches import RetrainClaimed
+
+    monkeypatch.setattr(RetrainCache, "poll_s", 0.05)
+    cfg_b, cfg_a = trial("shared", label="B", replicates=2), trial("shared", label="A", replicates=2)
+    k0, k1 = _retrain_keys(cfg_b)
+    rows = {}
+    for way in ("wait", "defer"):
+        caches, root = SweepCaches(tmp_path / way / "cache"), tmp_path / way
+        _claim(caches, k1, "A")  # A is retraining seed 1 (a fresh claim: live)
+        log_b = root / "B" / "trial.log"
+        if way == "wait":
+            waiter = threading.Thread(target=lambda work, c: rows.setdefault("wait", run_trial(cfg_b, work, c)),
+                                      args=(root / "B", caches))
+            waiter.start()
+            deadline = time.monotonic() + 120
+            while not (log_b.is_file() and "waiting for its result" in log_b.read_text()) and waiter.is_alive():
+                assert time.monotonic() < deadline, "B never waited for A"
+                time.sleep(0.05)
+            assert waiter.is_alive()
+        else:
+            with pytest.raises(RetrainClaimed) as err:
+                run_trial(cfg_b, root / "B", caches, defer_claimed=True)
+            assert (err.value.key, err.value.holder) == (k1, "A")
+            assert "claimed by trial A: waiting for its result without holding the worker" in log_b.read_text()
+            assert caches.retrain.claimant(k1) == "A" and caches.retrain.claimant(k0) is None  # B let go of seed 0
+            assert caches.retrain.get(k0)["trained_by"] == "B" and caches.retrain.get(k1) is None
+            assert json.loads((root / "B" / "deferred.json").read_text())["retrain_key"] == k1
+        a = run_trial(cfg_a, root / "A", caches)  # A takes over its own claim, reuses B's seed 0
+        assert [r["retrain_cached"] for r in json.loads(a["replicates_json"])] == [True, False]
+        if way == "wait":
+            waiter.join(timeout=120)
+            assert "wait" in rows
+        else:
+            assert caches.retrain.wait_for(k1, owner="B")["trained_by"] == "A"
+            rows["defer"] = run_trial(cfg_b, root / "B", caches, resume=True, defer_claimed=True)
+            assert not (root / "B" / "deferred.json").exists()
+        text = log_b.read_text()
+        assert text.count("retraining ") == 1 and "retrain seed 1 skipped" in text and "trained by 'A'" in text
+        assert text.count(" done: ") == 1
+        assert len(list(caches.retrain.root.glob("*.json"))) == 2 and not list(caches.retrain.root.glob("*.claim"))
+
+    def content(row: dict) -> str:  # the row without the wall-clock measurements
+        reps = [{k: v for k, v in r.items() if k != "retrain_time_s"} for r in json.loads(row["replicates_json"])]
+        rest = {k: v for k, v in row.items() if k not in ("trial_time_s", "retrain_time_s", "replicates_json")}
+        return json.dumps({**rest, "replicates": reps}, sort_keys=True)
+
+    waited, deferred = rows["wait"], rows["defer"]
+    assert [r["retrain_cached"] for r in json.loads(deferred["replicates_json"])] == [False, True]
+    assert not deferred["retrain_cached"] and deferred["retrain_time_s"] > 0
+    assert content(deferred) == content(waited)

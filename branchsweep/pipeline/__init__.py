@@ -11,8 +11,10 @@ The economy the sweeps rely on lives here:
   and says so (``retrain_cached`` in the result, a line in ``trial.log``).
 * seeds are replicates: every exported architecture is retrained with ``replicates`` seeds (one cache
   entry each); the result row carries each metric's mean and standard error (``<metric>/se``), Δm
-  mean ± s.e. and the per-seed values (``replicates_json``); Concurrent trials that export the
-  same architecture wait for one another on a file lock instead of training twice;
+  mean ± s.e. and the per-seed values (``replicates_json``). Concurrent trials that export the
+  same architecture do not train it twice: the first claims the key (a short file lock to check and
+  claim), the others wait for its entry, or with ``defer_claimed`` raise :class:`RetrainClaimed` to wait
+  elsewhere (without a GPU) and resume;
 * Δm is measured against the Single baseline's mean over its replicates, which are themselves just the
   cache entries of the ``single`` architecture under the same settings (so baselines are trained once per sweep, or reused);
 * a search method's per-sweep shared state (e.g. the BMTAS warm-up, independent of λ and the schedule)
@@ -28,7 +30,7 @@ retrain checkpoint, and ``run_trial(..., resume=True)`` continues from whatever 
 
 from __future__ import annotations
 
-from branchsweep.pipeline.caches import CACHE_VERSION, RetrainCache, SweepCaches, retrain_key
+from branchsweep.pipeline.caches import CACHE_VERSION, RetrainCache, RetrainClaimed, SweepCaches, retrain_key
 from branchsweep.pipeline.config import BASELINES, TrialConfig
 from branchsweep.pipeline.trial import (
     ARCH_FILE,
@@ -45,7 +47,7 @@ from branchsweep.pipeline.trial import (
 )
 
 __all__ = [
-    "ARCH_FILE", "BASELINES", "CACHE_VERSION", "RESULT_FILE", "SEARCH_INFO_FILE", "TRIAL_LOG", "RetrainCache",
+    "ARCH_FILE", "BASELINES", "CACHE_VERSION", "RESULT_FILE", "SEARCH_INFO_FILE", "TRIAL_LOG", "RetrainCache", "RetrainClaimed",
     "SweepCaches", "TrialConfig", "TrialLog", "baseline_entries", "compute_delta_m", "mean_and_se", "mean_metrics", "primary_directions",
     "retrain_key", "run_trial",
 ]

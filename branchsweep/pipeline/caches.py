@@ -51,6 +51,18 @@ def retrain_key(cfg: TrialConfig, config: BranchConfig, spec_key: Any, seed: int
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
+class RetrainClaimed(Exception):
+    """Another live trial claims retrain ``key`` (``holder``: its owner), raised by
+    :meth:`RetrainCache.get_or_claim` with ``wait=False``."""
+
+    def __init__(self, key: str, holder: str) -> None:
+        super().__init__(key, holder)  # the constructor's arguments: pickles like any exception
+        self.key, self.holder = key, holder
+
+    def __str__(self) -> str:
+        return f"retrain {self.key} is claimed by trial {self.holder}"
+
+
 class RetrainCache:
     """Retrain outcomes (metrics, parameters, time) on disk, one JSON file per :func:`retrain_key`.
 
@@ -81,13 +93,28 @@ class RetrainCache:
     def _claim_path(self, key: str) -> Path:
         return self.root / f"{key}.claim"
 
-    def get_or_claim(self, key: str, owner: str, say: Callable[[str], None] | None = None) -> dict[str, Any] | None:
+    def claimant(self, key: str) -> str | None:
+        """The owner of a live claim on ``key``; None when there is none or it is stale (read without the lock)."""
+        holder, age = self._holder(key)
+        return holder if holder is not None and age <= self.claim_stale_s else None
+
+    def _holder(self, key: str) -> tuple[str | None, float]:
+        claim = self._claim_path(key)
+        try:
+            return json.loads(claim.read_text()).get("owner"), time.time() - claim.stat().st_mtime
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None, 0.0
+
+    def get_or_claim(self, key: str, owner: str, say: Callable[[str], None] | None = None,
+                     wait: bool = True) -> dict[str, Any] | None:
         """The cached entry of ``key``, or None after claiming ``key`` for ``owner`` (who must retrain it,
         then :meth:`put` and :meth:`release`).
 
         The file lock is held only while checking and claiming. While another live owner holds the
-        claim, this waits (polling, holding no lock) for its entry; a claim older than
-        :attr:`claim_stale_s` without a heartbeat, or one of ``owner`` itself (a retried trial), is taken over.
+        claim, this waits (polling, holding no lock) for its entry, or with ``wait=False`` raises
+        :class:`RetrainClaimed` at once (the caller waits elsewhere, e.g. without holding a GPU, and
+        asks again: :meth:`wait_for`). A claim older than :attr:`claim_stale_s` without a heartbeat, or
+        one of ``owner`` itself (a retried trial), is taken over.
         """
         waited = False
         while True:
@@ -95,18 +122,28 @@ class RetrainCache:
                 entry = self.get(key)
                 if entry is not None:
                     return entry
-                claim = self._claim_path(key)
-                try:
-                    holder = json.loads(claim.read_text()).get("owner")
-                    age = time.time() - claim.stat().st_mtime
-                except (FileNotFoundError, json.JSONDecodeError):
-                    holder, age = None, 0.0
+                holder, age = self._holder(key)
                 if holder is None or holder == owner or age > self.claim_stale_s:
-                    write_json(claim, {"owner": owner, "time": time.time()})
+                    write_json(self._claim_path(key), {"owner": owner, "time": time.time()})
                     return None
+            if not wait:
+                raise RetrainClaimed(key, str(holder))
             if not waited and say is not None:
                 say(f"retrain of {key} claimed by trial {holder}: waiting for its result")
             waited = True
+            time.sleep(self.poll_s)
+
+    def wait_for(self, key: str, owner: str) -> dict[str, Any] | None:
+        """Wait (polling, holding no lock) while a live owner other than ``owner`` claims ``key``: its
+        entry once :meth:`put`, or None when the claim went without one (released after a failed
+        retrain) or went stale; :meth:`get_or_claim` then claims it."""
+        while True:
+            entry = self.get(key)
+            if entry is not None:
+                return entry
+            holder = self.claimant(key)
+            if holder is None or holder == owner:
+                return self.get(key)  # put just before the release
             time.sleep(self.poll_s)
 
     def heartbeat(self, key: str, owner: str, on_step: Callable[[str, int, dict], None] | None = None,

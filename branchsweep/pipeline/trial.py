@@ -14,7 +14,7 @@ from typing import Any
 from branchsweep.arch import BranchConfig
 from branchsweep.atomic import read_json, write_json
 from branchsweep.errors import ConfigError
-from branchsweep.pipeline.caches import SweepCaches, retrain_key
+from branchsweep.pipeline.caches import RetrainClaimed, SweepCaches, retrain_key
 from branchsweep.pipeline.config import BASELINES, TrialConfig, with_method_conventions
 
 log = logging.getLogger(__name__)
@@ -23,6 +23,9 @@ ARCH_FILE = "branch_config.json"
 RESULT_FILE = "result.json"
 SEARCH_INFO_FILE = "search_info.json"
 TRIAL_LOG = "trial.log"
+#: What a trial that deferred (``run_trial(defer_claimed=True)``) keeps in its folder for the attempt
+#: that resumes it: the claimed key, the seeds already done, the time spent so far.
+DEFERRED_FILE = "deferred.json"
 
 
 class TrialLog:
@@ -160,7 +163,8 @@ def mean_metrics(entries: list[dict[str, Any]]) -> dict[str, float]:
 def run_trial(cfg: TrialConfig, work_dir: str | Path, caches: SweepCaches, resume: bool = False,
               device: str | None = None, on_phase: Callable[[str, dict[str, Any]], None] | None = None,
               baseline_metrics: dict[str, float] | None = None,
-              on_step: Callable[[str, int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+              on_step: Callable[[str, int, dict[str, Any]], None] | None = None,
+              defer_claimed: bool = False) -> dict[str, Any]:
     """Run one trial and return its flat result row (the columns of ``results.parquet``).
 
     ``on_phase("priced", partial_row)`` is called once the architecture is exported and priced, before
@@ -172,6 +176,13 @@ def run_trial(cfg: TrialConfig, work_dir: str | Path, caches: SweepCaches, resum
     does not depend on what this worker's cache holds (None: look the Single result up in the cache).
     ``on_step(stage, iteration, info)``: progress of the search (``stage="search"``) and the retrain
     (``"retrain"``); ``info["checkpoint"]`` marks a fresh resumable checkpoint in ``work_dir``.
+
+    ``defer_claimed``: when another live trial is retraining one of this trial's retrain keys, raise
+    :class:`~branchsweep.pipeline.caches.RetrainClaimed` instead of waiting here (a Ray Train worker
+    then ends and gives its GPU back while the trial waits). The seeds done so far and the time spent
+    are kept in ``work_dir/deferred.json``; ``run_trial(..., resume=True)`` on that folder, once the
+    claimed entry is cached (:meth:`RetrainCache.wait_for`), finishes with the row that waiting in place
+    would have given (``trial_time_s`` counts from the first attempt's start, the wait included).
     """
     from branchsweep.data import create_data
     from branchsweep.factory import build_spec
@@ -184,6 +195,10 @@ def run_trial(cfg: TrialConfig, work_dir: str | Path, caches: SweepCaches, resum
     say = TrialLog(work / TRIAL_LOG, cfg.display_label)
     dev = device or cfg.train.device
     t0 = time.perf_counter()
+    deferred = read_json(work / DEFERRED_FILE, "deferred trial state") \
+        if resume and (work / DEFERRED_FILE).is_file() else None
+    if deferred is not None:
+        t0 -= float(deferred["elapsed_s"]) + max(0.0, time.time() - float(deferred["deferred_at"]))
     data = create_data(cfg.data)
     tasks = data.select_tasks(cfg.data.tasks)
     spec = build_spec(cfg.model, data)
@@ -200,11 +215,29 @@ def run_trial(cfg: TrialConfig, work_dir: str | Path, caches: SweepCaches, resum
         on_phase("priced", dict(row))
     cache = caches.retrain
     entries, keys, cached = [], [], []
+    done_before = {d["key"]: d for d in (deferred or {}).get("done", [])}
     for seed in cfg.retrain_seeds():
         key = retrain_key(cfg, config, spec.cache_key(), seed)
+        if key in done_before:  # settled before this trial deferred: as it was then
+            entries.append(done_before[key]["entry"])
+            keys.append(key)
+            cached.append(bool(done_before[key]["cached"]))
+            say(f"retrain seed {seed}: result from before the wait kept "
+                f"({'reused from the cache' if cached[-1] else 'trained by this trial'})")
+            continue
         # The lock is held only to check the cache and claim the key; a second trial with the same
-        # architecture waits for the claimant's entry (RetrainCache.get_or_claim) instead of training twice.
-        entry = cache.get_or_claim(key, owner=work.name, say=say)
+        # architecture waits for the claimant's entry (RetrainCache.get_or_claim) instead of training
+        # twice, or with defer_claimed leaves (RetrainClaimed) to wait without holding its worker.
+        try:
+            entry = cache.get_or_claim(key, owner=work.name, say=say, wait=not defer_claimed)
+        except RetrainClaimed as claimed:
+            write_json(work / DEFERRED_FILE, {
+                "retrain_key": key, "claimed_by": claimed.holder, "seed": seed,
+                "elapsed_s": time.perf_counter() - t0, "deferred_at": time.time(),
+                "done": [{"key": k, "entry": e, "cached": c} for k, e, c in zip(keys, entries, cached)]})
+            say(f"retrain of {key} (seed {seed}) claimed by trial {claimed.holder}: waiting for its result "
+                "without holding the worker (this attempt ends; the trial resumes once the result is cached)")
+            raise
         hit = entry is not None
         if hit:
             say(f"retrain seed {seed} skipped: architecture {row['arch_hash']} with these retrain settings "
@@ -259,4 +292,5 @@ def run_trial(cfg: TrialConfig, work_dir: str | Path, caches: SweepCaches, resum
         f"params={row['params']} search={search_s:.1f}s retrain={row['retrain_time_s']:.1f}s"
         f"{' (some seeds cached)' if cached_any else ''}")
     write_json(work / RESULT_FILE, row)
+    (work / DEFERRED_FILE).unlink(missing_ok=True)
     return row

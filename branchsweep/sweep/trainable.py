@@ -14,6 +14,14 @@ A trial works in node-local scratch and reports: when the architecture is export
 every search or retrain checkpoint (each with a Ray checkpoint of its working folder, so a retry on any
 node resumes from there: :mod:`branchsweep.sweep.progress`), progress every few seconds, and at the end
 with the full result row. Its small files are copied to ``<sweep prefix>/trials/<trial id>/``.
+
+A ``train`` trial whose retrain another live trial is already running (same retrain key, see
+:meth:`~branchsweep.pipeline.caches.RetrainCache.get_or_claim`) does not wait in its Train worker, which
+holds the trial's GPU: the worker reports ``phase="waiting"`` with a checkpoint and ends, the Tune
+function (a sliver of CPU) waits for the cache entry, then starts a new ``TorchTrainer`` under the same
+``RunConfig(name, storage_path)``, which Train V2 restores: its worker gets the waiting checkpoint from
+``ray.train.get_checkpoint()``, resumes the trial and reuses the entry. ``direct`` trials hold no GPU
+and wait in place.
 """
 
 from __future__ import annotations
@@ -22,12 +30,13 @@ import json
 import math
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from branchsweep.errors import ConfigError
-from branchsweep.pipeline import RESULT_FILE, SweepCaches, run_trial
+from branchsweep.pipeline import RESULT_FILE, RetrainClaimed, SweepCaches, run_trial
 from branchsweep.sweep.space import SweepBase, to_trial_config
 
 BACKENDS = ("auto", "train", "direct")
@@ -107,8 +116,13 @@ class TrialSettings:
         return {"cpu": 0.1, "gpu": 0}
 
 
-def _execute(payload: dict[str, Any], report, get_checkpoint, device: str | None) -> None:
-    """Run (or resume from the Ray checkpoint) one trial and report through ``report(metrics, checkpoint=...)``."""
+def _execute(payload: dict[str, Any], report, get_checkpoint, device: str | None) -> dict[str, Any] | None:
+    """Run (or resume from the Ray checkpoint) one trial and report through ``report(metrics, checkpoint=...)``.
+
+    With ``payload["defer_claimed"]`` a retrain claimed by another live trial ends this attempt instead
+    of waiting in it: the trial reports ``phase="waiting"`` (with a checkpoint of its folder) and this
+    returns ``{"waiting": {"retrain_key": ..., "claimed_by": ...}}`` for the caller to wait and resume
+    it; otherwise None."""
     import torch
 
     from branchsweep.pipeline import TrialConfig, TrialLog
@@ -128,19 +142,30 @@ def _execute(payload: dict[str, Any], report, get_checkpoint, device: str | None
         report_snapshot(report, reported({**row, "phase": "done", "resumed": True}), work, trial_uri)
         return
     cfg = TrialConfig.from_dict(payload["trial"])
-    steps = StepReporter(report, work, trial_uri, payload.get("progress_every_s", 10.0),
-                         say=TrialLog(work / "trial.log", cfg.display_label), where=_node())
+    say = TrialLog(work / "trial.log", cfg.display_label)
+    steps = StepReporter(report, work, trial_uri, payload.get("progress_every_s", 10.0), say=say, where=_node())
+    waited = payload.get("waited")
+    if resumed and waited:
+        say(f"resumed in a new Train worker{_node()} after waiting {waited['waited_s']:.1f} s, holding no "
+            f"worker, for the retrain of {waited['retrain_key']} by trial {waited['claimed_by']}")
 
     def on_phase(phase: str, row: dict[str, Any]) -> None:
         # Tune checks every result for the searcher's metrics; Δm is unknown until the retrain.
         steps.priced(row)
         report_snapshot(report, {"delta_m": math.nan, **row, "phase": phase}, work, trial_uri)
 
-    row = run_trial(cfg, work, SweepCaches(Path(payload["cache_dir"])), resume=resumed, device=device,
-                    on_phase=on_phase, baseline_metrics=payload.get("baseline_metrics"), on_step=steps)
+    try:
+        row = run_trial(cfg, work, SweepCaches(Path(payload["cache_dir"])), resume=resumed, device=device,
+                        on_phase=on_phase, baseline_metrics=payload.get("baseline_metrics"), on_step=steps,
+                        defer_claimed=bool(payload.get("defer_claimed")))
+    except RetrainClaimed as claimed:
+        waiting = {"retrain_key": claimed.key, "claimed_by": claimed.holder}
+        report_snapshot(report, {**steps.base, "phase": "waiting", **waiting}, work, trial_uri)
+        return {"waiting": waiting}
     report_snapshot(report, reported({**row, "phase": "done", "resumed": resumed}), work, trial_uri)
     if trial_uri:  # scratch: everything is in the Ray checkpoint and in storage now
         shutil.rmtree(work, ignore_errors=True)
+    return None
 
 
 def _node() -> str:
@@ -178,8 +203,9 @@ def _fetch_result(trial_uri: str | None, work: Path) -> bool:
     return True
 
 
-def _train_worker_loop(payload: dict[str, Any]) -> None:
-    """Ray Train worker loop: the trial on this worker's device; only rank 0 reports a checkpoint."""
+def _train_worker_loop(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """Ray Train worker loop: the trial on this worker's device; only rank 0 reports a checkpoint. Returns
+    what :func:`_execute` returns (``Result.return_value`` of the trainer: rank 0's)."""
     import ray.train
     import ray.train.torch
 
@@ -189,7 +215,7 @@ def _train_worker_loop(payload: dict[str, Any]) -> None:
     def report(metrics: dict[str, Any], checkpoint: Any = None) -> None:
         ray.train.report(metrics, checkpoint=checkpoint if rank == 0 else None)
 
-    _execute(payload, report, ray.train.get_checkpoint, device)
+    return _execute(payload, report, ray.train.get_checkpoint, device)
 
 
 def sweep_trial(config: dict[str, Any], settings: TrialSettings) -> None:
@@ -210,6 +236,25 @@ def sweep_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     if settings.resolved_backend == "direct":
         _execute(payload, tune.report, tune.get_checkpoint, None)
         return
+    # A retrain claimed by another trial is waited for here, not in the Train worker (which holds the GPU);
+    # only where this process sees the claims: a shared cache folder (not each node's scratch).
+    payload["defer_claimed"] = bool(settings.cache_dir)
+    while True:
+        result = _trainer(settings, trial_id, payload).fit()
+        waiting = (result.return_value or {}).get("waiting")
+        if not waiting:
+            return
+        waited = _wait_for_retrain(payload, str(trial_id), waiting)
+        if waited is None:  # this node does not see the claim: the next attempt waits in its worker
+            payload["defer_claimed"] = False
+            payload.pop("waited", None)
+        else:
+            payload["waited"] = waited
+
+
+def _trainer(settings: TrialSettings, trial_id: str, payload: dict[str, Any]):
+    """The trial's ``TorchTrainer``. The same ``RunConfig(name, storage_path)`` every time: a later one
+    (a Tune retry, or the attempt after a wait) restores the run, and its worker the latest checkpoint."""
     import ray.train
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -217,7 +262,7 @@ def sweep_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     resources = {"CPU": settings.cpus_per_trial}
     if settings.gpus_per_trial > 0:
         resources["GPU"] = settings.gpus_per_trial
-    trainer = TorchTrainer(
+    return TorchTrainer(
         _train_worker_loop,
         train_loop_config=payload,
         scaling_config=ray.train.ScalingConfig(num_workers=1, use_gpu=settings.gpus_per_trial > 0,
@@ -228,7 +273,24 @@ def sweep_trial(config: dict[str, Any], settings: TrialSettings) -> None:
             callbacks=[TuneReportCallback()],
         ),
     )
-    trainer.fit()
+
+
+def _wait_for_retrain(payload: dict[str, Any], trial_id: str, waiting: dict[str, str]) -> dict[str, Any] | None:
+    """In the Tune function, after the trial's Train worker ended: wait until the retrain it found claimed
+    is cached (or its claim is gone or stale), holding no worker; ``{**waiting, "waited_s": ...}``, or
+    None when this process sees neither the entry nor the claim (a cache folder it cannot see)."""
+    cache = SweepCaches(Path(payload["cache_dir"])).retrain
+    key, holder = waiting["retrain_key"], waiting["claimed_by"]
+    try:
+        if cache.get(key) is None and cache.claimant(key) is None:
+            return None
+    except OSError:  # e.g. a cache folder mounted on the GPU nodes only
+        return None
+    print(f"[trial {trial_id}] retrain {key} is claimed by trial {holder}: Train worker ended, waiting for "
+          "its result here without holding a worker (or its GPU)", flush=True)
+    t0 = time.monotonic()
+    cache.wait_for(key, owner=trial_id)
+    return {**waiting, "waited_s": time.monotonic() - t0}
 
 
 def _storage_payload(settings: TrialSettings, trial_id: str) -> dict[str, Any]:

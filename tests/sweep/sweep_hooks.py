@@ -16,6 +16,9 @@ unchanged:
 * ``hold-mid-retrain``: the first search trial that reports a retrain checkpoint then writes
   ``held-<Ray node id>`` and waits there (for the test to kill its node), once; it gives up with an error
   after 300 s or as soon as ``release`` exists;
+* ``hold-retrain``: every retrain (``branchsweep.pipeline.trial._retrain``, after its trial claimed the
+  retrain key) writes ``retrain-held-<pid>`` and waits until ``retrain-open`` exists; it gives up with an
+  error after 300 s;
 * ``hidden`` (its text: a folder, armed before Ray starts): every worker process refuses, with
   ``PermissionError``, Python's file operations on that folder (as on a node that cannot see the driver's
   disk) and notes each refusal in ``hidden-access.log``;
@@ -127,6 +130,30 @@ def _wrap_tune_report() -> None:
     ray.tune.report = report_then_hold_mid_retrain
 
 
+def _hold_retrains() -> None:
+    from branchsweep.pipeline import trial
+
+    real = trial._retrain
+    if getattr(real, "_branchsweep_test_hook", False):
+        return
+
+    def retrain(*args, **kwargs):
+        folder = hooks_dir()
+        if folder is not None and (folder / "hold-retrain").exists():
+            marker = folder / f"retrain-held-{os.getpid()}"
+            marker.with_suffix(".tmp").write_text(str(os.getpid()))
+            os.replace(marker.with_suffix(".tmp"), marker)
+            deadline = time.monotonic() + 300
+            while not (folder / "retrain-open").exists():
+                if time.monotonic() > deadline:
+                    raise RuntimeError("retrain held by the test, which never let it go on")
+                time.sleep(0.05)
+        return real(*args, **kwargs)
+
+    retrain._branchsweep_test_hook = True
+    trial._retrain = retrain
+
+
 def _hide_folder() -> None:
     """Refuse Python's file operations on the folder named by the ``hidden`` arm (read once, here)."""
     folder = hooks_dir()
@@ -183,6 +210,7 @@ def install() -> None:
         return
     register_gate()
     _wrap_tune_report()
+    _hold_retrains()
     _hide_folder()
     _count_warmup_files()
 

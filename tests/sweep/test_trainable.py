@@ -1,9 +1,12 @@
-"""One trial end to end through a Ray Train TorchTrainer inside a Tune function trainable."""
+"""Trials end to end through a Ray Train TorchTrainer inside a Tune function trainable: one alone, and
+two with the same retrain, the second of which gives its Train worker back while it waits."""
 
 from __future__ import annotations
 
 import json
 import math
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -51,3 +54,102 @@ def test_trial_through_torch_trainer(ray_local, tmp_path):
     saved = json.loads((checkpoint / "result.json").read_text())
     assert saved["arch_hash"] == m["arch_hash"] and saved["delta_m"] == m["delta_m"]
     assert (tmp_path / "run" / "trials").is_dir()
+
+
+def _wait_until(condition, deadline_s: float) -> bool:
+    deadline = time.monotonic() + deadline_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.25)
+    return True
+
+
+@pytest.mark.slow
+def test_trial_waiting_for_another_trials_retrain_gives_its_train_worker_back(ray_local, tmp_path):
+    """Two Single trials at once (same architecture and retrain settings: one retrain key), each in its
+    TorchTrainer with a 0.9-CPU worker. Whichever claims the key first is held in its retrain
+    (sweep_hooks ``hold-retrain``); the other finds the claim, reports ``phase="waiting"`` and its Train
+    worker ends: its 0.9 CPU goes back to Ray (only the claimant's worker and the two 0.1-CPU Tune
+    functions hold CPUs) and its Tune function prints that it waits. Only then does the retrain go on;
+    the waiting trial's second TorchTrainer resumes it from the waiting checkpoint and reuses the entry.
+    One retrain in all, and both rows hold the same content but for who trained."""
+    import ray
+    from ray import tune
+
+    hooks = ray_local / "hooks"
+    (hooks / "hold-retrain").touch()
+    prefix = tmp_path / "prefix"
+    settings = TrialSettings(base=tiny_base(), run_dir=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"),
+                             backend="train", cpus_per_trial=0.9, baseline=True, sweep_uri=str(prefix),
+                             scratch=str(tmp_path / "scratch"), progress_every_s=60.0)
+    logs = lambda: {p.parent.name: p.read_text() for p in (prefix / "trials").glob("*/trial.log")}  # noqa: E731
+    # What Ray's worker processes print (the Tune functions' lines among them), in the fixture's RAY_TMPDIR.
+    printed = lambda: "".join(p.read_text(errors="replace") for p in (ray_local / "r").rglob("worker-*.out"))  # noqa: E731
+    seen: dict[str, object] = {}
+
+    def watch() -> None:
+        """Let the held retrain go on once the other trial's worker has deferred and ended (its CPU is free
+        again) and its Tune function waits."""
+        try:
+            seen["deferred"] = _wait_until(lambda: any("without holding the worker" in t for t in logs().values()),
+                                           240)
+            seen["held"] = bool(list(hooks.glob("retrain-held-*")))
+            seen["freed"] = seen["deferred"] and _wait_until(
+                lambda: ray.available_resources().get("CPU", 0.0) >= 0.9 - 1e-6, 60)
+            seen["cpu"] = ray.available_resources().get("CPU", 0.0)
+            seen["tune_waits"] = seen["freed"] and _wait_until(
+                lambda: "Train worker ended, waiting for its result here" in printed(), 60)
+        finally:
+            (hooks / "retrain-open").touch()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        trainable = tune.with_resources(tune.with_parameters(sweep_trial, settings=settings),
+                                        settings.tune_resources())
+        grid = tune.Tuner(trainable, param_space={"method": tune.grid_search(["single", "single"])},
+                          tune_config=tune.TuneConfig(max_concurrent_trials=2),
+                          run_config=tune.RunConfig(storage_path=str(tmp_path / "tune"), name="two", verbose=0)).fit()
+    finally:
+        (hooks / "retrain-open").touch()
+        watcher.join(timeout=60)
+        for name in ("hold-retrain", "retrain-open"):
+            (hooks / name).unlink(missing_ok=True)
+        for marker in hooks.glob("retrain-held-*"):
+            marker.unlink()
+    assert seen.get("deferred") and seen.get("held"), seen
+    assert seen.get("freed"), f"the waiting trial's Train worker still held its CPU: {seen}"
+    assert seen.get("tune_waits"), seen
+    assert [r.error for r in grid] == [None, None]
+    assert all(r.metrics["phase"] == "done" for r in grid)
+
+    texts = logs()
+    assert len(texts) == 2
+    waiter = [t for t, text in texts.items() if "without holding the worker" in text]
+    assert len(waiter) == 1, texts
+    claimant = next(t for t in texts if t not in waiter)
+    text = texts[waiter[0]]
+    # The first Train worker deferred and ended; a second TorchTrainer restored the trial from the
+    # waiting checkpoint (the export with it) and reused the claimant's retrain.
+    order = ["exported ", "without holding the worker", "resumed in a new Train worker",
+             "architecture already exported by an earlier attempt", "retrain seed 0 skipped", " done: "]
+    at = [text.find(line) for line in order]
+    assert -1 not in at and at == sorted(at), text
+    assert text.count("resumed in a new Train worker") == 1 and text.count(" done: ") == 1
+    assert f"by trial {claimant}" in text
+    assert sum(t.count("] retraining ") for t in texts.values()) == 1 and "] retraining " in texts[claimant]
+
+    rows = {t: json.loads((prefix / "trials" / t / "result.json").read_text()) for t in texts}
+    mine, theirs = rows[waiter[0]], rows[claimant]
+    assert mine["retrain_cached"] and not theirs["retrain_cached"]
+    assert mine["retrain_time_s"] == 0.0 < theirs["retrain_time_s"]
+    assert mine["delta_m"] == 0.0 and all(math.isfinite(mine[k]) for k in mine if k.endswith("/mse"))
+    who = ("trial_time_s", "retrain_time_s", "retrain_cached", "replicates_json")
+    assert set(mine) == set(theirs)
+    same = lambda row: json.dumps({k: v for k, v in row.items() if k not in who}, sort_keys=True)  # noqa: E731
+    assert same(mine) == same(theirs)  # JSON text: the NaN standard errors (one seed) compare equal
+    by_tune = {r.metrics["trial_id"]: r for r in grid}
+    assert by_tune[waiter[0]].metrics["retrain_cached"] and by_tune[waiter[0]].metrics["bent_0/mse"] == theirs["bent_0/mse"]
+    assert "waiting" in set(by_tune[waiter[0]].metrics_dataframe["phase"])
+    assert "waiting" not in set(by_tune[claimant].metrics_dataframe["phase"])
