@@ -27,14 +27,10 @@ training) draw their masks candidate by candidate in order, so even the random n
 one of the sequential evaluation.
 
 When to fuse is :func:`worth_fusing`: always on a GPU (fewer, larger kernels), on a CPU only for small
-tensors, where the calls are short and many. The same handlers evaluate single candidates too
-(``k = 1``), for two CPU kernels that compute the same values faster than PyTorch's defaults on
-small maps:
-
-* 1×1 convolutions as one matrix product over all pixels of the batch (``_pointwise_conv``; PyTorch
-  multiplies image by image, group by group);
-* dilated depthwise convolutions with their input gradient computed as a convolution with the flipped
-  kernel (``_DilatedDepthwise``; PyTorch's CPU backward takes 10–40 times the forward's time).
+tensors, where the calls are short and many. On a CPU, dilated depthwise convolutions take their input
+gradient as a convolution with the flipped kernel (``_DilatedDepthwise``): PyTorch's CPU backward of
+these takes 10–40 times the forward's time, most of all on the wide tensors of fused candidates. The
+same handlers evaluate single candidates too (``k = 1``), so this applies without fusion as well.
 """
 
 from __future__ import annotations
@@ -59,8 +55,6 @@ _DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.FeatureA
 _RANDOM = (*_DROPOUT, nn.RReLU)
 #: CPU: candidates are fused while their inputs together hold at most this many elements (:func:`worth_fusing`).
 FUSE_LIMIT = 1 << 16
-#: CPU: NCHW feature maps with fewer pixels than this take the 1×1-convolution-as-one-product path.
-SMALL_MAP = 256
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -132,42 +126,6 @@ def _fast_depthwise(conv: nn.Conv2d, x: torch.Tensor, groups: int) -> bool:
     return 2 * conv.padding[0] == conv.dilation[0] * (kh - 1) and 2 * conv.padding[1] == conv.dilation[1] * (kw - 1)
 
 
-def _is_pointwise(conv: nn.Module) -> bool:
-    """A 1×1 convolution without stride, padding, dilation or groups: a matrix product per pixel."""
-    return (isinstance(conv, nn.Conv2d) and conv.kernel_size == (1, 1) and conv.stride == (1, 1)
-            and conv.padding == (0, 0) and conv.dilation == (1, 1) and conv.groups == 1)
-
-
-def _pointwise_conv(mods: Sequence[nn.Conv2d], x: torch.Tensor, shared: bool) -> torch.Tensor:
-    """``k`` 1×1 convolutions as matrix products over all pixels of the batch (CPU).
-
-    PyTorch's CPU path for 1×1 convolutions multiplies one image at a time (and one group at a time):
-    on small maps these are thin products; one product over the ``B·H·W`` pixels of the batch per
-    candidate is the same sum in a few large products. A channels-last input is already a
-    ``[B·H·W, C]`` matrix, and so is the output.
-    """
-    k = len(mods)
-    batch, _, height, width = x.shape
-    bias = _cat([m.bias for m in mods])
-    if x.is_contiguous(memory_format=torch.channels_last):
-        rows = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])  # [B·H·W, k·C_in] (a view)
-        if shared:
-            y = F.linear(rows, _cat([m.weight.flatten(1) for m in mods]), bias)
-        else:
-            parts = rows.chunk(k, dim=1)
-            y = torch.cat([F.linear(p, m.weight.flatten(1)) for p, m in zip(parts, mods)], dim=1)
-            y = y if bias is None else y + bias
-        return y.view(batch, height, width, -1).permute(0, 3, 1, 2)
-    weight = mods[0].weight.flatten(1)[None] if k == 1 else torch.stack([m.weight for m in mods]).flatten(2)
-    cols = x.flatten(2).transpose(0, 1).flatten(1)  # [k·C_in, B·H·W]
-    if shared:
-        y = weight.flatten(0, 1) @ cols  # [k·C_out, B·H·W]
-    else:
-        y = torch.bmm(weight, cols.unflatten(0, (k, -1))).flatten(0, 1)
-    y = y.unflatten(1, (batch, height * width)).transpose(0, 1).unflatten(2, (height, width))
-    return y.contiguous() + bias.view(1, -1, 1, 1) if bias is not None else y.contiguous()
-
-
 def _cat(tensors: Sequence[torch.Tensor | None]) -> torch.Tensor | None:
     if tensors[0] is None:
         return None
@@ -191,9 +149,6 @@ def _sequential(mods: Sequence[nn.Module], value: Wide) -> Wide:
 def _conv(mods: Sequence[nn.Conv2d | nn.Conv1d], value: Wide) -> Wide:
     c0, k = mods[0], len(mods)
     x, shared = value
-    if x.device.type == "cpu" and x.dim() == 4 and _is_pointwise(c0) and (
-            x.shape[-1] * x.shape[-2] < SMALL_MAP or x.is_contiguous(memory_format=torch.channels_last)):
-        return _pointwise_conv(mods, x, shared), False  # type: ignore[arg-type]
     weight = _cat([m.weight for m in mods])
     bias = _cat([m.bias for m in mods])
     conv = F.conv2d if isinstance(c0, nn.Conv2d) else F.conv1d

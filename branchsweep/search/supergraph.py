@@ -26,8 +26,8 @@ calls, the implementation the tests compare against):
   on a GPU always, on a CPU while the tensors are small (:func:`~branchsweep.search.fused.worth_fusing`);
   the mixture ``Σ_j w_j · out_j`` is then one reduction over the wide output. Discrete routing runs
   candidates one by one, so a candidate that is not used keeps a ``None`` gradient;
-* on a CPU, 1×1 convolutions are matrix products over all pixels of the batch and dilated depthwise
-  convolutions take their input gradient as a convolution (PyTorch's own is 10–40× slower);
+* on a CPU, dilated depthwise convolutions take their input gradient as a convolution (PyTorch's own
+  is 10–40× slower);
 * evaluation order (hence BatchNorm running statistics and dropout masks) is that of the
   candidate-by-candidate code; outputs and gradients equal it up to floating-point summation order.
 

@@ -58,7 +58,7 @@ def test_inverted_residual_with_and_without_residual():
     _compare(lambda: InvertedResidual(8, 8, 1, 6), x.repeat(1, 3, 1, 1), shared=False)  # wide input
 
 
-def test_dilated_depthwise_and_pointwise_paths():
+def test_dilated_depthwise_path():
     def dilated():
         block = InvertedResidual(8, 8, 1, 6)
         dw = block.conv[1][0]
@@ -68,7 +68,7 @@ def test_dilated_depthwise_and_pointwise_paths():
     x = torch.randn(2, 8, 4, 4, dtype=torch.float64)
     _compare(dilated, x)
     _compare(dilated, x.contiguous(memory_format=torch.channels_last))
-    _compare(dilated, torch.randn(2, 8, 20, 20, dtype=torch.float64))  # large map: conv path for 1×1
+    _compare(dilated, torch.randn(2, 8, 20, 20, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("block", ["bottleneck", "bottleneck-down", "basic"])
