@@ -108,9 +108,10 @@ class _DilatedDepthwise(torch.autograd.Function):
             grad_x = F.conv2d(grad, weight.flip(-2, -1), None, 1, padding, dilation, x.shape[1])
         if ctx.needs_input_grad[1] or (has_bias and ctx.needs_input_grad[2]):
             # PyTorch's CPU weight gradient of these convolutions is about twice as fast in NCHW
+            mask = [False, ctx.needs_input_grad[1], has_bias and ctx.needs_input_grad[2]]
             _, grad_w, grad_b = torch.ops.aten.convolution_backward(
-                grad.contiguous(), x.contiguous(), weight, [weight.shape[0]] if has_bias else None, [1, 1], list(padding), list(dilation),
-                False, [0, 0], x.shape[1], [False, ctx.needs_input_grad[1], has_bias and ctx.needs_input_grad[2]])
+                grad.contiguous(), x.contiguous(), weight, [weight.shape[0]] if has_bias else None, [1, 1],
+                list(padding), list(dilation), False, [0, 0], x.shape[1], mask)
         return grad_x, grad_w, grad_b, None, None
 
 
@@ -127,6 +128,7 @@ def _fast_depthwise(conv: nn.Conv2d, x: torch.Tensor, groups: int) -> bool:
 
 
 def _cat(tensors: Sequence[torch.Tensor | None]) -> torch.Tensor | None:
+    """The tensors concatenated along dimension 0 (one of them as it is; None for absent parameters)."""
     if tensors[0] is None:
         return None
     return tensors[0] if len(tensors) == 1 else torch.cat(list(tensors))  # type: ignore[arg-type]
@@ -141,12 +143,14 @@ def _one_by_one(mods: Sequence[nn.Module], value: Wide) -> Wide:
 
 # ----------------------------------------------------------------------------------------- handlers
 def _sequential(mods: Sequence[nn.Module], value: Wide) -> Wide:
+    """Sequential containers: their children, position by position."""
     for children in zip(*(list(m) for m in mods)):
         value = run(children, value)
     return value
 
 
 def _conv(mods: Sequence[nn.Conv2d | nn.Conv1d], value: Wide) -> Wide:
+    """Convolutions: concatenated weights; ``k`` times the groups on a wide input."""
     c0, k = mods[0], len(mods)
     x, shared = value
     weight = _cat([m.weight for m in mods])
@@ -161,6 +165,7 @@ def _conv(mods: Sequence[nn.Conv2d | nn.Conv1d], value: Wide) -> Wide:
 
 
 def _batchnorm(mods: Sequence[nn.modules.batchnorm._BatchNorm], value: Wide) -> Wide:
+    """BatchNorm over ``k·C`` channels, running statistics updated as ``k`` BatchNorms would."""
     b0, k = mods[0], len(mods)
     x = as_wide(value, k)
     factor = 0.0 if b0.momentum is None else b0.momentum
@@ -189,6 +194,7 @@ def _batchnorm(mods: Sequence[nn.modules.batchnorm._BatchNorm], value: Wide) -> 
 
 
 def _linear(mods: Sequence[nn.Linear], value: Wide) -> Wide:
+    """Linear layers: one product on a shared input, a batched product on a wide one."""
     k = len(mods)
     x, shared = value
     bias = _cat([m.bias for m in mods])
@@ -202,16 +208,19 @@ def _linear(mods: Sequence[nn.Linear], value: Wide) -> Wide:
 
 
 def _pointwise(mods: Sequence[nn.Module], value: Wide) -> Wide:
+    """Parameter-free element-wise or per-channel modules: applied as they are (a shared input stays shared)."""
     x, shared = value
     return mods[0](x), shared
 
 
 def _flatten(mods: Sequence[nn.Flatten], value: Wide) -> Wide:
+    """``Flatten(1)``."""
     x, shared = value
     return mods[0](x), shared  # start_dim 1: candidate j's flattened features stay block j
 
 
 def _dropout(mods: Sequence[nn.Module], value: Wide) -> Wide:
+    """Dropout: nothing in evaluation or at p = 0, else masks drawn candidate by candidate."""
     m0 = mods[0]
     if not m0.training or getattr(m0, "p", 1.0) == 0.0:
         return value
@@ -219,11 +228,13 @@ def _dropout(mods: Sequence[nn.Module], value: Wide) -> Wide:
 
 
 def _inverted_residual(mods: Sequence[InvertedResidual], value: Wide) -> Wide:
+    """torchvision's ``InvertedResidual``: its ``conv`` sequence plus the residual."""
     out = run([m.conv for m in mods], value)
     return add_residual(out, value, len(mods)) if mods[0].use_res_connect else out
 
 
 def _bottleneck(mods: Sequence[Bottleneck | BasicBlock], value: Wide) -> Wide:
+    """torchvision's ``Bottleneck`` and ``BasicBlock``, as their ``forward`` does it."""
     k = len(mods)
     names = ("conv1", "bn1", "relu", "conv2", "bn2", "relu", "conv3", "bn3")
     if isinstance(mods[0], BasicBlock):
@@ -237,6 +248,7 @@ def _bottleneck(mods: Sequence[Bottleneck | BasicBlock], value: Wide) -> Wide:
 
 
 def _aspp(mods: Sequence[ASPP], value: Wide) -> Wide:
+    """torchvision's ``ASPP``: branches concatenated per candidate, then the projection."""
     k = len(mods)
     branches = [as_wide(run(group, value), k) for group in zip(*(list(m.convs) for m in mods))]
     res = torch.cat([b.unflatten(1, (k, -1)) for b in branches], dim=2).flatten(1, 2)
@@ -244,6 +256,7 @@ def _aspp(mods: Sequence[ASPP], value: Wide) -> Wide:
 
 
 def _aspp_pooling(mods: Sequence[ASPPPooling], value: Wide) -> Wide:
+    """torchvision's ``ASPPPooling``: pooled branch, upsampled back to the input size."""
     size = value[0].shape[-2:]
     x, shared = _sequential(mods, value)
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False), shared
@@ -305,6 +318,8 @@ def _supported(module: nn.Module) -> bool:
         if isinstance(m, (nn.Conv1d, nn.Conv2d)) and (m.padding_mode != "zeros" or isinstance(m.padding, str)):
             return False
         if isinstance(m, nn.Flatten) and (m.start_dim != 1 or m.end_dim != -1):
+            return False
+        if getattr(m, "return_indices", False):  # pooling that returns (values, indices)
             return False
     return True
 
