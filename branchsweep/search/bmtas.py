@@ -347,24 +347,25 @@ def _arch_step(model: Supergraph, ctx: SearchContext, cfg: BMTASConfig, batch: d
     """
     weights = gumbel_softmax_weights(model.alpha, tau, cfg.hard, gen)
     images = batch["image"]
-    grad = torch.zeros_like(model.alpha)
-    parts: dict[str, torch.Tensor] = {}
-    groups = [[t] for t in ctx.tasks] if cfg.per_task else [list(ctx.tasks)]
-    for group in groups:
-        with runtime.autocast():
-            outputs = model(images, weights=weights, tasks=[t.name for t in group] if cfg.per_task else None)
-            task_loss, part = weighted_loss(outputs, batch, group)
-        parts.update(part)
-        if not cfg.per_task:
-            break
-        grad += torch.autograd.grad(task_loss, [model.alpha], retain_graph=True)[0]
     probs = torch.softmax(model.alpha.double(), dim=-1)
-    cost = expected_madds(probs, layer_madds, estimator, cfg.mc_samples, gen)
-    if cfg.per_task:
-        grad += torch.autograd.grad(cfg.lam * cost / scale, [model.alpha])[0].to(grad.dtype)
+    parts: dict[str, torch.Tensor] = {}
+    if not cfg.per_task:
+        with runtime.autocast():
+            task_loss, parts = weighted_loss(model(images, weights=weights), batch, ctx.tasks)
+        cost = expected_madds(probs, layer_madds, estimator, cfg.mc_samples, gen)
+        (grad,) = torch.autograd.grad(task_loss + cfg.lam * cost / scale, [model.alpha])
     else:
-        loss = task_loss + cfg.lam * cost / scale
-        (grad,) = torch.autograd.grad(loss, [model.alpha])
+        grad = torch.zeros_like(model.alpha)
+        for task in ctx.tasks:
+            with runtime.autocast():
+                term, part = weighted_loss(model(images, weights=weights, tasks=[task.name]), batch, [task])
+            parts.update(part)
+            # retain_graph: the Gumbel weights' small graph is shared by the tasks; this task's activations
+            # are freed when ``term`` is dropped, before the next task's forward pass.
+            grad += torch.autograd.grad(term, [model.alpha], retain_graph=True)[0]
+            del term
+        cost = expected_madds(probs, layer_madds, estimator, cfg.mc_samples, gen)
+        grad += torch.autograd.grad(cfg.lam * cost / scale, [model.alpha])[0].to(grad.dtype)
     arch_opt.zero_grad(set_to_none=True)
     model.alpha.grad = grad
     arch_opt.step()
