@@ -19,10 +19,6 @@ tensors (labels in each code base's own format) and each code base's own losses 
   - ``soft``: relaxed Gumbel-softmax samples, one task after the other (``per_task``: the paper's
     sequential update, one task's graph alive at a time), the supergraph's fused evaluation and CPU
     kernels (:mod:`branchsweep.search.fused`), channels-last (``Runtime(channels_last=True)``);
-  - ``soft-released``: ``soft`` with an α step that keeps one task's graph at a time
-    (:func:`released_arch_step`: each task's loss is differentiated with respect to a detached copy of
-    the Gumbel weights, back-propagated into α once) — what ``bmtas._arch_step`` needs for its
-    ``per_task`` memory to match the weight step's;
   - ``soft-nchw``: the same in the default (NCHW) memory format;
   - ``soft-joint``: ``soft`` with one joint forward/backward of all tasks (more memory);
   - ``soft-before``: the implementation before this work (joint, candidate by candidate:
@@ -71,10 +67,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 TASKS = ("semseg", "human_parts", "sal", "normals", "edge")
-CONFIGS = ("reference", "soft", "soft-released", "soft-nchw", "soft-joint", "soft-before", "hard")
+CONFIGS = ("reference", "soft", "soft-nchw", "soft-joint", "soft-before", "hard")
 DEFAULT_CONFIGS = ("reference", "soft", "soft-before", "hard")
-LABELS = {"reference": "reference (soft)", "soft": "branchsweep soft", "soft-released": "branchsweep soft, α step releasing",
-          "soft-nchw": "branchsweep soft, NCHW", "soft-joint": "branchsweep soft, joint",
+LABELS = {"reference": "reference (soft)", "soft": "branchsweep soft", "soft-nchw": "branchsweep soft, NCHW", "soft-joint": "branchsweep soft, joint",
           "soft-before": "branchsweep soft, before", "hard": "branchsweep hard"}
 REFERENCE_FILES = {"src/models.py": "class SuperMobileNetV2", "src/criterion.py": "class WeightedSumLoss",
                    "main_search.py": "train_search"}
@@ -273,7 +268,7 @@ def branchsweep_harness(config: str, size: int, batch: int, cache_dir: str) -> H
     spec = create_backbone("mobilenet_v2", width=1.0, input_size=size)
     tasks = [create_task(t) for t in TASKS]
     table = madds_table(spec, tasks, cache_dir=Path(cache_dir))
-    cfg = BMTASConfig(hard=config == "hard", per_task=config in ("soft", "soft-released", "soft-nchw"), batch_size=batch)
+    cfg = BMTASConfig(hard=config == "hard", per_task=config in ("soft", "soft-nchw"), batch_size=batch)
     torch.manual_seed(0)
     runtime = Runtime("cpu", channels_last=config not in ("soft-before", "soft-nchw"))
     model = runtime.prepare(Supergraph(spec, tasks, fuse=config != "soft-before").train())
@@ -291,44 +286,12 @@ def branchsweep_harness(config: str, size: int, batch: int, cache_dir: str) -> H
         w = gumbel_softmax_weights(model.alpha.detach(), TAU, cfg.hard, gen)
         step(lambda x, tasks=None: model(x, weights=w, tasks=tasks), data)
 
-    step_alpha = released_arch_step if config == "soft-released" else _arch_step
-
     def arch_step() -> None:
-        step_alpha(model, ctx, cfg, data, runtime, TAU, gen, layer_madds, scale, "exact", arch_opt)  # type: ignore[arg-type]
+        _arch_step(model, ctx, cfg, data, runtime, TAU, gen, layer_madds, scale, "exact", arch_opt)  # type: ignore[arg-type]
         reset_batchnorm_stats(model)
         w_opt.state.clear()
 
     return Harness(config, weight_step, arch_step)
-
-
-def released_arch_step(model, ctx, cfg, batch: dict, runtime, tau: float, gen, layer_madds, scale: float,
-                       estimator: str, arch_opt) -> None:
-    """``bmtas._arch_step`` with ``per_task``, one task's graph alive at a time.
-
-    The task losses are differentiated with respect to a detached copy of the Gumbel weights (no
-    ``retain_graph``, each task's graph freed before the next forward); the summed weight gradient and
-    the resource loss are back-propagated into α once. Same α gradient.
-    """
-    import torch
-
-    from branchsweep.loop import weighted_loss
-    from branchsweep.search.resource import expected_madds
-    from branchsweep.search.supergraph import gumbel_softmax_weights
-
-    weights = gumbel_softmax_weights(model.alpha, tau, cfg.hard, gen)
-    leaf = weights.detach().requires_grad_()
-    grad_w = torch.zeros_like(leaf)
-    for task in ctx.tasks:
-        with runtime.autocast():
-            loss, _ = weighted_loss(model(batch["image"], weights=leaf, tasks=[task.name]), batch, [task])
-        grad_w += torch.autograd.grad(loss, [leaf])[0]
-        del loss
-    cost = expected_madds(torch.softmax(model.alpha.double(), dim=-1), layer_madds, estimator, cfg.mc_samples, gen)
-    (grad,) = torch.autograd.grad([weights, cfg.lam * cost / scale], [model.alpha], [grad_w, None])
-    arch_opt.zero_grad(set_to_none=True)
-    model.alpha.grad = grad
-    arch_opt.step()
-    model.alpha.grad = None
 
 
 def make_harness(config: str, size: int, batch: int, reference: Path, cache_dir: str) -> Harness:

@@ -102,31 +102,3 @@ def test_gpu_benchmark_as_a_script_writes_only_its_table(tmp_path):
     assert "| mobilenet_v2 | search soft-joint | routed | bf16 |" in text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu.md"]
 
-
-def test_released_arch_step_takes_the_same_alpha_step(bench_ref):
-    """The benchmark's lean per-task α step moves α exactly as ``bmtas._arch_step`` does."""
-    import copy
-    from types import SimpleNamespace
-
-    import torch
-    from helpers import tasks_for, tiny_backbone
-
-    from branchsweep.loop import Runtime
-    from branchsweep.search.bmtas import BMTASConfig, _arch_step
-    from branchsweep.search.supergraph import Supergraph
-
-    spec = tiny_backbone("mlp")
-    tasks = tasks_for(spec, 3)
-    torch.manual_seed(0)
-    a = Supergraph(spec, tasks).double().train()
-    b = copy.deepcopy(a)
-    x = spec.example_input(6).double().normal_(generator=torch.Generator().manual_seed(1))
-    batch = {"image": x, **{t.name: torch.randn(6, 5, dtype=torch.float64) for t in tasks}}
-    cfg = BMTASConfig(per_task=True, lam=0.3)
-    madds = torch.rand(spec.num_layers, dtype=torch.float64)
-    for model, fn in ((a, _arch_step), (b, bench_ref.released_arch_step)):
-        opt = torch.optim.Adam([model.alpha], lr=0.1)
-        fn(model, SimpleNamespace(tasks=tasks), cfg, batch, Runtime("cpu"), 1.0, torch.Generator().manual_seed(2),
-           madds, 1.0, "exact", opt)
-    assert a.alpha.abs().sum() > 0
-    torch.testing.assert_close(a.alpha, b.alpha)

@@ -26,8 +26,9 @@ candidates qualifies, and anything else runs candidate by candidate. Random oper
 training) draw their masks candidate by candidate in order, so even the random number stream is the
 one of the sequential evaluation.
 
-When to fuse is :func:`worth_fusing`: always on a GPU (fewer, larger kernels), on a CPU only for small
-tensors, where the calls are short and many. On a CPU, dilated depthwise convolutions take their input
+When to fuse is :func:`worth_fusing`: on a GPU when all candidates of a layer read the input (fewer,
+larger kernels, shapes that stay the same from step to step), on a CPU only for small tensors, where
+the calls are short and many. On a CPU, dilated depthwise convolutions take their input
 gradient as a convolution with the flipped kernel (``_DilatedDepthwise``): PyTorch's CPU backward of
 these takes 10–40 times the forward's time, most of all on the wide tensors of fused candidates. The
 same handlers evaluate single candidates too (``k = 1``), so this applies without fusion as well.
@@ -298,15 +299,19 @@ def run(mods: Sequence[nn.Module], value: Wide) -> Wide:
     return handler(mods, value)
 
 
-def worth_fusing(x: torch.Tensor, k: int) -> bool:
-    """Whether ``k`` candidates reading ``x`` should run as one wide call rather than one by one.
+def worth_fusing(x: torch.Tensor, k: int, total: int) -> bool:
+    """Whether ``k`` of a layer's ``total`` candidates, reading ``x``, should run as one wide call.
 
-    On a GPU always (fewer, larger kernels). On a CPU only while the ``k`` inputs together stay small
-    (at most :data:`FUSE_LIMIT` elements): there the calls are many and short, and fusing saves their
-    overhead; on larger tensors one candidate's activations already fill the caches and a ``k`` times
-    wider tensor is slower.
+    On a GPU when all candidates do (``k == total``: relaxed samples), so that the fused shapes are the
+    same at every step — ``cudnn.benchmark`` tunes every new shape, and hard samples would give a new
+    ``k`` per stream and step; partial groups run one by one. On a CPU while the ``k`` inputs together
+    stay small (at most :data:`FUSE_LIMIT` elements): there the calls are many and short, and fusing
+    saves their overhead; on larger tensors one candidate's activations already fill the caches and a
+    ``k`` times wider tensor is slower.
     """
-    return x.device.type != "cpu" or k * x.numel() <= FUSE_LIMIT
+    if x.device.type != "cpu":
+        return k == total
+    return k * x.numel() <= FUSE_LIMIT
 
 
 # ------------------------------------------------------------------------------------------ planning

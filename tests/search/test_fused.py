@@ -134,5 +134,7 @@ def test_what_is_not_fusable():
 
 
 def test_fusion_policy():
-    assert fused.worth_fusing(torch.zeros(4, 16, 4, 4), 5)
-    assert not fused.worth_fusing(torch.zeros(4, 32, 64, 64), 5)
+    assert fused.worth_fusing(torch.zeros(4, 16, 4, 4), 3, 5)  # CPU: small tensors
+    assert not fused.worth_fusing(torch.zeros(4, 32, 64, 64), 5, 5)
+    meta = torch.zeros(4, 32, 64, 64, device="meta")  # not a CPU tensor: all candidates or none
+    assert fused.worth_fusing(meta, 5, 5) and not fused.worth_fusing(meta, 3, 5)
