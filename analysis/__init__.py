@@ -7,6 +7,7 @@ Pandas-first: every function takes and returns DataFrames/Series, so a notebook 
     primary, directions = analysis.read_metric_spec("runs/sweep1")   # the sweep's metrics.json
     report = analysis.build_report(df, metrics=primary, directions=directions)  # adds delta_m, on_front
     report.front                                     # the non-dominated trials, sorted by MAdds
+    summary = analysis.summarize_replicates(long)    # one row per (trial, retrain seed) -> mean, <col>/se
     analysis.write_report(report, "runs/sweep1/report")
 
 It is a leaf package: importing it pulls in pandas, numpy and matplotlib (object-oriented API, Agg
@@ -21,7 +22,32 @@ from analysis.delta_m import delta_m, metric_columns, primary_metric_columns, ta
 from analysis.directions import resolve_directions, split_header
 from analysis.errors import AnalysisError
 from analysis.pareto import front_steps, hypervolume_2d, pareto_front
-from analysis.plots import lambda_plot, madds_unit, pareto_plot, tree_plot
+from analysis.plots import (
+    id_table,
+    lambda_plot,
+    madds_unit,
+    pareto_plot,
+    pareto_plot_with_ids,
+    place_labels,
+    short_ids,
+    tree_plot,
+)
+from analysis.replicates import (
+    baseline_gaps,
+    baselines_table,
+    format_mean_se,
+    hypervolume_replicates,
+    near_ties,
+    overall_gap,
+    paired_difference,
+    pool_trials,
+    pooled_baselines,
+    seed_paired_gap,
+    standard_error,
+    summarize_replicates,
+    trivial_margins,
+    verdict_lines,
+)
 from analysis.report import Report, build_report, choose_baseline, write_report
 from analysis.tables import (
     find_results_file,
@@ -30,7 +56,9 @@ from analysis.tables import (
     markdown_table,
     parse_madds,
     read_metric_spec,
+    read_replicates,
     read_table,
+    read_trivial,
 )
 from analysis.trees import BranchTree, branch_tree
 
@@ -38,28 +66,48 @@ __all__ = [
     "AnalysisError",
     "BranchTree",
     "Report",
+    "baseline_gaps",
+    "baselines_table",
     "branch_tree",
     "build_report",
     "choose_baseline",
     "delta_m",
     "find_results_file",
+    "format_mean_se",
     "front_steps",
     "hypervolume_2d",
+    "hypervolume_replicates",
+    "id_table",
     "lambda_plot",
     "load_paper_table",
     "load_results",
     "madds_unit",
     "markdown_table",
     "metric_columns",
+    "near_ties",
+    "overall_gap",
+    "paired_difference",
     "pareto_front",
     "pareto_plot",
+    "pareto_plot_with_ids",
     "parse_madds",
+    "place_labels",
+    "pool_trials",
+    "pooled_baselines",
     "primary_metric_columns",
     "read_metric_spec",
+    "seed_paired_gap",
+    "read_replicates",
     "read_table",
+    "read_trivial",
     "resolve_directions",
+    "short_ids",
     "split_header",
+    "standard_error",
+    "summarize_replicates",
     "task_of_column",
     "tree_plot",
+    "trivial_margins",
+    "verdict_lines",
     "write_report",
 ]

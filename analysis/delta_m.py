@@ -41,12 +41,14 @@ def task_of_column(column: str) -> str:
 
 
 def metric_columns(columns: Iterable[str]) -> list[str]:
-    """Columns named ``"<task>/<metric>"`` that are not hyperparameters (``hp/...``).
+    """Columns named ``"<task>/<metric>"`` that are not hyperparameters (``hp/...``), standard errors
+    over replicates (``.../se``) or Δm's own columns.
 
-    >>> metric_columns(["label", "depth/rmse", "hp/lambda", "sal/maxF"])
+    >>> metric_columns(["label", "depth/rmse", "depth/rmse/se", "hp/lambda", "sal/maxF", "delta_m/se"])
     ['depth/rmse', 'sal/maxF']
     """
-    return [c for c in columns if "/" in str(c) and not str(c).startswith("hp/")]
+    return [c for c in columns if "/" in str(c) and not str(c).startswith(("hp/", "delta_m"))
+            and not str(c).endswith("/se")]
 
 
 def primary_metric_columns(columns: Iterable[str], primaries: Mapping[str, str] | None = None) -> list[str]:

@@ -20,7 +20,18 @@ from analysis.delta_m import Level, delta_m, primary_metric_columns
 from analysis.directions import resolve_directions
 from analysis.errors import AnalysisError
 from analysis.pareto import hypervolume_2d, pareto_front
-from analysis.plots import lambda_plot, madds_unit, pareto_plot, save, tree_plot
+from analysis.plots import lambda_plot, madds_unit, pareto_plot, pareto_plot_with_ids, save, tree_plot
+from analysis.replicates import (
+    baselines_table,
+    format_mean_se,
+    hypervolume_replicates,
+    paired_difference,
+    pooled_baselines,
+    seed_paired_gap,
+    summarize_replicates,
+    trivial_margins,
+    verdict_lines,
+)
 from analysis.tables import markdown_table, normalise_results
 from analysis.trees import BranchTree, branch_tree
 
@@ -43,6 +54,10 @@ class Report:
     level: str
     source: str = ""
     notes: list[str] = field(default_factory=list)
+    #: One row per (trial, retrain seed) (see :mod:`analysis.replicates`); None: no replicates.
+    replicates: pd.DataFrame | None = None
+    #: The trivial predictor's metrics (``{"<task>/<metric>": value}``); None: not known.
+    trivial: dict[str, float] | None = None
 
     @property
     def front(self) -> pd.DataFrame:
@@ -90,6 +105,8 @@ def build_report(
     source: str = "",
     known: Mapping[str, str] | None = None,
     primaries: Mapping[str, str] | None = None,
+    replicates: pd.DataFrame | None = None,
+    trivial: Mapping[str, float] | None = None,
 ) -> Report:
     """Add ``delta_m`` and ``on_front`` to a results table (sweep schema, see :mod:`analysis.tables`).
 
@@ -98,7 +115,11 @@ def build_report(
     ``directions``, header arrows or ``known`` (``{"<task>/<metric>": direction}``, see
     :func:`~analysis.directions.resolve_directions`). ``branchsweep report`` passes the task
     registry's as ``known`` and ``primaries``. ``baseline`` is the reference row label (rows sharing it
-    are averaged; default: :func:`choose_baseline`).
+    are averaged; default: :func:`choose_baseline`). ``replicates``: the long table of the retrain seeds
+    (one row per trial and seed, :mod:`analysis.replicates`); with it the report leads with verdict
+    lines and has the matched-baselines table and each method's hypervolume ± s.e. ``trivial``: the
+    metrics of the constant predictor fitted on the training labels; with it the report has a table
+    of every model's margin over it (:func:`~analysis.replicates.trivial_margins`).
     """
     df = normalise_results(results, source or "results")
     label = baseline if baseline is not None else choose_baseline(df)
@@ -125,13 +146,29 @@ def build_report(
     if len(nan_dm):
         notes.append(f"{len(nan_dm)} successful trial(s) miss a metric, so their Δm is empty and they are off the front.")
     df = _order_columns(df, chosen).sort_values(["madds", "label"], kind="stable").reset_index(drop=True)
-    return Report(df, dirs, label, level, source, notes)
+    return Report(df, dirs, label, level, source, notes, replicates, dict(trivial) if trivial else None)
 
 
 # ---------------------------------------------------------------------------------------------- display
-def _display(df: pd.DataFrame, columns: Sequence[str], unit: tuple[float, str] | None = None) -> pd.DataFrame:
+def mean_metric(df: pd.DataFrame, columns: Sequence[str]) -> tuple[str, pd.Series] | None:
+    """``("mean <metric>", row means)`` when every column is ``<task>/<metric>`` with one metric name and
+    there are several tasks (CelebA: the mean accuracy over 40 attributes, Learning to Branch's Table 1
+    score); None otherwise.
+
+    >>> mean_metric(pd.DataFrame({"a/accuracy": [90.0], "b/accuracy": [80.0]}), ["a/accuracy", "b/accuracy"])[0]
+    'mean accuracy'
+    """
+    names = {str(c).rpartition("/")[2] for c in columns}
+    if len(columns) < 2 or len(names) != 1 or not all("/" in str(c) for c in columns):
+        return None
+    return f"mean {names.pop()}", df[list(columns)].apply(pd.to_numeric, errors="coerce").mean(axis=1)
+
+
+def _display(df: pd.DataFrame, columns: Sequence[str], unit: tuple[float, str] | None = None,
+             mean: bool = False) -> pd.DataFrame:
     """Human-readable columns: MAdds in ``unit`` (default: :func:`madds_unit` of ``df``), params in
-    millions, Δm rounded; keeps the given metric columns."""
+    millions, Δm rounded; keeps the given metric columns (after their mean, with ``mean``, where
+    :func:`mean_metric` defines one)."""
     scale, name = unit or madds_unit(df["madds"])
     out = pd.DataFrame(index=df.index)
     out["front"] = np.where(df["on_front"], "★", "")
@@ -145,8 +182,13 @@ def _display(df: pd.DataFrame, columns: Sequence[str], unit: tuple[float, str] |
     if "params" in df.columns and df["params"].notna().any():
         out["params [M]"] = (pd.to_numeric(df["params"], errors="coerce") / 1e6).round(2)
     out["Δm [%]"] = df["delta_m"].round(2)
+    if "delta_m/se" in df.columns:
+        out["Δm s.e."] = pd.to_numeric(df["delta_m/se"], errors="coerce").round(2)
     if "delta_m_reported" in df.columns:
         out["Δm reported [%]"] = df["delta_m_reported"]
+    averaged = mean_metric(df, columns) if mean else None
+    if averaged is not None:
+        out[averaged[0]] = averaged[1].round(3)
     for c in columns:
         out[c] = df[c]
     return out.reset_index(drop=True)
@@ -163,9 +205,10 @@ def _tables(report: Report) -> dict[str, pd.DataFrame]:
     hps = report.hp_columns
     unit = madds_unit(df["madds"])  # one unit for every table of the report
     sections = {
-        "Pareto front (MAdds ↓, Δm ↑)": _display(report.front, metric_cols, unit),
-        "All trials, sorted by MAdds (★ = on the front)": _display(df, metric_cols, unit),
-        "Baselines": _display(df[(df["label"].astype(str) == report.baseline) | df["is_baseline"]], metric_cols, unit),
+        "Pareto front (MAdds ↓, Δm ↑)": _display(report.front, metric_cols, unit, mean=True),
+        "All trials, sorted by MAdds (★ = on the front)": _display(df, metric_cols, unit, mean=True),
+        "Baselines": _display(df[(df["label"].astype(str) == report.baseline) | df["is_baseline"]], metric_cols,
+                              unit, mean=True),
     }
     if hps and len(report.front):
         sections["Hyperparameters of the front points"] = _display(report.front, hps, unit)[
@@ -175,6 +218,91 @@ def _tables(report: Report) -> dict[str, pd.DataFrame]:
         cols = [c for c in ("error",) if c in df.columns]
         sections["Failed trials"] = _display(report.failed, cols, unit)
     return {k: v.rename(columns=rename) for k, v in sections.items()}
+
+
+def replicate_hypervolumes(report: Report) -> pd.DataFrame | None:
+    """Each method's hypervolume ± s.e. over retrain seeds (:func:`hypervolume_replicates`), MAdds in the
+    report's unit; the Single/Shared rows (``is_baseline``) are left out. None without replicates."""
+    long = report.replicates
+    if long is None or long.empty or not {"method", "madds", "delta_m", "retrain_seed"} <= set(long.columns):
+        return None
+    searched = long[~long["is_baseline"].fillna(False).astype(bool)] if "is_baseline" in long.columns else long
+    if searched.empty:
+        return None
+    scale, _ = madds_unit(report.results["madds"])
+    hv = hypervolume_replicates(searched, scale={"madds": scale})
+    if "baseline_kind" in searched.columns:  # searched methods first, then the matched baselines
+        matched = set(searched.loc[searched["baseline_kind"].notna(), "method"].astype(str))
+        hv = hv.sort_values("method", key=lambda m: m.astype(str).isin(matched), kind="stable").reset_index(drop=True)
+    return hv
+
+
+def replicate_verdict(report: Report) -> list[str]:
+    """The report's first lines: front vs matched baselines, hypervolumes (:func:`verdict_lines`)."""
+    if report.replicates is None or "delta_m" not in report.replicates.columns:
+        return []
+    return verdict_lines(report.replicates, replicate_hypervolumes(report))
+
+
+def _replicate_tables(report: Report) -> dict[str, pd.DataFrame]:
+    long = report.replicates
+    if long is None or long.empty:
+        return {}
+    scale, unit = madds_unit(report.results["madds"])
+    sections: dict[str, pd.DataFrame] = {}
+    metrics = [m for m in report.metrics if m in long.columns]
+    if "trial_id" in long.columns and "label" in long.columns and "madds" in long.columns:
+        summary = pooled_baselines(summarize_replicates(long))
+        sections["Models and matched baselines (mean ± s.e. over retrain seeds)"] = baselines_table(
+            summary, metrics, report.metrics, madds_scale=scale, madds_unit=unit)
+    hv = replicate_hypervolumes(report)
+    if hv is not None and len(hv):
+        shown = pd.DataFrame({
+            "method": hv["method"],
+            f"hypervolume ({unit} × Δm %)": [format_mean_se(m, e) for m, e in zip(hv["hypervolume"], hv["hypervolume/se"])],
+            "of the mean front": hv["hypervolume_of_means"].round(4), "seeds": hv["replicates"], "trials": hv["trials"]})
+        sections["Hypervolume per method (mean ± s.e. over retrain seeds)"] = shown
+    return sections
+
+
+def _trivial_tables(report: Report) -> dict[str, pd.DataFrame]:
+    if not report.trivial:
+        return {}
+    df = report.results
+    ok = df[df["status"] == "ok"].sort_values("madds", kind="stable")
+    table = trivial_margins(ok, report.trivial, report.metrics)
+    if table.shape[1] <= 2:
+        return {}
+    return {"Margin over the trivial predictor (constant prediction fitted on the training labels)": table}
+
+
+def baselines_verdict(report: Report) -> list[str]:
+    """One line: Single − Shared in Δm, paired by retrain seed and unpaired (needs replicates of both)."""
+    long = report.replicates
+    if long is None or long.empty or not {"trial_id", "label", "retrain_seed", "delta_m"} <= set(long.columns):
+        return []
+    labels = long["label"].astype(str)
+    ids = {name: long.loc[labels == name, "trial_id"].astype(str).unique().tolist() for name in ("Single", "Shared")}
+    if not ids["Single"] or not ids["Shared"]:
+        return []
+    gap, se, n = seed_paired_gap(long, ids["Single"], ids["Shared"])
+    unpaired = paired_difference(long, ids["Single"], ids["Shared"])
+    z = f"{gap / se:.1f} s.e." if se and math.isfinite(se) else "one seed"
+    return [f"Single − Shared: Δm {format_mean_se(gap, se, sign=True)} % paired by retrain seed ({z}, {n} seeds; "
+            f"unpaired ± {unpaired['gap_se']:.2g})"]
+
+
+def trivial_verdict(report: Report) -> list[str]:
+    """One line: how many models beat the trivial predictor on every Δm metric."""
+    tables = _trivial_tables(report)
+    if not tables:
+        return []
+    table = next(iter(tables.values())).iloc[1:]
+    losers = table.loc[~table["beats trivial"], "model"].tolist()
+    if not losers:
+        return [f"every model beats the trivial predictor on every task ({len(table)} models)"]
+    return [f"{len(losers)} of {len(table)} models do NOT beat the trivial predictor on every task: "
+            + ", ".join(losers[:5]) + (" …" if len(losers) > 5 else "")]
 
 
 @dataclass
@@ -262,7 +390,14 @@ def write_report(report: Report, out_dir: Path) -> dict[str, Path]:
     tidy.to_parquet(files["results"], index=False)
 
     title = f"Δm vs MAdds: {Path(report.source).name}" if report.source else None
-    files["pareto"] = save(pareto_plot(report.results, title=title), out_dir / "pareto.png")
+    plot_ids = None
+    if "delta_m/se" in report.results.columns:  # replicated results: error bars, short ids and their table
+        fig, plot_ids = pareto_plot_with_ids(report.results, title=title)
+        files["pareto"] = save(fig, out_dir / "pareto.png")
+        files["plot_ids"] = out_dir / "plot_ids.csv"
+        plot_ids.to_csv(files["plot_ids"], index=False)
+    else:
+        files["pareto"] = save(pareto_plot(report.results, title=title), out_dir / "pareto.png")
     has_lambda = LAMBDA_COLUMN in report.results.columns and report.results[LAMBDA_COLUMN].notna().any()
     if has_lambda:
         files["lambda"] = save(lambda_plot(report.results), out_dir / "lambda_vs_madds.png")
@@ -278,7 +413,9 @@ def write_report(report: Report, out_dir: Path) -> dict[str, Path]:
             save(tree_plot(arch.tree, f"{key}: {', '.join(arch.labels)}"), out_dir / "arch" / f"{key}.png")
     notes += _architecture_notes(archs)
 
-    tables = _tables(report)
+    tables = {**_replicate_tables(report), **_trivial_tables(report), **_tables(report)}
+    if plot_ids is not None:
+        tables["Plot ids (pareto.png)"] = plot_ids
     files["markdown"] = out_dir / "report.md"
     files["markdown"].write_text(_markdown(report, tables, files, archs, notes))
     files["html"] = out_dir / "report.html"
@@ -302,7 +439,9 @@ def _architecture_notes(archs: Mapping[str, Architecture]) -> list[str]:
 
 def _markdown(report: Report, tables: dict[str, pd.DataFrame], files: dict[str, Path],
               archs: Mapping[str, Architecture], notes: list[str]) -> str:
-    parts = ["# branchsweep report", "", *_summary_lines(report), ""]
+    verdict = replicate_verdict(report) + baselines_verdict(report) + trivial_verdict(report)
+    parts = ["# branchsweep report", "", *[f"**{line}**  " for line in verdict], *([""] if verdict else []),
+             *_summary_lines(report), ""]
     parts += ["## Figures", "", f"![Δm vs MAdds]({files['pareto'].name})", ""]
     if "lambda" in files:
         parts += [f"![λ vs MAdds]({files['lambda'].name})", ""]
@@ -336,7 +475,7 @@ def _styled(table: pd.DataFrame) -> str:
 def _html(report: Report, tables: dict[str, pd.DataFrame], files: dict[str, Path],
           archs: Mapping[str, Architecture], notes: list[str]) -> str:
     esc = html.escape
-    body = ["<h1>branchsweep report</h1>", "<ul>"]
+    body = ["<h1>branchsweep report</h1>", *[f"<p><b>{esc(line)}</b></p>" for line in replicate_verdict(report) + baselines_verdict(report) + trivial_verdict(report)], "<ul>"]
     body += [f"<li>{esc(line[2:]).replace('**', '').replace('`', '')}</li>" for line in _summary_lines(report)]
     body += ["</ul>", "<p>Front rows are highlighted green, failed trials red.</p>",
              f'<img src="{esc(files["pareto"].name)}" alt="Δm vs MAdds" style="max-width:900px">']

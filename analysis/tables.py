@@ -9,6 +9,7 @@ metric columns, ``hp/*`` hyperparameters, ``arch_hash``, ``arch_json`` (the bran
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -24,6 +25,8 @@ RESULTS_NAMES = ("results.parquet", "results.csv")
 #: Written by a sweep beside its results: the Δm metric columns and every metric's direction, so a
 #: report of tasks the registry does not know by name (``bent_0``, CelebA attributes) needs no flags.
 METRICS_FILE = "metrics.json"
+REPLICATES_FILE = "replicates.parquet"
+TRIVIAL_FILE = "trivial.json"
 
 _SUFFIX = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "b": 1e9, "t": 1e12}
 _MADDS_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([kKmMgGbBtT]?)\s*(?:madds|flops|macs)?\s*$", re.I)
@@ -88,6 +91,26 @@ def read_metric_spec(run_dir: Path) -> tuple[list[str] | None, dict[str, str]]:
     if primary is not None and not (isinstance(primary, list) and all(isinstance(c, str) for c in primary)):
         raise AnalysisError(f"{path}: 'primary' must be a list of metric column names")
     return primary, directions
+
+
+def read_replicates(run_dir: Path) -> pd.DataFrame | None:
+    """A sweep's ``replicates.parquet`` (one row per trial and retrain seed), or None when absent."""
+    path = Path(run_dir) / REPLICATES_FILE
+    return read_table(path) if path.is_file() else None
+
+
+def read_trivial(run_dir: Path) -> dict[str, float] | None:
+    """A sweep's ``trivial.json`` (the constant predictor's metrics), or None when absent."""
+    path = Path(run_dir) / TRIVIAL_FILE
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise AnalysisError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(raw, dict):
+        raise AnalysisError(f"{path}: expected an object of metric values")
+    return {str(k): float(v) for k, v in raw.items() if isinstance(v, (int, float))}
 
 
 def read_table(path: Path) -> pd.DataFrame:

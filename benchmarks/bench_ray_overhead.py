@@ -30,7 +30,7 @@ from branchsweep.sweep import SearchSpace, SweepBase, SweepConfig, run_sweep, to
 #: The benchmark problem: small enough that Ray's share of the wall time is what is measured.
 BASE = SweepBase(
     data=DataConfig(dataset="ltb-synthetic", train_samples=64, val_samples=16, tasks=["bent_0", "square_0", "sinc_0"]),
-    model=ModelConfig(width=0.16),
+    model=ModelConfig(backbone="mlp", width=0.16),
     train=TrainConfig(iterations=20, batch_size=16, eval_batch_size=16, progress=False),
     search_defaults={"ltb": {"iterations": 20, "batch_size": 16}},
 )

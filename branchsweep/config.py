@@ -87,7 +87,9 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """Retraining a branched network (BMTAS supplement A defaults: SGD, lr 0.005, poly)."""
+    """Retraining a branched network: optimiser settings of BMTAS supplement A (SGD, momentum 0.9, wd 1e-4,
+    lr 0.005, poly); ``iterations`` and ``batch_size`` are CPU-size defaults (the paper's per data set and
+    backbone are in :mod:`branchsweep.paper`, which the ``train`` command and the paper presets use)."""
 
     iterations: int = 200
     batch_size: int = 8
@@ -96,7 +98,19 @@ class TrainConfig:
     weight_decay: float = 1e-4
     poly_power: float = 0.9
     optimizer: str = "sgd"
-    divide_lr_by_sharing: bool = True
+    #: Divide a shared block's lr by the number of tasks sharing it (a BMTAS convention). None: the
+    #: convention of the method that found the architecture (BMTAS, baselines, fixed JSONs: yes;
+    #: Learning to Branch: no), resolved by the trial; ``branchsweep train`` without a trial: yes.
+    divide_lr_by_sharing: bool | None = None
+    #: Learning-rate decay (:data:`branchsweep.loop.LR_SCHEDULES`): poly (uses ``poly_power``),
+    #: exponential / step (× ``lr_gamma`` every ``lr_every_epochs`` epochs), constant.
+    lr_schedule: str = "poly"
+    lr_gamma: float = 0.5
+    lr_every_epochs: float = 10.0
+    #: Retrain length in epochs of the training split; when set it replaces ``iterations``.
+    epochs: float | None = None
+    #: The split the retrained network is evaluated on (val; test where a data set has one, e.g. CelebA).
+    eval_split: str = "val"
     loss_weights: dict[str, float] = field(default_factory=dict)
     seed: int = 0
     device: str = "cpu"
@@ -122,6 +136,13 @@ class TrainConfig:
         _positive("eval_batch_size", self.eval_batch_size)
         _positive("weight_decay", self.weight_decay, allow_zero=True)
         _positive("checkpoint_every", self.checkpoint_every, allow_zero=True)
+        from branchsweep.loop import check_lr_schedule
+
+        check_lr_schedule(self.lr_schedule, self.lr_gamma, self.lr_every_epochs)
+        if self.epochs is not None and not self.epochs > 0:
+            raise ConfigError(f"epochs must be > 0, got {self.epochs}")
+        if self.eval_split not in ("train", "val", "test"):
+            raise ConfigError(f"eval_split must be train, val or test, got {self.eval_split!r}")
         if self.optimizer not in ("sgd", "adam"):
             raise ConfigError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if not 0 <= self.momentum < 1:

@@ -14,7 +14,10 @@ A loop here is a few pieces, each written once:
   with gradients accumulated: the BMTAS supplement's "we update the supergraph sequentially for
   each task", which keeps one task's graph alive at a time), weighted loss, finite check, backward
   (scaled under fp16), optimizer step(s), learning-rate schedule;
-* :func:`poly_schedule` — the 'poly' policy ``lr · (1 − it/iterations)^power``.
+* :data:`LR_SCHEDULES` — learning-rate decays by name (:func:`lr_schedule`): ``poly`` (BMTAS:
+  ``lr · (1 − it/iterations)^power``), ``exponential`` (Learning to Branch search: × ``gamma`` every
+  ``every_epochs`` epochs, staircase), ``step`` (Learning to Branch retrain: × ``gamma`` every
+  ``every_epochs`` whole epochs), ``constant``.
 
 A search method adds only what is its own (BMTAS: the α step and the alternation; Learning to
 Branch: the logits step) around a :class:`TrainStep`.
@@ -30,6 +33,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from branchsweep.errors import BranchsweepError, ConfigError
+from branchsweep.registry import Registry
 
 AMP_MODES = ("off", "bf16", "fp16")
 #: Host synchronisations on CUDA: one per this many steps (finite check, loss values for logs).
@@ -186,9 +190,49 @@ def to_floats(obj: Any) -> Any:
 
 def poly_schedule(optimizer: torch.optim.Optimizer, iterations: int, power: float):
     """The 'poly' policy: each group's lr times ``(1 - it / iterations) ** power``."""
+    return lr_schedule(optimizer, "poly", iterations, 1, power=power)
+
+
+#: Learning-rate factor by name: ``fn(it, iterations, per_epoch, power, gamma, every_epochs) -> factor``
+#: (``it``: finished iterations; ``per_epoch``: iterations per epoch of the training split).
+LR_SCHEDULES: Registry[Callable[[int, int, int, float, float, float], float]] = Registry("learning-rate schedule")
+LR_SCHEDULES.register("poly", lambda it, n, e, power, gamma, every: max(0.0, 1.0 - it / max(n, 1)) ** power,
+                      help="(1 − it/iterations)^power (BMTAS)")
+LR_SCHEDULES.register("exponential", lambda it, n, e, power, gamma, every: gamma ** (it // max(1.0, every * e)),
+                      help="× gamma every every_epochs epochs, staircase (Learning to Branch search: 0.97 / 2.4)")
+LR_SCHEDULES.register("step", lambda it, n, e, power, gamma, every: gamma ** ((it // e) // max(1, round(every))),
+                      help="× gamma every every_epochs whole epochs (Learning to Branch retrain: 0.5 / 10 or 15)")
+LR_SCHEDULES.register("constant", lambda it, n, e, power, gamma, every: 1.0, help="the base learning rate throughout")
+
+
+def lr_factor(name: str, it: int, iterations: int, per_epoch: int, power: float = 0.9, gamma: float = 1.0,
+              every_epochs: float = 1.0) -> float:
+    """The factor schedule ``name`` applies to the base lr after ``it`` iterations.
+
+    >>> lr_factor("exponential", 239, 1000, 100, gamma=0.97, every_epochs=2.4), lr_factor("exponential", 240, 1000, 100, gamma=0.97, every_epochs=2.4)
+    (1.0, 0.97)
+    >>> [lr_factor("step", it, 3000, 100, gamma=0.5, every_epochs=10) for it in (999, 1000, 2000)]
+    [1.0, 0.5, 0.25]
+    """
+    return float(LR_SCHEDULES.get(name)(it, iterations, max(1, per_epoch), power, gamma, every_epochs))
+
+
+def check_lr_schedule(name: str, gamma: float, every_epochs: float) -> None:
+    """Raise :class:`ConfigError` for an unknown schedule or a decay that is not in (0, 1] / not > 0."""
+    LR_SCHEDULES.get(name)
+    if not 0 < gamma <= 1:
+        raise ConfigError(f"lr decay factor (gamma) must be in (0, 1], got {gamma}")
+    if not every_epochs > 0:
+        raise ConfigError(f"lr decay interval (every_epochs) must be > 0, got {every_epochs}")
+
+
+def lr_schedule(optimizer: torch.optim.Optimizer, name: str, iterations: int, per_epoch: int, power: float = 0.9,
+                gamma: float = 1.0, every_epochs: float = 1.0) -> torch.optim.lr_scheduler.LambdaLR:
+    """A :class:`~torch.optim.lr_scheduler.LambdaLR` of schedule ``name`` (stepped once per iteration)."""
+    fn = LR_SCHEDULES.get(name)
+    e = max(1, per_epoch)
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda it: max(0.0, 1.0 - it / max(iterations, 1)) ** power
-    )
+        optimizer, lambda it: float(fn(it, iterations, e, power, gamma, every_epochs)))
 
 
 Forward = Callable[..., Mapping[str, torch.Tensor]]

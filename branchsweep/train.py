@@ -1,8 +1,9 @@
 """Retrain and evaluate a branched network (BMTAS supplement A defaults).
 
-SGD (momentum 0.9, weight decay 1e-4, lr 0.005) with a poly schedule ``lr · (1 - it/iters)^0.9``,
-per-task loss weights, and optionally the learning rate of each shared block divided by the number of
-tasks sharing it (those blocks receive an update from every task). Training is seeded and resumable:
+SGD (momentum 0.9, weight decay 1e-4, lr 0.005) with a poly schedule ``lr · (1 - it/iters)^0.9``
+(or another named decay, e.g. Learning to Branch's step decay), per-task loss weights, and optionally
+the learning rate of each shared block divided by the number of tasks sharing it (those blocks receive
+an update from every task; a BMTAS convention that Learning-to-Branch trials turn off). Training is seeded and resumable:
 the batch order of every epoch is a function of ``(seed, epoch)``, and a checkpoint stores the model,
 optimiser, schedule, RNG state and iteration, so a resumed run takes the same next step as an
 uninterrupted one. The step itself is :class:`branchsweep.loop.TrainStep`, shared with the searches.
@@ -10,6 +11,7 @@ uninterrupted one. The step itself is :class:`branchsweep.loop.TrainStep`, share
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -24,7 +26,7 @@ from branchsweep.atomic import load_state, save_state
 from branchsweep.config import TrainConfig
 from branchsweep.data.base import MultiTaskData
 from branchsweep.errors import ConfigError
-from branchsweep.loop import NonFiniteLossError, Runtime, TrainStep, poly_schedule, to_floats
+from branchsweep.loop import NonFiniteLossError, Runtime, TrainStep, lr_schedule, to_floats
 from branchsweep.network import BranchedNetwork
 from branchsweep.tasks import Task
 
@@ -50,7 +52,9 @@ def runtime_of(cfg: TrainConfig, data: MultiTaskData) -> Runtime:
 
 
 def make_optimizer(model: BranchedNetwork, cfg: TrainConfig) -> torch.optim.Optimizer:
-    groups = model.parameter_groups(cfg.lr, cfg.divide_lr_by_sharing)
+    """SGD or Adam over ``model``'s parameter groups (shared blocks' lr divided by their task count when
+    ``cfg.divide_lr_by_sharing`` is true or None: a trial resolves None to its method's convention)."""
+    groups = model.parameter_groups(cfg.lr, cfg.divide_lr_by_sharing is not False)
     if cfg.optimizer == "adam":
         return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -70,23 +74,30 @@ def train_network(
     resume: bool = False,
     on_step: Callable[[int, dict], None] | None = None,
 ) -> TrainResult:
-    """Train ``model`` on ``data``'s train split for ``cfg.iterations`` iterations.
+    """Train ``model`` on ``data``'s train split for ``cfg.iterations`` iterations (``cfg.epochs`` epochs
+    when set), the lr following ``cfg.lr_schedule``.
 
     With ``out_dir``, a checkpoint is written every ``cfg.checkpoint_every`` iterations and at the
     end; ``resume`` continues from ``out_dir/checkpoint.pt``. ``on_step(iteration, info)`` is called
     on every host synchronisation (every step on a CPU) for progress reporting by callers such as Ray
-    trials.
+    trials; ``info["checkpoint"]`` is True right after a checkpoint was written (a Ray trial then
+    persists it).
     """
     weights = dict(cfg.loss_weights)
     unknown = sorted(set(weights) - {t.name for t in tasks})
     if unknown:
         raise ConfigError(f"loss weight given for unknown task {unknown[0]!r}")
     runtime = runtime_of(cfg, data)
+    train_set = data.split("train", train=True)
+    per_epoch = max(1, len(train_set) // cfg.batch_size)
+    if cfg.epochs is not None:
+        cfg = dataclasses.replace(cfg, iterations=max(1, round(cfg.epochs * per_epoch)))
     torch.manual_seed(cfg.seed)
     runtime.prepare(model).train()
     forward = torch.compile(model) if cfg.compile else model
     optimizer = make_optimizer(model, cfg)
-    scheduler = poly_schedule(optimizer, cfg.iterations, cfg.poly_power)
+    scheduler = lr_schedule(optimizer, cfg.lr_schedule, cfg.iterations, per_epoch, power=cfg.poly_power,
+                            gamma=cfg.lr_gamma, every_epochs=cfg.lr_every_epochs)
     losses: list[float] = []
     start = 0
     ckpt_path = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
@@ -107,7 +118,7 @@ def train_network(
 
     step = TrainStep([optimizer], tasks, runtime, schedulers=[scheduler], weights=weights)
     t0 = time.perf_counter()
-    batches = runtime.batches(data.split("train", train=True), cfg.batch_size, cfg.seed, start)
+    batches = runtime.batches(train_set, cfg.batch_size, cfg.seed, start)
     bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc="train",
                disable=not cfg.progress, leave=False, mininterval=1.0)
     pending: list[torch.Tensor] = []
@@ -124,7 +135,8 @@ def train_network(
             if checkpoint:
                 save(done)
             if on_step is not None:
-                on_step(done, {"loss": losses[-1], **{f"loss/{k}": v for k, v in to_floats(parts).items()}})
+                on_step(done, {"loss": losses[-1], "checkpoint": bool(checkpoint),
+                               **{f"loss/{k}": v for k, v in to_floats(parts).items()}})
     bar.close()
     step.flush(f"before iteration {cfg.iterations}")
     if ckpt_path is not None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from branchsweep import paper
 from branchsweep.config import DataConfig, ModelConfig, TrainConfig
 from branchsweep.errors import BranchsweepError
 from branchsweep.sweep import SearchSpace, SweepBase, SweepConfig, run_sweep
@@ -39,32 +40,47 @@ class SweepPreset:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     points: list[dict[str, Any]] = field(default_factory=list)
+    #: Retrain seeds per architecture (results: mean ± standard error over them).
+    replicates: int = 1
+    #: Control trees per front point (permuted ×``permutations``, vanilla, random); () for none.
+    controls: tuple[str, ...] = ()
+    permutations: int = 2
 
 
 def bmtas_paper_presets(name: str, data: DataConfig, model: ModelConfig, space: SearchSpace,
-                        lambdas: list[float]) -> tuple[SweepPreset, SweepPreset]:
-    """``(PRESET, SMOKE)`` of a sweep at the BMTAS paper's scale (supplement A: 40k search iterations
-    with 2k warm-up, 40k retrain iterations, batch 8, one GPU per trial), starting from ``lambdas``.
+                        lambdas: list[float], iterations: int = 40000, warmup_iterations: int = 2000,
+                        search: dict[str, Any] | None = None, num_trials: int = 32) -> tuple[SweepPreset, SweepPreset]:
+    """``(PRESET, SMOKE)`` of a sweep at the BMTAS paper's scale (supplement A: ``iterations`` search and
+    retrain iterations — 40k, halved on NYUD-v2 — after ``warmup_iterations`` warm-up iterations, batch 16
+    for MobileNetV2 and 8 for ResNet-50 in search and retraining, ImageNet initialisation, one GPU per
+    trial), starting from ``lambdas`` (branchsweep's absolute λ; see docs/fidelity.md for the mapping of
+    the paper's grid). The data set is given at full resolution: the ``bmtas`` search reads it at the
+    paper's reduced resolution and prices MAdds at full resolution. ``search``: further ``bmtas``
+    settings (the Table 3 ablations).
 
     The smoke variant shrinks data, width and iterations so that it runs on a CPU in minutes.
     """
+    batch = paper.BATCH[str(model.backbone)]
+    bmtas = {"iterations": iterations, "warmup_iterations": warmup_iterations, "batch_size": batch,
+             "checkpoint_every": 1000, **(search or {})}
     preset = SweepPreset(
         name=name, data=data, model=model,
-        train=TrainConfig(iterations=40000, batch_size=8, checkpoint_every=1000, progress=False),
-        search_defaults={"bmtas": {"iterations": 40000, "warmup_iterations": 2000, "checkpoint_every": 1000},
-                         "ltb": {"iterations": 40000, "batch_size": 8, "checkpoint_every": 1000}},
-        space=space, num_trials=32, concurrency=4, cpus_per_trial=4.0, gpus_per_trial=1.0,
-        points=[{"method": "bmtas", "seed": 0, "bmtas.lambda": lam, "bmtas.schedule": "linear", "bmtas.tau0": 5.0}
+        train=TrainConfig(iterations=iterations, batch_size=batch, checkpoint_every=1000, progress=False),
+        search_defaults={"bmtas": bmtas, "ltb": {"iterations": iterations, "batch_size": batch, "checkpoint_every": 1000}},
+        space=space, num_trials=num_trials, concurrency=4, cpus_per_trial=4.0, gpus_per_trial=1.0,
+        points=[{"method": "bmtas", "bmtas.lambda": lam, "bmtas.schedule": "linear", "bmtas.tau0": 5.0}
                 for lam in lambdas],
     )
     smoke = dataclasses.replace(
         preset, name=f"{name}-smoke",
         data=dataclasses.replace(data, size=64, train_samples=64, val_samples=16, num_workers=0),
         model=dataclasses.replace(model, pretrained=None, width=0.25),
-        train=dataclasses.replace(preset.train, iterations=5, checkpoint_every=0),
-        search_defaults={"bmtas": {"iterations": 5, "warmup_iterations": 2, "checkpoint_every": 0},
-                         "ltb": {"iterations": 5, "batch_size": 8}},
-        num_trials=2, concurrency=1, cpus_per_trial=1.0, gpus_per_trial=0.0, points=preset.points[:1],
+        train=dataclasses.replace(preset.train, iterations=5, batch_size=4, checkpoint_every=0),
+        search_defaults={"bmtas": {**bmtas, "iterations": 5, "warmup_iterations": 2, "batch_size": 4,
+                                   "checkpoint_every": 0},
+                         "ltb": {"iterations": 5, "batch_size": 4}},
+        num_trials=min(2, num_trials), concurrency=1, cpus_per_trial=1.0, gpus_per_trial=0.0,
+        points=preset.points[:1],
     )
     return preset, smoke
 
@@ -86,13 +102,35 @@ def parser(preset: SweepPreset, doc: str | None) -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("auto", "train", "direct"), default="auto",
                    help="auto: Ray Train TorchTrainer for GPU trials, the plain Tune function on CPU-only runs")
     p.add_argument("--storage-path", default=None,
-                   help="Tune experiment storage: a folder or a cloud URI such as s3://bucket/sweeps (default OUT/tune)")
+                   help="where the sweep lives: a shared folder or a cloud URI such as s3://bucket/sweeps; the sweep "
+                        "writes under STORAGE/<name>-<run id>/ (printed at start; default: the run folder --out)")
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="retrain/warm-up/MAdds caches shared across sweeps (default OUT/cache)")
     p.add_argument("--out", type=Path, default=None,
                    help="run folder (default $BRANCHSWEEP_RUNS/<name>-<timestamp>, BRANCHSWEEP_RUNS=~/branchsweep-runs)")
-    p.add_argument("--resume", action="store_true", help="continue the interrupted sweep in --out (Tuner.restore)")
+    p.add_argument("--resume", nargs="?", const="", default=None, metavar="PREFIX",
+                   help="continue an interrupted sweep: its prefix (e.g. s3://bucket/sweeps/<name>-<run id>) or "
+                        "run folder; without a value, the sweep in --out (Tuner.restore)")
+    p.add_argument("--optuna-storage", default=None, metavar="URL",
+                   help="Optuna storage: a journal file or an RDB URL (default OUT/optuna/optuna.journal)")
+    p.add_argument("--warm-start", nargs="?", const="", default=None, metavar="SOURCE",
+                   help="start Optuna from the finished trials of earlier sweeps with the same data, backbone, "
+                        "tasks and settings: in SOURCE (an earlier sweep's folder or prefix, a journal file, an "
+                        "RDB URL) or, without a value, in --optuna-storage")
+    p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                   help="start no new trial after this many seconds (Tune's time_budget_s)")
+    p.add_argument("--mlflow", default=None, metavar="URI",
+                   help="also log every trial's results to MLflow at this tracking URI (Ray's MLflow logger)")
     p.add_argument("--smoke", action="store_true", help="seconds-scale run: tiny data, 2 trials")
+    p.add_argument("--replicates", type=int, default=None,
+                   help=f"retrain seeds per architecture; results are mean ± s.e. over them (default {preset.replicates})")
+    p.add_argument("--search-seed", type=int, default=0,
+                   help="seed of every search of the sweep (a different search seed is a different sweep; default 0)")
+    p.add_argument("--permutations", type=int, default=None,
+                   help=f"permuted trees per front point (default {preset.permutations})")
+    p.add_argument("--controls", default=None, metavar="KINDS",
+                   help="comma-separated control trees per front point: permuted, vanilla, random, or none "
+                        f"(default {','.join(preset.controls) or 'none'})")
     p.add_argument("--max-failures", type=int, default=1, help="retries of a failing trial from its last checkpoint")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray started by this script (default all)")
     p.add_argument("--local", action="store_true",
@@ -107,8 +145,8 @@ def parser(preset: SweepPreset, doc: str | None) -> argparse.ArgumentParser:
 
 def build_config(preset: SweepPreset, args: argparse.Namespace) -> SweepConfig:
     """The validated sweep config for ``preset`` with flags applied."""
-    if args.resume and args.out is None:
-        raise BranchsweepError("--resume needs --out RUN_DIR (the folder of the sweep to continue)")
+    if args.resume == "" and args.out is None:
+        raise BranchsweepError("--resume needs the sweep's prefix or run folder (--resume PREFIX, or --out RUN_DIR)")
     address = os.environ.get("RAY_ADDRESS", "").strip()
     if args.local and address not in ("", "local"):
         raise BranchsweepError(f"--local starts a private Ray instance, but RAY_ADDRESS={address} names a "
@@ -119,14 +157,21 @@ def build_config(preset: SweepPreset, args: argparse.Namespace) -> SweepConfig:
     def pick(flag: Any, default: Any) -> Any:
         return default if flag is None else flag
 
+    controls = preset.controls if args.controls is None else tuple(
+        k.strip() for k in args.controls.split(",") if k.strip() and k.strip() != "none")
     cfg = SweepConfig(
         name=preset.name, out=out,
-        base=SweepBase(data=data, model=preset.model, train=preset.train, search_defaults=preset.search_defaults),
+        base=SweepBase(data=data, model=preset.model, train=preset.train, search_defaults=preset.search_defaults,
+                       replicates=pick(args.replicates, preset.replicates), search_seed=args.search_seed),
+        controls=controls, permutations=pick(args.permutations, preset.permutations),
         space=preset.space, num_trials=pick(args.num_trials, preset.num_trials),
         concurrency=pick(args.concurrency, preset.concurrency),
         cpus_per_trial=pick(args.cpus_per_trial, preset.cpus_per_trial),
         gpus_per_trial=pick(args.gpus_per_trial, preset.gpus_per_trial), backend=args.backend,
-        storage_path=args.storage_path, cache_dir=args.cache_dir, resume=args.resume, max_failures=args.max_failures,
+        storage_path=args.storage_path, cache_dir=args.cache_dir, resume=args.resume is not None,
+        resume_from=args.resume or None, max_failures=args.max_failures,
+        optuna_storage=args.optuna_storage, warm_start=args.warm_start, time_budget_s=args.time_budget,
+        mlflow_uri=args.mlflow,
         points=preset.points, num_cpus=args.num_cpus, local=args.local, report=not args.no_report,
         verbose=not args.quiet, plugins=tuple(args.plugin),
     )

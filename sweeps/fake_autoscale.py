@@ -72,6 +72,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True, help="run folder of the small sweep")
     args = p.parse_args()
+    # This script starts (and stops) its own throw-away cluster on 127.0.0.1, so it turns token auth off
+    # for it and for itself as a client; the library never does (a real cluster keeps its auth mode).
+    print("[fake-autoscale] RAY_AUTH_MODE=disabled for the local fake cluster this script starts", flush=True)
     env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1", "RAY_AUTH_MODE": "disabled"}
     os.environ.update({k: env[k] for k in ("RAY_AUTH_MODE",)})
     temp_dir = tempfile.mkdtemp(prefix="bs-fake-")

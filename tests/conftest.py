@@ -17,6 +17,7 @@ _TMP = tempfile.TemporaryDirectory(prefix="branchsweep-test-")  # removed at int
 CACHE_PREFIX = "branchsweep-test-cache"
 os.environ["BRANCHSWEEP_CACHE"] = os.path.join(_TMP.name, CACHE_PREFIX)
 os.environ["BRANCHSWEEP_RUNS"] = os.path.join(_TMP.name, "runs")
+os.environ["BRANCHSWEEP_SCRATCH"] = os.path.join(_TMP.name, "scratch")  # trials' node-local working folders
 os.environ["MPLBACKEND"] = "Agg"
 # Every Ray a test starts (in this process, a driver subprocess or `ray start`) binds to 127.0.0.1 only:
 # Ray 2.60 replaces _node_ip_address="127.0.0.1" by the machine's address unless this is "0" (read when

@@ -102,3 +102,16 @@ def test_gpu_benchmark_as_a_script_writes_only_its_table(tmp_path):
     assert "| mobilenet_v2 | search soft-joint | routed | bf16 |" in text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu.md"]
 
+
+def test_embedded_evidence_helpers_and_bad_input(capsys):
+    ev = load("embedded_evidence")
+    assert ev.main(["--seeds", "1"]) == 2 and "--seeds must be >= 2" in capsys.readouterr().err
+    tasks = ["semseg", "sal", "depth", "normals"]
+    related = ev.related_tree(tasks, 7, 3)
+    assert ev.related_partition(tasks) == [["depth", "normals"], ["sal", "semseg"]]
+    assert ev.deepest_grouping(related) == [["depth", "normals"], ["sal", "semseg"]]
+    from branchsweep.arch import BranchConfig
+
+    assert ev.deepest_grouping(BranchConfig.single(tasks, 7)) is None
+    assert ev.deepest_grouping(BranchConfig.shared(tasks, 7)) == [sorted(tasks)]
+    assert ev.load_preset().RELATED_BRANCH_AT == 3

@@ -49,8 +49,10 @@ def test_channels_last_changes_layout_not_results(dense):
     last, _, model = _train(dense, channels_last=True)
     conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
-    # Same first loss; later steps drift by rounding, amplified by this tiny untrained net's huge gradients.
-    assert last.losses[0] == pytest.approx(plain.losses[0], rel=1e-4)
+    # Same first loss up to rounding: this tiny untrained net predicts normals of norm ~1e-6, whose unit
+    # direction (normals loss, weight 10 on a per-pixel channel sum) is rounding-sensitive; later steps
+    # drift further, amplified by its huge gradients.
+    assert last.losses[0] == pytest.approx(plain.losses[0], rel=1e-3)
     assert all(torch.isfinite(torch.tensor(last.losses)))
 
 

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from helpers import tasks_for, tiny_backbone
+from helpers import dense_heads, tasks_for, tiny_backbone
 
 from branchsweep.arch import BranchConfig
 from branchsweep.backbones import BACKBONES
@@ -41,7 +41,7 @@ def test_forward_shapes(backbone):
     out = BranchedNetwork(spec, tasks, cfg).train()(spec.example_input(2))
     assert set(out) == {t.name for t in tasks}
     for t in tasks:
-        if len(spec.input_shape) == 3 and t.dense and spec.skip_layers:
+        if len(spec.input_shape) == 3 and t.dense and dense_heads(spec):
             assert out[t.name].shape == (2, t.out_channels, *spec.input_shape[1:])
         else:
             assert out[t.name].shape == (2, t.out_channels)

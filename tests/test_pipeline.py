@@ -17,7 +17,7 @@ from branchsweep.pipeline import SweepCaches, TrialConfig, compute_delta_m, run_
 from branchsweep.train import NonFiniteLossError
 
 DATA = DataConfig(dataset="ltb-synthetic", train_samples=64, val_samples=16, tasks=["bent_0", "square_0", "sinc_0"])
-MODEL = ModelConfig(width=0.16)
+MODEL = ModelConfig(backbone="mlp", width=0.16)  # tasks own block 4 (ltb-synthetic defaults to mlp_select)
 TRAIN = TrainConfig(iterations=8, batch_size=16, eval_batch_size=16, progress=False)
 
 
@@ -39,12 +39,28 @@ def test_baselines_delta_m_and_retrain_dedup(tmp_path):
     again = run_trial(trial("shared", label="shared again", hp={"note": 1}), tmp_path / "c", caches)
     assert again["retrain_cached"] and again["retrain_time_s"] == 0.0
     assert again["bent_0/mse"] == shared["bent_0/mse"] and again["hp/note"] == 1
-    assert "retrain skipped" in (tmp_path / "c" / "trial.log").read_text()
+    assert "retrain seed 0 skipped" in (tmp_path / "c" / "trial.log").read_text()
     assert "trained by 'shared'" in (tmp_path / "c" / "trial.log").read_text()
     # Other retrain settings are another cache entry.
     longer = TrialConfig(method="shared", data=DATA, model=MODEL, train=TrainConfig(iterations=9, batch_size=16,
                                                                                   progress=False))
     assert not run_trial(longer, tmp_path / "d", caches)["retrain_cached"]
+
+
+def test_delta_m_from_driver_given_baseline_metrics_on_a_worker_with_an_empty_cache(tmp_path):
+    """A worker whose cache never saw the Single baseline (another node) still gets a finite Δm: the
+    driver hands it the Single metrics; without them Δm is NaN. Progress reaches ``on_step``."""
+    single = run_trial(trial("single", label="Single", is_baseline=True), tmp_path / "a", SweepCaches(tmp_path / "c1"))
+    reference = {k: v for k, v in single.items() if k.endswith("/mse")}
+    steps = []
+    shared = run_trial(trial("shared"), tmp_path / "b", SweepCaches(tmp_path / "empty"), baseline_metrics=reference,
+                       on_step=lambda stage, it, info: steps.append((stage, it, info["checkpoint"])))
+    assert math.isfinite(shared["delta_m"])
+    assert shared["delta_m"] == compute_delta_m(shared, reference, {k: "min" for k in reference})
+    assert [s[:2] for s in steps] == [("retrain", i) for i in range(1, TRAIN.iterations + 1)]  # every step on a CPU
+    blind = run_trial(trial("shared", label="blind"), tmp_path / "d", SweepCaches(tmp_path / "empty2"))
+    assert math.isnan(blind["delta_m"])
+    assert set(json.loads(shared["metric_spec"])["primary"]) == set(reference)  # what the driver writes to metrics.json
 
 
 def test_search_trial_resumes_from_exported_architecture(tmp_path):
@@ -148,8 +164,9 @@ def _waiting_on(lock: Path, pid: int) -> bool:
 
 @pytest.mark.skipif(not Path("/proc/locks").is_file(), reason="needs Linux /proc/locks to see a waiting flock")
 def test_concurrent_trials_with_one_architecture_retrain_it_once(tmp_path):
-    """Two trials export the same architecture at the same time: the first retrains it while holding
-    the cache lock, the second waits on that lock (seen in /proc/locks, not guessed from timing) and
+    """Two trials export the same architecture at the same time: the first claims it under the cache
+    lock and retrains it after letting go of the lock; the second finds the claim and waits for the
+    result without holding or queueing on the lock (seen in /proc/locks, not guessed from timing),
     then reuses the first one's metrics instead of training again."""
     import subprocess
     import sys
@@ -178,8 +195,12 @@ def test_concurrent_trials_with_one_architecture_retrain_it_once(tmp_path):
         wait_for(lambda: (gate / "retraining").exists(), "A starts retraining", first)
         locks = list((caches / "retrain").glob("*.lock"))
         assert len(locks) == 1
+        assert len(list((caches / "retrain").glob("*.claim"))) == 1  # A claimed the key, then let go of the lock
         second = start("B", gated=False)
-        wait_for(lambda: _waiting_on(locks[0], second.pid), "B waits on A's lock", second)
+        log_b = tmp_path / "B" / "trial.log"
+        wait_for(lambda: log_b.is_file() and "waiting for its result" in log_b.read_text(), "B waits for A", second)
+        # B waits for A's result without holding or queueing on the lock: the lock is only for check-and-claim.
+        assert not _waiting_on(locks[0], second.pid)
         assert not list((caches / "retrain").glob("*.json"))  # nothing cached while A trains
         (gate / "gate").touch()
         outs = [p.communicate(timeout=240) for p in (first, second)]
@@ -195,6 +216,6 @@ def test_concurrent_trials_with_one_architecture_retrain_it_once(tmp_path):
     assert a["arch_hash"] == b["arch_hash"] and a["retrain_key"] == b["retrain_key"]
     assert {k: v for k, v in b.items() if k.endswith("/mse")} == {k: v for k, v in a.items() if k.endswith("/mse")}
     log_b = (tmp_path / "B" / "trial.log").read_text()
-    assert "retrain skipped" in log_b and "trained by 'A'" in log_b and "retraining " not in log_b
+    assert "retrain seed 0 skipped" in log_b and "trained by 'A'" in log_b and "retraining " not in log_b
     assert not (tmp_path / "B" / "retrain").exists()
     assert len(list((caches / "retrain").glob("*.json"))) == 1

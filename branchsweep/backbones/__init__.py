@@ -7,9 +7,10 @@ from collections.abc import Callable
 
 from branchsweep.backbones.base import BackboneSpec, fresh_copy
 from branchsweep.backbones.celeba import celeba_deep_wide, celeba_vgg
+from branchsweep.backbones.convnet import convnet
 from branchsweep.backbones.mlp import mlp, mlp_select
 from branchsweep.backbones.mobilenet import mobilenet_v2
-from branchsweep.backbones.resnet import resnet50
+from branchsweep.backbones.resnet import resnet34, resnet50
 from branchsweep.errors import ConfigError
 from branchsweep.registry import Registry
 
@@ -18,8 +19,10 @@ BACKBONES.register("mlp", mlp)
 BACKBONES.register("mlp_select", mlp_select)
 BACKBONES.register("mobilenet_v2", mobilenet_v2)
 BACKBONES.register("resnet50", resnet50)
+BACKBONES.register("resnet34", resnet34)
 BACKBONES.register("celeba_vgg", celeba_vgg)
 BACKBONES.register("celeba_deep_wide", celeba_deep_wide)
+BACKBONES.register("convnet", convnet)
 
 
 def create_backbone(name: str, **kwargs) -> BackboneSpec:

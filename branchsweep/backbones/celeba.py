@@ -30,6 +30,13 @@ and 2 FC layers. The paper branches after every conv layer (``--child-nodes 2,4,
 2×2 max-pool); with 40 nodes in the last layer every task owns its FC layers, which therefore form its
 head: flatten → ``fc·width`` units (64) → ReLU → linear to one logit.
 
+**Sizes.** The paper does not state its input size. With every child node in use (the capacity the
+paper's child-node counts were chosen to match), the parameters depend on it through the first FC
+layer: ``celeba_vgg`` with ``3,3,5,5,10,20,30,40`` has 1.29 M parameters at 64×64 and 2.15 M at
+160×160; ``celeba_deep_wide`` with ``2,4,8,16,40`` has 5.05 M at 64×64 and 6.69 M at 96×96. The CelebA
+presets (``sweeps/celeba_ltb.py``) use 160 and 96: within 5 % of the published Branch-VGG (2.09 M) and
+GNAS-Deep-Wide (6.41 M) baselines (``tests/sweep/test_celeba_presets.py``).
+
 No ImageNet weights exist for these thin nets: ``pretrained`` raises :class:`ConfigError`.
 """
 

@@ -7,7 +7,29 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.models.segmentation.deeplabv3 import ASPP
 from torchvision.ops import Conv2dNormActivation
+
+#: Dropout of the (R-)ASPP module when a branched network is trained (the BMTAS reference code's
+#: ``drop_rate=0.1`` on the retrained network; the supergraph runs without dropout).
+ASPP_DROPOUT = 0.1
+
+
+def aspp(in_channels: int, atrous_rates: Sequence[int], out_channels: int, activation: type[nn.Module] = nn.ReLU,
+         dropout: float = ASPP_DROPOUT) -> ASPP:
+    """torchvision's ASPP with the BMTAS reference layout: ``activation`` everywhere and ``dropout`` on the
+    concatenated branches *before* the 1×1 projection (torchvision: ReLU, Dropout(0.5) after it).
+
+    With no atrous rates this is the R-ASPP of MobileNetV2 (a 1×1 branch plus image pooling).
+    """
+    module = ASPP(in_channels, list(atrous_rates), out_channels)
+    for parent in module.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, nn.ReLU):
+                setattr(parent, name, activation())
+    conv, bn, act, _ = module.project
+    module.project = nn.Sequential(nn.Dropout(dropout), conv, bn, act)
+    return module
 
 
 class DeepLabV3PlusDecoder(nn.Module):
@@ -53,6 +75,26 @@ class DeepLabV3PlusDecoder(nn.Module):
         x = F.interpolate(final, size=low.shape[-2:], mode="bilinear", align_corners=False)
         x = torch.cat([self.low_reduce(low), x], dim=1)
         x = self.logits(self.refine(x))
+        if out_size is not None:
+            x = F.interpolate(x, size=tuple(out_size), mode="bilinear", align_corners=False)
+        return x
+
+
+class ASPPHead(nn.Module):
+    """A task's ASPP decoder (DeepLabv3, Chen et al. 2017): atrous spatial pyramid pooling over the
+    last layer's features, a 1×1 convolution to ``out_channels`` logits, bilinear upsampling to the
+    input resolution. Learning to Branch's Taskonomy heads (ResNet-34 + ASPP, after Sun et al. 2019)."""
+
+    def __init__(self, in_channels: int, out_channels: int, channels: int = 256,
+                 atrous_rates: Sequence[int] = (6, 12, 18)) -> None:
+        super().__init__()
+        from torchvision.models.segmentation.deeplabv3 import ASPP
+
+        self.aspp = ASPP(in_channels, list(atrous_rates), channels)
+        self.logits = nn.Conv2d(channels, out_channels, 1)
+
+    def forward(self, final: torch.Tensor, skips: Sequence[torch.Tensor], out_size) -> torch.Tensor:
+        x = self.logits(self.aspp(final))
         if out_size is not None:
             x = F.interpolate(x, size=tuple(out_size), mode="bilinear", align_corners=False)
         return x

@@ -3,7 +3,8 @@
 Output stride 16: the stride-2 block of the 160-channel stage runs at stride 1 and the blocks after it
 use dilation 2 (as DeepLab does). The first convolution is the always-shared stem; layer 1 is the
 first inverted-residual block, layer 18 the R-ASPP module (a 1×1 branch plus image pooling, i.e.
-torchvision's ASPP without atrous branches, 128 channels as in BMTAS). Each task has a DeepLabv3+
+torchvision's ASPP without atrous branches, 128 channels, ReLU6 and dropout 0.1 before the projection
+as in the BMTAS reference code; the supergraph drops the dropout). Each task has a DeepLabv3+
 decoder with depthwise-separable convolutions fed by layer 3's stride-4 features.
 """
 
@@ -12,10 +13,9 @@ from __future__ import annotations
 from torch import nn
 from torchvision.models import MobileNet_V2_Weights
 from torchvision.models import mobilenet_v2 as tv_mobilenet_v2
-from torchvision.models.segmentation.deeplabv3 import ASPP
 
 from branchsweep.backbones.base import BackboneSpec, fresh_copy
-from branchsweep.backbones.heads import DeepLabV3PlusDecoder
+from branchsweep.backbones.heads import ASPP_DROPOUT, DeepLabV3PlusDecoder, aspp
 from branchsweep.backbones.pretrained import load_pretrained
 from branchsweep.tasks import Task
 
@@ -49,7 +49,7 @@ def mobilenet_v2(
     low_channels = blocks[LOW_LEVEL_LAYER].conv[-1].num_features
     aspp_ch = max(8, round(aspp_channels * width))
     dec_ch = max(8, round(decoder_channels * width))
-    raspp = ASPP(last_channels, [], aspp_ch)
+    raspp = aspp(last_channels, [], aspp_ch, activation=nn.ReLU6)
     templates: list[nn.Module] = [*blocks, raspp]
     stem = feats[0]
 
@@ -65,5 +65,6 @@ def mobilenet_v2(
         make_head=make_head,
         input_shape=(3, input_size, input_size),
         skip_layers=(LOW_LEVEL_LAYER,),
-        params={"width": width, "pretrained": bool(pretrained), "aspp_channels": aspp_ch, "decoder_channels": dec_ch},
+        params={"width": width, "pretrained": bool(pretrained), "aspp_channels": aspp_ch, "decoder_channels": dec_ch,
+                "aspp_dropout": ASPP_DROPOUT},
     )

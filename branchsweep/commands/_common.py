@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from branchsweep import paper
 from branchsweep.config import DataConfig, ModelConfig, TrainConfig, from_mapping
 from branchsweep.errors import ConfigError
+
+PAPER_DATASETS = ", ".join(sorted(paper.ITERATIONS))
 
 
 def csv_list(text: str) -> list[str]:
@@ -66,11 +69,18 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("model")
     g.add_argument("--backbone", default=None, help="backbone name (default: the data set's)")
     g.add_argument("--width", type=float, default=1.0, help="width multiplier (default 1.0)")
-    g.add_argument("--pretrained", default=None, help="'imagenet' (torchvision weights) or a checkpoint path")
+    g.add_argument("--pretrained", default=None,
+                   help="'imagenet' (torchvision weights), a checkpoint path or 'none' (default: imagenet on "
+                        f"{PAPER_DATASETS} at width 1, the BMTAS paper's initialisation; none otherwise)")
 
 
 def model_config(args: argparse.Namespace) -> ModelConfig:
-    return from_mapping(ModelConfig, {"backbone": args.backbone, "width": args.width, "pretrained": args.pretrained})
+    pretrained = args.pretrained
+    if pretrained is None and getattr(args, "dataset", None) in paper.ITERATIONS and args.width == 1.0:
+        pretrained = "imagenet"
+    if pretrained == "none":
+        pretrained = None
+    return from_mapping(ModelConfig, {"backbone": args.backbone, "width": args.width, "pretrained": pretrained})
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,13 +95,24 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("training (BMTAS supplement A defaults)")
+    g = parser.add_argument_group("training (SGD, lr, momentum, weight decay, poly: BMTAS supplement A)")
     d = TrainConfig()
-    g.add_argument("--iterations", type=int, default=d.iterations)
-    g.add_argument("--batch-size", type=int, default=d.batch_size)
+    g.add_argument("--iterations", type=int, default=None,
+                   help=f"default: the BMTAS paper's on {PAPER_DATASETS} (40000, halved on nyud); {d.iterations} "
+                        "otherwise")
+    g.add_argument("--epochs", type=float, default=None, help="train this many epochs (replaces --iterations)")
+    g.add_argument("--batch-size", type=int, default=None,
+                   help=f"default: on {PAPER_DATASETS} the BMTAS paper's per backbone (mobilenet_v2 16, resnet50 8); "
+                        f"{d.batch_size} otherwise")
     g.add_argument("--lr", type=float, default=d.lr)
     g.add_argument("--optimizer", default=d.optimizer, choices=["sgd", "adam"])
     g.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    g.add_argument("--lr-schedule", default=d.lr_schedule,
+                   help="lr decay: poly (BMTAS), step / exponential (× --lr-gamma every --lr-every-epochs), constant")
+    g.add_argument("--lr-gamma", type=float, default=d.lr_gamma, help="decay factor of step / exponential")
+    g.add_argument("--lr-every-epochs", type=float, default=d.lr_every_epochs, help="epochs between decays")
+    g.add_argument("--eval-split", default=d.eval_split, choices=["train", "val", "test"],
+                   help="split the trained network is evaluated on")
     g.add_argument("--no-lr-division", action="store_true",
                    help="do not divide a shared block's learning rate by the number of tasks sharing it")
     g.add_argument("--loss-weight", action="append", default=[], metavar="TASK=W",
@@ -102,7 +123,17 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def train_config(args: argparse.Namespace) -> TrainConfig:
+def train_config(args: argparse.Namespace, backbone: str | None = None) -> TrainConfig:
+    """The retraining config; unset ``--iterations``/``--batch-size`` take the paper's value for the data
+    set / ``backbone`` (:mod:`branchsweep.paper`) where it has one, else :class:`TrainConfig`'s."""
+    d = TrainConfig()
+    iterations = args.iterations
+    if iterations is None:
+        iterations = paper.paper_iterations(getattr(args, "dataset", "")) or d.iterations
+    batch_size = args.batch_size
+    if batch_size is None:
+        on_paper_data = getattr(args, "dataset", "") in paper.ITERATIONS
+        batch_size = (paper.paper_batch(backbone) if backbone and on_paper_data else None) or d.batch_size
     weights = {}
     for item in args.loss_weight:
         task, sep, value = item.partition("=")
@@ -113,8 +144,10 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         if not sep or not task:
             raise ConfigError(f"--loss-weight expects TASK=NUMBER, got {item!r}")
     return from_mapping(TrainConfig, {
-        "iterations": args.iterations, "batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer,
-        "weight_decay": args.weight_decay, "divide_lr_by_sharing": not args.no_lr_division,
+        "iterations": iterations, "batch_size": batch_size, "lr": args.lr, "optimizer": args.optimizer,
+        "weight_decay": args.weight_decay, "divide_lr_by_sharing": False if args.no_lr_division else None,
+        "epochs": args.epochs, "lr_schedule": args.lr_schedule, "lr_gamma": args.lr_gamma,
+        "lr_every_epochs": args.lr_every_epochs, "eval_split": args.eval_split,
         "loss_weights": weights, "seed": args.seed, "device": args.device,
         "checkpoint_every": args.checkpoint_every, "progress": not args.no_progress,
         "amp": args.amp, "channels_last": args.channels_last, "compile": args.compile,

@@ -22,7 +22,7 @@ HELP = "scan a data set on disk: counts per split and task, and every problem fo
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", required=True, help="pascal-context, nyud or celeba")
+    p.add_argument("--dataset", required=True, help="pascal-context, nyud, celeba or taskonomy")
     p.add_argument("--root", required=True, help="the data set's root folder")
     p.add_argument("--tasks", type=csv_list, default=None, help="only check these tasks (default: all)")
     p.add_argument("--half-resolution", action="store_true", help="pascal-context: check the half-resolution view")

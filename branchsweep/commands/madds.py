@@ -12,7 +12,7 @@ from branchsweep.madds import madds_table
 from branchsweep.tasks import create_task
 
 NAME = "madds"
-HELP = "print the MAdds (GMAdds) of single, shared or a branch-config JSON"
+HELP = "print the MAdds (GMAdds) and parameters of single, shared or a branch-config JSON"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,6 +23,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", type=csv_list, default=["single", "shared"],
                    help="single, shared or PATH.json (comma-separated for several; default single,shared)")
     p.add_argument("--breakdown", action="store_true", help="also print the per-layer table")
+
+
+def parameter_count(spec, tasks, config) -> int:
+    """Trainable parameters of the branched network ``config`` (one copy of each layer counted and
+    multiplied by its number of groups; nothing is built for the whole tree)."""
+    from branchsweep.network import count_parameters
+
+    per_layer = [count_parameters(make()) for make in spec.layers]
+    heads = sum(count_parameters(spec.make_head(t)) for t in tasks)
+    return count_parameters(spec.stem()) + heads + sum(
+        n * config.num_groups(layer) for layer, n in enumerate(per_layer))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,5 +56,5 @@ def run(args: argparse.Namespace) -> int:
     for arch in args.arch:
         config = resolve_arch(arch, names, spec.num_layers)
         print(f"{args.backbone} {args.size}x{args.size} {arch}: {table.madds(config) / 1e9:.2f} GMAdds"
-              f" ({table.madds(config):,} MAdds)")
+              f" ({table.madds(config):,} MAdds), {parameter_count(spec, tasks, config) / 1e6:.2f} M parameters")
     return 0

@@ -86,7 +86,8 @@ def _report(args: argparse.Namespace) -> int:
         report = analysis.build_report(analysis.load_results(path), baseline=args.baseline,
                                        metrics=args.metrics or primary, directions={**recorded, **directions},
                                        level=args.level, source=str(path), known=metric_directions(),
-                                       primaries=primary_metrics())
+                                       primaries=primary_metrics(), replicates=analysis.read_replicates(args.run_dir),
+                                       trivial=analysis.read_trivial(args.run_dir))
         out = args.out or args.run_dir / "report"
     files = analysis.write_report(report, out)
     front = report.front

@@ -44,13 +44,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     method = SEARCH_METHODS.get(args.method)
-    cfg = method.make_config(parse_settings(args, method, getattr(args, _DESTS)))
+    settings = parse_settings(args, method, getattr(args, _DESTS))
     dcfg, mcfg = data_config(args), model_config(args)
     data = create_data(dcfg)
     tasks = data.select_tasks(dcfg.tasks)
     if len(tasks) < 2:
         raise ConfigError("a branching search needs at least two tasks")
     spec = build_spec(mcfg, data)
+    cfg = method.make_config({**method.data_defaults(data.name, spec.name, len(tasks)), **settings})
     ctx = SearchContext(data=data, spec=spec, tasks=tasks, out_dir=args.out, seed=args.seed, device=args.device,
                         resume=args.resume, progress=not args.no_progress, amp=args.amp,
                         channels_last=args.channels_last)

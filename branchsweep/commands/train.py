@@ -42,7 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    dcfg, mcfg, tcfg = data_config(args), model_config(args), train_config(args)
+    dcfg, mcfg = data_config(args), model_config(args)
+    tcfg = train_config(args, mcfg.backbone)
     Runtime(tcfg.device, tcfg.amp, tcfg.channels_last)  # a bad device or precision fails before any work
     if args.resume and args.out is None:
         raise ConfigError("--resume needs --out (the run folder to continue)")
@@ -51,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     data = create_data(dcfg)
     tasks = data.select_tasks(dcfg.tasks)
     spec = build_spec(mcfg, data)
+    if mcfg.backbone is None:  # the paper's batch size follows the data set's default backbone
+        tcfg = train_config(args, spec.name)
     names = [t.name for t in tasks]
     config = resolve_arch(args.arch, names, spec.num_layers)
     model = build_model(spec, tasks, config, tcfg.seed)
@@ -64,9 +67,9 @@ def run(args: argparse.Namespace) -> int:
         (args.out / RUN_FILE).write_text(json.dumps(run_info, indent=1))
         config.save(args.out / "branch_config.json")
     result = train_network(model, data, tasks, tcfg, out_dir=args.out, resume=args.resume)
-    metrics = evaluate_network(model, data, tasks, tcfg)
+    metrics = evaluate_network(model, data, tasks, tcfg, split=tcfg.eval_split)
     print(f"trained {result.iterations} iterations in {result.wall_time_s:.1f} s, final loss {result.losses[-1]:.4f}")
-    print("validation metrics:")
+    print({"val": "validation", "test": "test", "train": "training"}[tcfg.eval_split] + " metrics:")
     print(format_metrics(metrics))
     if args.out is not None:
         summary = {"arch_hash": config.arch_hash(), "madds": madds, "params": count_parameters(model),

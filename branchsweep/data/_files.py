@@ -25,7 +25,7 @@ from branchsweep.errors import ConfigError, DataError
 IGNORE = 255
 
 #: Fill value of a missing label, per label kind (see :mod:`branchsweep.data.base`).
-_FILL = {"class": IGNORE, "binary": IGNORE, "edge": IGNORE, "depth": 0.0, "normals": 0.0}
+_FILL = {"class": IGNORE, "binary": IGNORE, "edge": IGNORE, "depth": 0.0, "normals": 0.0, "continuous": float("nan")}
 
 
 def require_root(cfg: DataConfig, hint: str) -> Path:
@@ -142,6 +142,8 @@ def resize_label(array: np.ndarray, kind: str, size: tuple[int, int]) -> np.ndar
     t = (t[None, None] if squeeze else t[None]).float()
     if kind == "edge":
         out = (torch.nn.functional.interpolate(t, size=size, mode="area") > 0).float()
+    elif kind == "continuous":  # a real-valued map (Taskonomy keypoints, edges): area average
+        out = torch.nn.functional.interpolate(t, size=size, mode="area")
     else:
         out = torch.nn.functional.interpolate(t, size=size, mode="nearest")
     out = out[0, 0] if squeeze else out[0]
@@ -152,7 +154,8 @@ class DenseSplit(Dataset):
     """One split of a dense-prediction data set read from disk.
 
     ``readers[task]`` loads one task's label at the image's resolution; ``kinds[task]`` is its label
-    kind (``class``, ``binary``, ``edge``, ``depth``, ``normals``) for the ignore fill and resizing.
+    kind (``class``, ``binary``, ``edge``, ``depth``, ``normals``, ``continuous``) for the ignore fill
+    and resizing (``continuous``: a real-valued map whose "no label" value is NaN).
     ``resolution`` < 1 rescales image and labels on load (the BMTAS search runs at reduced
     resolution). ``transform`` is a sample transform of :mod:`branchsweep.data.transforms`.
     """
@@ -245,6 +248,17 @@ def resolution_option(cfg: DataConfig, half_default: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
         raise ConfigError(f"data set {cfg.dataset!r}: option resolution must be a factor in (0, 1], got {value!r}")
     return float(value)
+
+
+def at_resolution(cfg: DataConfig, factor: float, current: float) -> DataConfig:
+    """``cfg`` loading images at ``factor`` of their full resolution instead of ``current``: the option
+    ``resolution`` becomes ``factor`` and an explicit ``size`` scales with it (the BMTAS search reads a
+    resized copy of the data set it retrains on)."""
+    import dataclasses
+
+    options = {k: v for k, v in cfg.options.items() if k not in ("half_resolution", "resolution")}
+    size = None if cfg.size is None else max(1, round(cfg.size * factor / current))
+    return dataclasses.replace(cfg, size=size, options={**options, "resolution": float(factor)})
 
 
 def select_task_names(cfg: DataConfig, known: list[str]) -> list[str]:

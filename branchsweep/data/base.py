@@ -45,6 +45,27 @@ class MultiTaskData:
     info: dict = field(default_factory=dict)
     #: Data-loader worker processes of the loops that read this data set (``DataConfig.num_workers``).
     num_workers: int = 0
+    #: ``rescale(f)``: this data set loaded at ``f`` times its full resolution (None: not supported).
+    #: ``info["resolution"]`` is the factor it was loaded at (1.0 when absent) and
+    #: ``info["search_resolution"]`` the factor the BMTAS paper searched at.
+    rescale: Callable[[float], MultiTaskData] | None = None
+
+    @property
+    def resolution(self) -> float:
+        """The load-time resolution factor of this data set (1.0: full resolution)."""
+        return float(self.info.get("resolution", 1.0))
+
+    #: The same data set as a branching search reads it (e.g. Taskonomy: searched at 128², retrained
+    #: at 256²); None: the search reads this one. See :meth:`for_search`.
+    search_view: Callable[[], MultiTaskData] | None = None
+
+    def for_search(self) -> MultiTaskData:
+        """The data set a branching search of this data set reads (``search_view``, else itself)."""
+        if self.search_view is None:
+            return self
+        view = self.search_view()
+        view.num_workers = self.num_workers
+        return view
 
     def split(self, name: str, train: bool | None = None) -> Dataset:
         if name not in self.splits:

@@ -9,8 +9,10 @@
 
 Labels are converted to the shared conventions: ``semseg = png - 1`` with the unlabelled 0 becoming
 255 (ignore), so the classes are 0..39; depth ``[1, H, W]``; normals ``[3, H, W]`` normalised to unit
-length (zero stays zero); edges ``[1, H, W]``. The BMTAS search runs at 2/3 resolution: option
-``resolution`` (a factor in (0, 1]) rescales images and labels on load.
+length (zero stays zero); edges ``[1, H, W]``. The BMTAS paper searches at 2/3 resolution
+(:data:`SEARCH_RESOLUTION`; the ``bmtas`` search method rescales a full-resolution data set on its own
+and prices at full resolution); option ``resolution`` (a factor in (0, 1]) rescales images and labels
+on load for everything.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from branchsweep.data._files import (
     IGNORE,
     DenseSplit,
     Label,
+    at_resolution,
     check_classes,
     read_npy,
     read_png,
@@ -38,6 +41,8 @@ from branchsweep.data.transforms import DenseTransform
 from branchsweep.errors import DataError
 from branchsweep.tasks import create_task
 
+#: The BMTAS paper's search resolution (Section 4.1); retraining and pricing use full resolution.
+SEARCH_RESOLUTION = 2 / 3
 NUM_SEMSEG_CLASSES = 40
 EDGE_POS_WEIGHT = 0.8
 EDGE_MAX_DIST = 0.011
@@ -139,5 +144,7 @@ def nyud(cfg: DataConfig) -> MultiTaskData:
     return MultiTaskData(
         name="nyud", tasks={t: all_tasks[t] for t in names}, make_split=make_split,
         input_shape=(3, size, size), default_backbone="resnet50",
-        info={"root": str(root), "resolution": resolution, "ignore_index": IGNORE},
+        info={"root": str(root), "resolution": resolution, "search_resolution": SEARCH_RESOLUTION,
+              "ignore_index": IGNORE},
+        rescale=lambda factor: nyud(at_resolution(cfg, factor, resolution)),
     )

@@ -23,8 +23,10 @@ Label derivations (as in the published multi-task loaders):
 * ``edge``: boundaries of the context label map: a pixel is an edge if its context class differs from
   the pixel to its right or below (a one-pixel-wide boundary, the thinned Laplacian of the map).
 
-The BMTAS search runs at half resolution: option ``half_resolution`` (or ``resolution``: a factor
-in (0, 1]) rescales images and labels on load; the default input size then halves to 256.
+The BMTAS paper searches at half resolution (:data:`SEARCH_RESOLUTION`) and retrains at full
+resolution: the ``bmtas`` search method reads ``rescale(0.5)`` of a full-resolution data set on its
+own and prices MAdds at full resolution. Option ``half_resolution`` (or ``resolution``: a factor in
+(0, 1]) rescales images and labels on load for everything; the default input size then halves to 256.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from branchsweep.data._files import (
     IGNORE,
     DenseSplit,
     Label,
+    at_resolution,
     check_classes,
     read_mat,
     read_png,
@@ -52,6 +55,8 @@ from branchsweep.data.transforms import DenseTransform
 from branchsweep.errors import DataError
 from branchsweep.tasks import Task, create_task
 
+#: The BMTAS paper's search resolution (Section 4.1); retraining and pricing use full resolution.
+SEARCH_RESOLUTION = 0.5
 NUM_SEMSEG_CLASSES = 21
 NUM_PART_CLASSES = 7
 PERSON_CLASS = 15
@@ -219,5 +224,7 @@ def pascal_context(cfg: DataConfig) -> MultiTaskData:
     return MultiTaskData(
         name="pascal-context", tasks={t: all_tasks[t] for t in names}, make_split=make_split,
         input_shape=(3, size, size), default_backbone="mobilenet_v2",
-        info={"root": str(root), "resolution": resolution, "ignore_index": IGNORE},
+        info={"root": str(root), "resolution": resolution, "search_resolution": SEARCH_RESOLUTION,
+              "ignore_index": IGNORE},
+        rescale=lambda factor: pascal_context(at_resolution(cfg, factor, resolution)),
     )

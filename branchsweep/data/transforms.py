@@ -10,7 +10,7 @@ Labels travel as tv_tensors so that v2 picks the right kernel per tensor (biline
 nearest for labels) and the right padding value per type:
 
 * ``tv_tensors.Mask`` — class maps, saliency, edges: padded with 255 (ignore);
-* :class:`ZeroPadMask` — depth: padded with 0 (invalid);
+* :class:`ZeroPadMask` — depth: padded with 0 (invalid), divided by the random-scale factor;
 * :class:`NormalsMask` — normals: padded with 0 (zero vector = invalid), and the flip negates the
   x component, because mirroring the image mirrors the surface: ``(n_x, n_y, n_z) -> (-n_x, n_y, n_z)``.
 
@@ -42,10 +42,15 @@ class NormalsMask(tv_tensors.Mask):
     """A surface-normal map ``[3, H, W]``: padded with 0, x component negated on a horizontal flip."""
 
 
+class NaNPadMask(tv_tensors.Mask):
+    """A real-valued dense label whose "no label" value is NaN (Taskonomy keypoints and edges)."""
+
+
 #: Padding value per tv_tensor type (v2 looks the exact type up).
-PAD_FILL: dict[Any, float] = {tv_tensors.Image: 0.0, tv_tensors.Mask: IGNORE, ZeroPadMask: 0.0, NormalsMask: 0.0}
+PAD_FILL: dict[Any, float] = {tv_tensors.Image: 0.0, tv_tensors.Mask: IGNORE, ZeroPadMask: 0.0, NormalsMask: 0.0,
+                              NaNPadMask: float("nan")}
 _LABEL_TYPES = {"class": tv_tensors.Mask, "binary": tv_tensors.Mask, "edge": tv_tensors.Mask,
-                "depth": ZeroPadMask, "normals": NormalsMask}
+                "depth": ZeroPadMask, "normals": NormalsMask, "continuous": NaNPadMask}
 
 
 def image_to_unit_range(image: np.ndarray) -> torch.Tensor:
@@ -72,7 +77,11 @@ def to_plain_sample(sample: dict) -> dict:
 
 
 class RandomScale(v2.Transform):
-    """Rescale image and labels by a factor drawn uniformly from ``scales`` (bilinear / nearest)."""
+    """Rescale image and labels by a factor ``s`` drawn uniformly from ``scales`` (bilinear / nearest).
+
+    Depth labels (:class:`ZeroPadMask`) are also divided by ``s`` (as in the reference loaders): zooming
+    in by ``s`` shows the scene as if seen from ``s`` times closer. Invalid depth (0) stays 0.
+    """
 
     def __init__(self, scales: Sequence[float] = BMTAS_SCALES) -> None:
         super().__init__()
@@ -81,12 +90,15 @@ class RandomScale(v2.Transform):
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         h, w = v2.query_size(flat_inputs)
         s = self.scales[int(torch.randint(len(self.scales), ()))]
-        return {"size": [max(1, round(h * s)), max(1, round(w * s))]}
+        return {"size": [max(1, round(h * s)), max(1, round(w * s))], "scale": s}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if not isinstance(inpt, (tv_tensors.Image, tv_tensors.Mask)):
             return inpt
-        return F.resize(inpt, params["size"], antialias=True)
+        out = F.resize(inpt, params["size"], antialias=True)
+        if isinstance(inpt, ZeroPadMask):  # depth: a scene enlarged s times looks s times closer
+            out = tv_tensors.wrap(out / params["scale"], like=out)  # arithmetic unwraps tv_tensors
+        return out
 
 
 class HorizontalFlipWithNormals(v2.Transform):
@@ -137,17 +149,19 @@ class PadTo(v2.Transform):
 class DenseTransform:
     """Sample transform of the dense data sets: tv_tensor wrapping, v2 pipeline, unwrapping.
 
-    ``train=True``: :class:`RandomScale` → ``v2.RandomCrop(pad_if_needed)`` → flip. ``train=False``:
+    ``train=True``: :class:`RandomScale` → ``v2.RandomCrop(pad_if_needed)`` → flip (unless
+    ``flip=False``). ``train=False``:
     :class:`PadTo`. ``meta["size"]`` is the size of the content before cropping/padding.
     """
 
-    def __init__(self, size: int, kinds: dict[str, str], train: bool, scales: Sequence[float] = BMTAS_SCALES) -> None:
+    def __init__(self, size: int, kinds: dict[str, str], train: bool, scales: Sequence[float] = BMTAS_SCALES,
+                 flip: bool = True) -> None:
         self.kinds = kinds
         if train:
             self.pipeline = v2.Compose([
                 RandomScale(scales),
                 v2.RandomCrop(size, pad_if_needed=True, fill=PAD_FILL),
-                HorizontalFlipWithNormals(),
+                *([HorizontalFlipWithNormals()] if flip else []),
             ])
         else:
             self.pipeline = PadTo(size)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Iterator
+import os
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,23 +18,35 @@ from branchsweep.atomic import file_lock, write_json
 from branchsweep.config import to_dict
 from branchsweep.pipeline.config import TrialConfig
 
-CACHE_VERSION = 1
-#: TrainConfig fields that do not change the retrained weights or metrics (left out of cache keys).
-_NON_RESULT_TRAIN_FIELDS = ("progress", "device", "checkpoint_every", "eval_batch_size", "channels_last", "compile")
+CACHE_VERSION = 2
+#: TrainConfig fields that do not change the retrained weights or metrics (left out of cache keys);
+#: the seed is keyed separately (one entry per retrain seed).
+_NON_RESULT_TRAIN_FIELDS = ("progress", "device", "checkpoint_every", "eval_batch_size", "channels_last", "compile",
+                            "seed")
+#: Retrain settings added after caches existed, with the value earlier runs implicitly used.
+_LATER_TRAIN_DEFAULTS = {"lr_schedule": "poly", "epochs": None, "eval_split": "val"}
 
 
-def retrain_key(cfg: TrialConfig, config: BranchConfig, spec_key: Any) -> str:
-    """Hash of what a retrained network's metrics depend on: architecture, data, backbone, tasks, settings.
+def retrain_key(cfg: TrialConfig, config: BranchConfig, spec_key: Any, seed: int) -> str:
+    """Hash of what one retrain's metrics depend on: architecture, data, backbone, tasks, settings and
+    the retrain ``seed`` (one cache entry per replicate).
 
-    Search hyperparameters are *not* part of it: two searches that export the same tree share a retrain.
+    Search hyperparameters and the search seed are *not* part of it: two searches that export the same
+    tree share its retrains.
     """
     train = {k: v for k, v in to_dict(cfg.train).items() if k not in _NON_RESULT_TRAIN_FIELDS}
     if train.get("amp") == "off":
         del train["amp"]  # full precision: the key of runs made before mixed precision existed
+    for name, default in _LATER_TRAIN_DEFAULTS.items():
+        if train.get(name, default) == default:
+            train.pop(name, None)  # settings added later, at their defaults: the keys of earlier runs
+    if train.get("lr_schedule", "poly") in ("poly", "constant"):
+        train.pop("lr_gamma", None)  # no step decay: its factor and interval do not matter
+        train.pop("lr_every_epochs", None)
     data = {k: v for k, v in to_dict(cfg.data).items() if k != "num_workers"}
     key = {
         "arch": config.arch_hash(), "tasks": list(config.tasks), "data": data, "model": to_dict(cfg.model),
-        "spec": spec_key, "train": train, "seed": cfg.seed, "version": CACHE_VERSION,
+        "spec": spec_key, "train": train, "seed": int(seed), "version": CACHE_VERSION,
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
@@ -59,9 +73,71 @@ class RetrainCache:
     def put(self, key: str, entry: dict[str, Any]) -> None:
         write_json(self.path(key), entry)
 
+    #: A claim not refreshed for this long is taken over (its trial died without releasing it).
+    claim_stale_s: float = 900.0
+    #: How often a trial waiting for another trial's retrain of the same key looks for the entry.
+    poll_s: float = 2.0
+
+    def _claim_path(self, key: str) -> Path:
+        return self.root / f"{key}.claim"
+
+    def get_or_claim(self, key: str, owner: str, say: Callable[[str], None] | None = None) -> dict[str, Any] | None:
+        """The cached entry of ``key``, or None after claiming ``key`` for ``owner`` (who must retrain it,
+        then :meth:`put` and :meth:`release`).
+
+        The file lock is held only while checking and claiming. While another live owner holds the
+        claim, this waits (polling, holding no lock) for its entry; a claim older than
+        :attr:`claim_stale_s` without a heartbeat, or one of ``owner`` itself (a retried trial), is taken over.
+        """
+        waited = False
+        while True:
+            with self.lock(key):
+                entry = self.get(key)
+                if entry is not None:
+                    return entry
+                claim = self._claim_path(key)
+                try:
+                    holder = json.loads(claim.read_text()).get("owner")
+                    age = time.time() - claim.stat().st_mtime
+                except (FileNotFoundError, json.JSONDecodeError):
+                    holder, age = None, 0.0
+                if holder is None or holder == owner or age > self.claim_stale_s:
+                    write_json(claim, {"owner": owner, "time": time.time()})
+                    return None
+            if not waited and say is not None:
+                say(f"retrain of {key} claimed by trial {holder}: waiting for its result")
+            waited = True
+            time.sleep(self.poll_s)
+
+    def heartbeat(self, key: str, owner: str, on_step: Callable[[str, int, dict], None] | None = None,
+                  every_s: float = 30.0) -> Callable[[str, int, dict], None]:
+        """An ``on_step`` hook that refreshes ``owner``'s claim on ``key`` (at most every ``every_s``) and
+        then calls ``on_step``."""
+        last = [time.monotonic()]
+
+        def hook(stage: str, iteration: int, info: dict) -> None:
+            if time.monotonic() - last[0] >= every_s:
+                last[0] = time.monotonic()
+                with contextlib.suppress(FileNotFoundError):
+                    os.utime(self._claim_path(key))
+            if on_step is not None:
+                on_step(stage, iteration, info)
+
+        return hook
+
+    def release(self, key: str, owner: str) -> None:
+        """Drop ``owner``'s claim on ``key`` (after :meth:`put`, or when its retrain failed)."""
+        with self.lock(key):
+            claim = self._claim_path(key)
+            try:
+                if json.loads(claim.read_text()).get("owner") == owner:
+                    claim.unlink()
+            except (FileNotFoundError, json.JSONDecodeError):
+                pass
+
     @contextlib.contextmanager
     def lock(self, key: str) -> Iterator[None]:
-        """Hold an exclusive lock on ``key`` (a second trial with the same architecture waits here)."""
+        """Hold an exclusive lock on ``key`` (short: only to check and claim, see :meth:`get_or_claim`)."""
         with file_lock(self.root / f"{key}.lock"):
             yield
 

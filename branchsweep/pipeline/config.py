@@ -25,7 +25,11 @@ class TrialConfig:
 
     ``method``: a baseline name (``single``, ``shared``), ``fixed`` (retrain the architecture JSON at
     ``arch``) or a registered search method configured by ``search`` (field names of that method's
-    config dataclass). ``hp``: the hyperparameters to record as ``hp/<name>``.
+    config dataclass). ``seed`` is the *search* seed (a different search seed is a different trial);
+    the exported architecture is retrained ``replicates`` times, with seeds ``train.seed + r``
+    (:meth:`retrain_seeds`), and its metrics are reported as mean and standard error over them.
+    ``hp``: the hyperparameters to record as ``hp/<name>``; ``tags``: other values recorded as columns
+    of the result row (e.g. ``baseline_of`` of a control trial).
     """
 
     method: str
@@ -38,6 +42,8 @@ class TrialConfig:
     label: str | None = None
     is_baseline: bool = False
     hp: dict[str, Any] = field(default_factory=dict)
+    replicates: int = 1
+    tags: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         from branchsweep.search import SEARCH_METHODS
@@ -45,10 +51,16 @@ class TrialConfig:
         known = [*BASELINES.names(), "fixed", *SEARCH_METHODS.names()]
         if self.method not in known:
             raise ConfigError(f"unknown trial method {self.method!r} (known: {', '.join(known)})")
+        if not isinstance(self.replicates, int) or self.replicates < 1:
+            raise ConfigError(f"replicates must be an integer >= 1, got {self.replicates!r}")
         if self.method == "fixed" and not self.arch:
             raise ConfigError("method 'fixed' needs arch=<path to a branch-config JSON>")
         if self.method in SEARCH_METHODS:
             self.method_config(None)  # unknown fields and bad values fail here, before any work
+
+    def retrain_seeds(self) -> list[int]:
+        """The retrain seeds of the replicates: ``train.seed, train.seed + 1, …``."""
+        return [self.train.seed + r for r in range(self.replicates)]
 
     @property
     def display_label(self) -> str:
@@ -77,3 +89,16 @@ class TrialConfig:
             if name in raw and isinstance(raw[name], dict):
                 raw[name] = from_mapping(typ, raw[name], what=f"trial {name} config")
         return from_mapping(cls, raw, what="trial config")
+
+
+def with_method_conventions(cfg: TrialConfig, method: str | None = None) -> TrialConfig:
+    """``cfg`` with ``train.divide_lr_by_sharing`` None resolved to the convention of ``method`` (default
+    ``cfg.method``): a search method's ``divides_lr_by_sharing`` (Learning to Branch: no), otherwise yes
+    (baselines and fixed JSONs keep the BMTAS rule, the project's default before it was a setting)."""
+    from branchsweep.search import SEARCH_METHODS
+
+    if cfg.train.divide_lr_by_sharing is not None:
+        return cfg
+    name = method or cfg.method
+    divide = SEARCH_METHODS.get(name).divides_lr_by_sharing if name in SEARCH_METHODS else True
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, divide_lr_by_sharing=divide))

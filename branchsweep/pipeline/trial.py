@@ -15,7 +15,7 @@ from branchsweep.arch import BranchConfig
 from branchsweep.atomic import read_json, write_json
 from branchsweep.errors import ConfigError
 from branchsweep.pipeline.caches import SweepCaches, retrain_key
-from branchsweep.pipeline.config import BASELINES, TrialConfig
+from branchsweep.pipeline.config import BASELINES, TrialConfig, with_method_conventions
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,8 @@ def compute_delta_m(metrics: dict[str, float], baseline: dict[str, float], direc
 
 
 def _export(cfg: TrialConfig, data, spec, tasks, work: Path, caches: SweepCaches, resume: bool,
-            say: TrialLog, device: str) -> tuple[BranchConfig, float, dict[str, Any]]:
+            say: TrialLog, device: str, on_step: Callable[[str, int, dict], None] | None = None
+            ) -> tuple[BranchConfig, float, dict[str, Any]]:
     """The trial's architecture: a baseline, a fixed JSON, or a search (resumed from ``work/search``)."""
     from branchsweep.factory import resolve_arch
     from branchsweep.search import SEARCH_METHODS, SearchContext
@@ -86,7 +87,8 @@ def _export(cfg: TrialConfig, data, spec, tasks, work: Path, caches: SweepCaches
         again = resume and search_dir.is_dir() and any(search_dir.glob("*.pt"))
         ctx = SearchContext(data=data, spec=spec, tasks=tasks, out_dir=search_dir, seed=cfg.seed, device=device,
                             resume=again, progress=False, cache_dir=caches.madds, amp=cfg.train.amp,
-                            channels_last=cfg.train.channels_last)
+                            channels_last=cfg.train.channels_last,
+                            on_step=None if on_step is None else lambda it, info: on_step("search", it, info))
         shared = method.sweep_settings(caches.method_dir(cfg.method))
         say(f"search {cfg.method} {'(resumed from checkpoint) ' if again else ''}with "
             f"{json.dumps(dict(cfg.search), default=str)}"
@@ -101,47 +103,82 @@ def _export(cfg: TrialConfig, data, spec, tasks, work: Path, caches: SweepCaches
 
 
 def _retrain(cfg: TrialConfig, config: BranchConfig, data, spec, tasks, work: Path, resume: bool,
-             device: str) -> dict[str, Any]:
+             device: str, seed: int, on_step: Callable[[str, int, dict], None] | None = None) -> dict[str, Any]:
     from branchsweep.factory import build_model
     from branchsweep.network import count_parameters
     from branchsweep.train import CHECKPOINT_NAME, evaluate_network, train_network
 
-    train_cfg = dataclasses.replace(cfg.train, seed=cfg.seed, device=device, progress=False)
-    model = build_model(spec, tasks, config, cfg.seed)
-    again = resume and (work / "retrain" / CHECKPOINT_NAME).is_file()
-    result = train_network(model, data, tasks, train_cfg, out_dir=work / "retrain", resume=again)
-    metrics = evaluate_network(model, data, tasks, train_cfg)
+    train_cfg = dataclasses.replace(cfg.train, seed=seed, device=device, progress=False)
+    model = build_model(spec, tasks, config, seed)
+    folder = work / "retrain" / f"seed{seed}"
+    again = resume and (folder / CHECKPOINT_NAME).is_file()
+    result = train_network(model, data, tasks, train_cfg, out_dir=folder, resume=again,
+                           on_step=None if on_step is None else lambda it, info: on_step("retrain", it, info))
+    metrics = evaluate_network(model, data, tasks, train_cfg, split=train_cfg.eval_split)
     return {"metrics": metrics, "params": count_parameters(model), "retrain_time_s": result.wall_time_s,
             "final_loss": result.losses[-1] if result.losses else math.nan, "resumed": again}
 
 
-def baseline_entry(cfg: TrialConfig, caches: SweepCaches, name: str = "single") -> dict[str, Any] | None:
-    """The cached retrain of baseline ``name`` under ``cfg``'s data, backbone, tasks and settings, if any."""
-    from branchsweep.data import create_data
-    from branchsweep.factory import build_spec
+def mean_and_se(values: list[float]) -> tuple[float, float]:
+    """Mean and standard error ``s / √n`` of the non-NaN values (:func:`analysis.standard_error`; NaN
+    for fewer than two values).
 
-    data = create_data(cfg.data)
-    tasks = data.select_tasks(cfg.data.tasks)
-    spec = build_spec(cfg.model, data)
+    >>> [round(v, 4) for v in mean_and_se([1.0, 2.0, 3.0])]
+    [2.0, 0.5774]
+    """
+    from analysis import standard_error
+
+    finite = [v for v in values if not math.isnan(v)]
+    if not finite:
+        return math.nan, math.nan
+    return sum(finite) / len(finite), standard_error(finite)
+
+
+def baseline_entries(cfg: TrialConfig, caches: SweepCaches, name: str = "single", data=None, spec=None,
+                     tasks=None) -> list[dict[str, Any]] | None:
+    """The cached retrains of baseline ``name`` (one per retrain seed of ``cfg``) under ``cfg``'s data,
+    backbone, tasks and settings; None unless every replicate is there."""
+    if data is None:
+        from branchsweep.data import create_data
+        from branchsweep.factory import build_spec
+
+        data = create_data(cfg.data)
+        tasks = data.select_tasks(cfg.data.tasks)
+        spec = build_spec(cfg.model, data)
     config = BASELINES.get(name)([t.name for t in tasks], spec.num_layers)
-    return caches.retrain.get(retrain_key(cfg, config, spec.cache_key()))
+    cfg = with_method_conventions(cfg, name)
+    entries = [caches.retrain.get(retrain_key(cfg, config, spec.cache_key(), s)) for s in cfg.retrain_seeds()]
+    return None if any(e is None for e in entries) else entries
+
+
+def mean_metrics(entries: list[dict[str, Any]]) -> dict[str, float]:
+    """Per-metric mean over replicate entries (``{"metrics": {...}}`` each)."""
+    keys = list(entries[0]["metrics"])
+    return {k: mean_and_se([float(e["metrics"].get(k, math.nan)) for e in entries])[0] for k in keys}
 
 
 def run_trial(cfg: TrialConfig, work_dir: str | Path, caches: SweepCaches, resume: bool = False,
-              device: str | None = None, on_phase: Callable[[str, dict[str, Any]], None] | None = None
-              ) -> dict[str, Any]:
+              device: str | None = None, on_phase: Callable[[str, dict[str, Any]], None] | None = None,
+              baseline_metrics: dict[str, float] | None = None,
+              on_step: Callable[[str, int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run one trial and return its flat result row (the columns of ``results.parquet``).
 
     ``on_phase("priced", partial_row)`` is called once the architecture is exported and priced, before
     retraining (Ray trials report it as an intermediate result with a checkpoint). Errors propagate:
     the caller records the trial as failed. ``device`` overrides ``cfg.train.device`` (a Ray worker
     passes the GPU it was given).
+
+    ``baseline_metrics``: the Single baseline's metrics, handed over by the sweep's driver, so that Δm
+    does not depend on what this worker's cache holds (None: look the Single result up in the cache).
+    ``on_step(stage, iteration, info)``: progress of the search (``stage="search"``) and the retrain
+    (``"retrain"``); ``info["checkpoint"]`` marks a fresh resumable checkpoint in ``work_dir``.
     """
     from branchsweep.data import create_data
     from branchsweep.factory import build_spec
     from branchsweep.madds import madds_table
 
     cfg.validate()
+    cfg = with_method_conventions(cfg)  # e.g. no lr division by sharing when retraining an LTB tree
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     say = TrialLog(work / TRIAL_LOG, cfg.display_label)
@@ -150,7 +187,7 @@ def run_trial(cfg: TrialConfig, work_dir: str | Path, caches: SweepCaches, resum
     data = create_data(cfg.data)
     tasks = data.select_tasks(cfg.data.tasks)
     spec = build_spec(cfg.model, data)
-    config, search_s, info = _export(cfg, data, spec, tasks, work, caches, resume, say, dev)
+    config, search_s, info = _export(cfg, data, spec, tasks, work, caches, resume, say, dev, on_step)
     madds = madds_table(spec, tasks, cache_dir=caches.madds).madds(config)
     row: dict[str, Any] = {
         "label": cfg.display_label, "method": cfg.method, "is_baseline": cfg.is_baseline,
@@ -161,30 +198,65 @@ def run_trial(cfg: TrialConfig, work_dir: str | Path, caches: SweepCaches, resum
     say(f"exported {row['arch_hash']}: {madds / 1e6:.2f} MMAdds (priced before retraining)")
     if on_phase is not None:
         on_phase("priced", dict(row))
-    key = retrain_key(cfg, config, spec.cache_key())
     cache = caches.retrain
-    with cache.lock(key):
-        entry = cache.get(key)
-        if entry is not None:
-            say(f"retrain skipped: architecture {row['arch_hash']} with these retrain settings was already "
-                f"trained by {entry['trained_by']!r} (cache {cache.path(key).name}); reusing its metrics")
-            cached = True
+    entries, keys, cached = [], [], []
+    for seed in cfg.retrain_seeds():
+        key = retrain_key(cfg, config, spec.cache_key(), seed)
+        # The lock is held only to check the cache and claim the key; a second trial with the same
+        # architecture waits for the claimant's entry (RetrainCache.get_or_claim) instead of training twice.
+        entry = cache.get_or_claim(key, owner=work.name, say=say)
+        hit = entry is not None
+        if hit:
+            say(f"retrain seed {seed} skipped: architecture {row['arch_hash']} with these retrain settings "
+                f"was already trained by {entry['trained_by']!r} (cache {cache.path(key).name}); reusing it")
         else:
-            say(f"retraining {row['arch_hash']} for {cfg.train.iterations} iterations on {dev}")
-            entry = _retrain(cfg, config, data, spec, tasks, work, resume, dev)
-            entry.update(trained_by=cfg.display_label, arch_hash=row["arch_hash"], key=key)
+            say(f"retraining {row['arch_hash']} with seed {seed} for {cfg.train.iterations} iterations on {dev}")
+            try:
+                entry = _retrain(cfg, config, data, spec, tasks, work, resume, dev, seed,
+                                 cache.heartbeat(key, work.name, on_step))
+            except BaseException:
+                cache.release(key, work.name)
+                raise
+            entry.update(trained_by=cfg.display_label, arch_hash=row["arch_hash"], key=key, seed=seed)
             cache.put(key, entry)
-            cached = False
-    row.update(entry["metrics"])
-    row.update(params=int(entry["params"]), retrain_time_s=0.0 if cached else float(entry["retrain_time_s"]),
-               retrain_cached=cached, retrain_key=key)
-    single = entry if cfg.method == "single" else baseline_entry(cfg, caches)
+            cache.release(key, work.name)
+        entries.append(entry)
+        keys.append(key)
+        cached.append(hit)
     directions = primary_directions(tasks)
-    row["delta_m"] = compute_delta_m(entry["metrics"], single["metrics"], directions) if single else math.nan
-    if single is None:
+    if cfg.method == "single":
+        reference = mean_metrics(entries)
+    elif baseline_metrics:
+        reference = dict(baseline_metrics)
+    else:
+        singles = baseline_entries(cfg, caches, data=data, spec=spec, tasks=tasks)
+        reference = mean_metrics(singles) if singles else None
+    replicates = []
+    for seed, entry, was_cached in zip(cfg.retrain_seeds(), entries, cached):
+        dm = compute_delta_m(entry["metrics"], reference, directions) if reference else math.nan
+        replicates.append({"retrain_seed": seed, **entry["metrics"], "delta_m": dm,
+                           "retrain_time_s": float(entry["retrain_time_s"]), "retrain_cached": was_cached})
+    for name in entries[0]["metrics"]:
+        mean, se = mean_and_se([float(e["metrics"].get(name, math.nan)) for e in entries])
+        row[name], row[f"{name}/se"] = mean, se
+    row["delta_m"], row["delta_m/se"] = mean_and_se([r["delta_m"] for r in replicates])
+    row.update(params=int(entries[0]["params"]), replicates=len(entries), replicates_json=json.dumps(replicates),
+               retrain_time_s=sum(r["retrain_time_s"] for r in replicates if not r["retrain_cached"]),
+               retrain_cached=all(r["retrain_cached"] for r in replicates), retrain_key=keys[0],
+               retrain_keys=json.dumps(keys), **dict(cfg.tags))
+    # What the sweep's driver writes to metrics.json (it holds no data set); a string, as Tune flattens dicts.
+    row["metric_spec"] = json.dumps({"primary": list(directions),
+                                     "directions": {f"{t.name}/{m}": d for t in tasks for m, d in t.directions.items()}})
+    if cfg.method == "single":
+        from branchsweep.trivial import trivial_metrics
+
+        row["trivial_json"] = json.dumps(trivial_metrics(data, tasks, dataclasses.replace(cfg.train, device=dev)))
+    if reference is None:
         say("no Single baseline in the cache yet: delta_m is NaN (run the baselines first)")
+    cached_any = any(r["retrain_cached"] for r in replicates)
     row["trial_time_s"] = time.perf_counter() - t0
-    say(f"done: delta_m={row['delta_m']:.3f}% params={row['params']} "
-        f"search={search_s:.1f}s retrain={row['retrain_time_s']:.1f}s{' (cached)' if cached else ''}")
+    say(f"done: delta_m={row['delta_m']:.3f}% ± {row['delta_m/se']:.3f} (s.e., {len(entries)} retrain seeds) "
+        f"params={row['params']} search={search_s:.1f}s retrain={row['retrain_time_s']:.1f}s"
+        f"{' (some seeds cached)' if cached_any else ''}")
     write_json(work / RESULT_FILE, row)
     return row

@@ -104,6 +104,8 @@ class SearchContext:
     ``out_dir`` receives ``branch_config.json``, the search log and resumable checkpoints;
     ``resume`` continues from the last checkpoint there. ``device``, ``amp`` and ``channels_last``
     are run settings (:class:`branchsweep.loop.Runtime`); loader workers come from the data set.
+    ``data`` is replaced by the view a search reads (:meth:`MultiTaskData.for_search`: Taskonomy is
+    searched at 128², retrained at 256²); for the other data sets that is the data set itself.
     """
 
     data: MultiTaskData
@@ -117,6 +119,20 @@ class SearchContext:
     cache_dir: Path | None = None
     amp: str = "off"
     channels_last: bool = False
+    #: ``on_step(iteration, info)``: progress for callers such as Ray trials, called on host synchronisations
+    #: (``info``: ``tau``, ``loss`` and, where the method has them, ``madds`` of the architecture it would
+    #: export now) and after every resumable checkpoint (``info["checkpoint"]`` True).
+    on_step: Callable[[int, dict], None] | None = None
+
+    def step(self, iteration: int, **info: Any) -> None:
+        """Call :attr:`on_step` when set (search loops call this; values must be plain numbers)."""
+        if self.on_step is not None:
+            self.on_step(iteration, info)
+
+    def __post_init__(self) -> None:
+        for_search = getattr(self.data, "for_search", None)
+        if for_search is not None:
+            self.data = for_search()
 
     def runtime(self):
         from branchsweep.loop import Runtime
@@ -140,11 +156,14 @@ class SearchMethod(abc.ABC):
     ``config_type``: the settings dataclass (fields declared with :func:`setting`; paper defaults).
     ``space_type``: the sweep's search space of this method, a dataclass of ranges with a
     ``suggest(trial, prefix)`` method (None: the method is not swept by Optuna).
+    ``divides_lr_by_sharing``: the method's retraining convention, used when a trial's
+    ``train.divide_lr_by_sharing`` is None (BMTAS divides a shared block's lr by its task count).
     """
 
     name: str = ""
     config_type: type = object
     space_type: type | None = None
+    divides_lr_by_sharing: bool = True
 
     def make_config(self, values: Mapping[str, Any]) -> Any:
         """The validated settings from field values (an unknown field is a one-line error)."""
@@ -164,6 +183,11 @@ class SearchMethod(abc.ABC):
     def settings(self, sampled: Mapping[str, Any]) -> dict[str, Any]:
         """Config field values from this method's sampled parameters (prefix already removed)."""
         return dict(sampled)
+
+    def data_defaults(self, dataset: str, backbone: str, num_tasks: int) -> dict[str, Any]:
+        """Settings this method defaults to on data set ``dataset`` with ``backbone`` (its paper's recipe;
+        the ``search`` command applies them under the flags given). Default: none."""
+        return {}
 
     def sweep_settings(self, shared_dir: Path) -> dict[str, Any]:
         """Settings every trial of this method gets in a sweep; ``shared_dir`` is reserved for it."""

@@ -2,26 +2,32 @@
 
 1. **Warm-up**: candidate ``t`` of every layer is trained on task ``t`` only (:func:`warm_up`); the
    result can be cached on disk keyed by what it depends on, so a λ sweep warms up once.
-2. **Search**: alternate one ``α`` step on a seeded 20% split of the training set (Adam, batch
-   statistics for BatchNorm) with ``weight_steps_per_arch`` weight steps on the other 80% (SGD with
-   momentum, poly lr; the step is :class:`branchsweep.loop.TrainStep`, shared with retraining); after
-   every ``α`` step the BatchNorm running statistics and the SGD momentum are reset (supplement A). Routing samples Gumbel-softmax weights at temperature ``τ(step)`` from a
-   named schedule (linear 5.0 → 0.1 by default).
+2. **Search** (supplement A and the reference ``train_search``): cycles of an ``α`` *phase* — one
+   pass over a seeded 20% split of the training set (Adam, batch statistics for BatchNorm; the Adam
+   state restarts with every phase, as in the reference code) — and a θ *phase* — one pass over the
+   other 80% (SGD with momentum, poly lr over the weight batches), updating the weights sequentially
+   for each task (one optimiser step per task and batch, :class:`branchsweep.loop.TrainStep`, shared
+   with retraining). After every ``α`` phase (every architecture change) the BatchNorm running
+   statistics and the SGD momentum are reset once, so momentum builds up within a θ phase.
+   ``weight_steps_per_arch=K`` selects the interleaved scheme instead: one ``α`` step per ``K`` joint
+   weight steps, momentum reset after every ``α`` step. Routing samples Gumbel-softmax weights at
+   temperature ``τ(step)`` from a named schedule (linear 5.0 → 0.1 by default).
 3. **Loss** of an ``α`` step: ``Σ_t w_t L_t + λ · E[C] / scale`` where ``E[C]`` is the exact expected
    MAdds of the layers (:func:`~branchsweep.search.resource.expected_madds`) and ``scale`` is 1e9
    (``absolute``: λ per GMAdd) or the MAdds of the Single model's layers (``normalized``). The term is
    added once per ``α`` step.
 4. **Export**: ``argmax_j α[l, t, j]`` → ``branch_config.json``, plus ``search_log.jsonl`` beside it.
 
-The paper updates the supergraph "sequentially for each task"; since ``α[:, t]`` only influences task
-``t``'s route, the gradient of the summed loss of one joint forward pass equals the sum of the
-sequential per-task gradients. The joint pass (default) evaluates shared inputs (the stem, identical
-prefixes) once; ``per_task`` runs one task's forward and backward after the other, accumulating the
-same gradients with one task's activations in memory at a time.
+The paper updates the supergraph "sequentially for each task". For ``α`` this changes nothing
+(``α[:, t]`` only influences task ``t``'s route, and Adam steps once per batch in the reference code
+too), so the ``α`` gradient of one joint forward pass is used; ``per_task`` computes the same
+gradient one task at a time (less memory). For the weights, sequential updates are T optimiser steps
+per batch (``task_updates``): shared weights move after each task, and momentum mixes the tasks' steps.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -34,9 +40,12 @@ import torch
 from torch.utils.data import Dataset, random_split
 from tqdm.auto import tqdm
 
+from branchsweep import paper
 from branchsweep.arch import BranchConfig
 from branchsweep.atomic import file_lock, load_state, save_state, write_text
+from branchsweep.backbones import BackboneSpec
 from branchsweep.config import to_dict
+from branchsweep.data.base import MultiTaskData
 from branchsweep.errors import ConfigError
 from branchsweep.loop import Runtime, TrainStep, poly_schedule, to_floats, weighted_loss
 from branchsweep.madds import madds_table
@@ -49,7 +58,8 @@ CHECKPOINT_NAME = "bmtas_checkpoint.pt"
 LOG_NAME = "search_log.jsonl"
 RESOURCE_MODES = ("absolute", "normalized")
 ESTIMATORS = ("auto", "exact", "mc")
-WARMUP_FORMAT = 1  # bump when the supergraph's parameter layout changes (invalidates cached warm-ups)
+TASK_UPDATES = ("auto", "sequential", "joint")
+WARMUP_FORMAT = 2  # bump when the supergraph's parameter layout changes (invalidates cached warm-ups)
 
 
 @dataclass
@@ -57,13 +67,29 @@ class BMTASConfig:
     """BMTAS settings; defaults are the paper's (supplement A) except where noted.
 
     ``lam``: resource weight λ (per GMAdd in ``absolute`` mode, per Single-model-layer MAdds in
-    ``normalized`` mode; see docs/bmtas.md for the paper's grid). ``weight_steps_per_arch``: weight
-    updates per ``α`` update (4 matches the 80/20 data split). ``warmup_cache``: a folder holding
-    warmed-up supergraphs keyed by data, backbone, tasks, seed and warm-up settings.
+    ``normalized`` mode; see docs/bmtas.md for the paper's grid). ``weight_steps_per_arch``: None for
+    the paper's alternating phases (:func:`phase_lengths`), an integer K for the interleaved scheme.
+    ``warmup_cache``: a folder holding warmed-up supergraphs keyed by data, backbone, tasks, seed and
+    warm-up settings.
     """
 
+    @property
+    def phases(self) -> bool:
+        """Whether the search alternates the paper's α and θ phases (not the interleaved scheme)."""
+        return self.weight_steps_per_arch is None
+
+    @property
+    def sequential(self) -> bool:
+        """Whether weights are updated one task after the other (one optimiser step per task)."""
+        return self.task_updates == "sequential" or (self.task_updates == "auto" and self.phases)
+
+    @property
+    def resets_arch_optimizer(self) -> bool:
+        return self.phases if self.reset_arch_optimizer is None else self.reset_arch_optimizer
+
     lam: float = setting(0.05, "resource weight λ (per GMAdd, or per Single-model MAdds with --resource-mode "
-                               "normalized)", flag="--lambda")
+                               "normalized; default: on pascal-context/nyud the paper's BMTAS-2 λ mapped to "
+                               "this exact loss, docs/fidelity.md; 0.05 otherwise)", flag="--lambda")
     resource_mode: str = setting("absolute", "absolute: λ · expected GMAdds; normalized: λ · expected MAdds / "
                                              "Single's", choices=RESOURCE_MODES)
     resource_estimator: str = setting("auto", f"expected-MAdds computation (auto: exact up to {EXACT_MAX_TASKS} "
@@ -75,9 +101,13 @@ class BMTASConfig:
     schedule: str = setting("linear", "temperature schedule")
     tau0: float = setting(5.0, "initial temperature")
     tau1: float = setting(0.1, "final temperature")
-    iterations: int = setting(40000, "search iterations (weight updates)")
-    warmup_iterations: int = setting(2000, "warm-up iterations (candidate t trained on task t)")
-    batch_size: int = setting(16, "batch size of the search")
+    search_resolution: float | None = setting(
+        None, "resolution factor of the search images (unset: the data set's paper value when it is loaded at "
+              "full resolution, PASCAL-Context 0.5, NYUD-v2 2/3; 1: no resizing); the MAdds of the resource "
+              "loss are priced at full resolution either way")
+    iterations: int = setting(40000, "search iterations (weight batches; nyud: 20000)")
+    warmup_iterations: int = setting(2000, "warm-up iterations (candidate t trained on task t; nyud: 1000)")
+    batch_size: int = setting(16, "batch size of the search (resnet50 on pascal-context/nyud: 8)")
     lr: float = setting(0.005, "learning rate of the supergraph weights (SGD, poly)")
     momentum: float = setting(0.9, "SGD momentum of the weights")
     weight_decay: float = setting(1e-4, "weight decay of the weights")
@@ -85,7 +115,16 @@ class BMTASConfig:
     arch_lr: float = setting(0.01, "learning rate of α (Adam)")
     arch_weight_decay: float = setting(5e-5, "weight decay of α")
     arch_fraction: float = setting(0.2, "share of the training set used for α steps")
-    weight_steps_per_arch: int = setting(4, "weight updates per α update (4: the 80/20 data split)")
+    weight_steps_per_arch: int | None = setting(
+        None, "unset: the paper's phases (an α phase of one pass over the α split, then a θ phase of one pass "
+              "over the weight split, θ momentum reset once per phase change); K: the interleaved scheme, one α "
+              "step per K weight steps with θ momentum reset after every α step")
+    task_updates: str = setting("auto", "weight updates: sequential (one SGD step per task and batch, the paper's "
+                                        "'update sequentially for each task'), joint (one step on the summed loss); "
+                                        "auto: sequential with phases, joint when interleaved", choices=TASK_UPDATES)
+    reset_arch_optimizer: bool | None = setting(
+        None, "reset the α-Adam state at the start of every α phase (reference code); unset: yes with phases, no "
+              "when interleaved")
     checkpoint_every: int = setting(500, "iterations between resumable checkpoints (0: only at the end)")
     log_alpha_every: int = setting(1, "α steps between α snapshots in the search log")
     warmup_cache: str | None = setting(None, "folder of cached warmed-up supergraphs (shared by the runs of a "
@@ -99,8 +138,10 @@ class BMTASConfig:
         if self.resource_estimator not in ESTIMATORS:
             raise ConfigError(f"--resource-estimator must be one of {', '.join(ESTIMATORS)}, got {self.resource_estimator!r}")
         make_schedule(self.schedule, self.tau0, self.tau1)  # unknown names and τ <= 0 raise ConfigError
+        if self.task_updates not in TASK_UPDATES:
+            raise ConfigError(f"--task-updates must be one of {', '.join(TASK_UPDATES)}, got {self.task_updates!r}")
         for name in ("iterations", "batch_size", "mc_samples", "weight_steps_per_arch", "log_alpha_every"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         for name in ("warmup_iterations", "checkpoint_every"):
             if getattr(self, name) < 0:
@@ -112,6 +153,8 @@ class BMTASConfig:
             raise ConfigError("weight decays must be >= 0")
         if not 0 <= self.momentum < 1:
             raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.search_resolution is not None and not 0 < self.search_resolution <= 1:
+            raise ConfigError(f"search-resolution must be a factor in (0, 1], got {self.search_resolution}")
         if not 0 < self.arch_fraction < 1:
             raise ConfigError(f"arch-fraction must be in (0, 1), got {self.arch_fraction}")
 
@@ -153,9 +196,45 @@ def split_train(ctx: SearchContext, cfg: BMTASConfig) -> tuple[Dataset, Dataset]
     return arch, weights
 
 
+def phase_lengths(cfg: BMTASConfig, arch_set: Dataset, weight_set: Dataset) -> tuple[int, int]:
+    """``(α steps, weight steps)`` of one search cycle.
+
+    Phases (the paper, reference code): one pass over each split, incomplete batches dropped — with
+    the 80/20 split about 4 weight batches per α batch (PASCAL-Context at batch 16: 62 α steps, then
+    249 weight steps). Interleaved: ``(1, weight_steps_per_arch)``.
+    """
+    if not cfg.phases:
+        return 1, int(cfg.weight_steps_per_arch)  # type: ignore[arg-type]
+    return len(arch_set) // cfg.batch_size, len(weight_set) // cfg.batch_size  # type: ignore[arg-type]
+
+
 def _sgd(model: Supergraph, cfg: BMTASConfig, iterations: int) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.LambdaLR]:
     opt = torch.optim.SGD(model.weight_parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     return opt, poly_schedule(opt, iterations, cfg.poly_power)
+
+
+def search_data(ctx: SearchContext, cfg: BMTASConfig) -> MultiTaskData:
+    """The data the search reads: ``ctx.data`` rescaled to ``cfg.search_resolution`` (unset: to the data
+    set's paper search resolution when ``ctx.data`` is at full resolution, else ``ctx.data`` as given)."""
+    data = ctx.data
+    target = cfg.search_resolution
+    if target is None:
+        target = data.info.get("search_resolution") if data.resolution == 1.0 else None
+    if target is None or math.isclose(target, data.resolution):
+        return data
+    if data.rescale is None:
+        raise ConfigError(f"--search-resolution {target:g}: data set {data.name!r} cannot be rescaled on load")
+    return data.rescale(float(target))
+
+
+def pricing_spec(spec: BackboneSpec, data: MultiTaskData) -> BackboneSpec:
+    """``spec`` sized for ``data``'s images at *full* resolution: the resource loss prices the network
+    that is retrained and reported, whatever resolution the search reads (so λ keeps its meaning)."""
+    if data.resolution == 1.0 or len(spec.input_shape) != 3:
+        return spec
+    c, h, w = spec.input_shape
+    full = (c, round(h / data.resolution), round(w / data.resolution))
+    return dataclasses.replace(spec, input_shape=full)
 
 
 # ------------------------------------------------------------------------------------------- warm-up
@@ -237,8 +316,11 @@ def run_search(cfg: BMTASConfig, ctx: SearchContext, stop_at: int | None = None)
     device = runtime.device
     out_dir = Path(ctx.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    # Price first: measuring an uncached table builds layers and so draws from the global RNG.
-    table = madds_table(ctx.spec, ctx.tasks, cache_dir=ctx.cache_dir)
+    # Price first (at full resolution): measuring an uncached table builds layers and so draws from the
+    # global RNG. Then read the data at the search resolution.
+    priced = pricing_spec(ctx.spec, ctx.data)
+    table = madds_table(priced, ctx.tasks, cache_dir=ctx.cache_dir)
+    ctx = dataclasses.replace(ctx, data=search_data(ctx, cfg))
     torch.manual_seed(ctx.seed)
     model = runtime.prepare(Supergraph(ctx.spec, ctx.tasks))
     layer_madds = table.layer_tensor().to(device)
@@ -270,6 +352,9 @@ def run_search(cfg: BMTASConfig, ctx: SearchContext, stop_at: int | None = None)
         log.append({"event": "start", "config": to_dict(cfg), "tasks": [t.name for t in ctx.tasks],
                     "estimator": estimator, "resource_scale": scale, "layer_madds": list(table.layers),
                     "warmup_cache": str(warm_path) if warm_path else None,
+                    "search_input_shape": list(ctx.data.input_shape), "priced_input_shape": list(priced.input_shape),
+                    "cycle": dict(zip(("arch_steps", "weight_steps"), phase_lengths(cfg, arch_set, weight_set))),
+                    "weight_updates": "sequential per task" if cfg.sequential else "joint",
                     "note": (f"{len(ctx.tasks)} tasks > {EXACT_MAX_TASKS}: resource loss estimated by unbiased "
                              f"Monte Carlo ({cfg.mc_samples} samples)") if estimator == "mc" else "exact resource loss"})
     synced = len(log)  # log entries before this index hold plain floats; later ones may hold tensors
@@ -285,39 +370,57 @@ def run_search(cfg: BMTASConfig, ctx: SearchContext, stop_at: int | None = None)
                                "w_opt": w_opt.state_dict(), "w_sched": w_sched.state_dict(),
                                "rng": torch.get_rng_state(), "gen": gen.get_state(), "step": step, "log": log})
 
-    k = cfg.weight_steps_per_arch
-    w_step = TrainStep([w_opt], ctx.tasks, runtime, schedulers=[w_sched], per_task=cfg.per_task)
+    n_arch, n_weights = phase_lengths(cfg, arch_set, weight_set)
+    if cfg.sequential:  # one optimiser step per task and batch; the lr schedule advances once per batch
+        task_steps = [TrainStep([w_opt], [task], runtime) for task in ctx.tasks]
+    else:
+        w_step = TrainStep([w_opt], ctx.tasks, runtime, schedulers=[w_sched], per_task=cfg.per_task)
     weight_batches = runtime.batches(weight_set, cfg.batch_size, ctx.seed, start)
-    arch_batches = runtime.batches(arch_set, cfg.batch_size, ctx.seed + 1, math.ceil(start / k))
+    arch_batches = runtime.batches(arch_set, cfg.batch_size, ctx.seed + 1, math.ceil(start / n_weights) * n_arch)
     end = cfg.iterations if stop_at is None else min(stop_at, cfg.iterations)
     bar = tqdm(range(start, end), initial=start, total=cfg.iterations, desc="bmtas search",
                disable=not ctx.progress, leave=False, mininterval=1.0)
     model.train()
     for step in bar:
         tau = schedule(step, cfg.iterations)
-        if step % k == 0:
-            entry = _arch_step(model, ctx, cfg, runtime.batch(next(arch_batches)), runtime, tau, gen, layer_madds,
-                               scale, estimator, arch_opt)
+        if step % n_weights == 0:  # an architecture (α) phase, then θ momentum and BN statistics restart
+            if cfg.resets_arch_optimizer:
+                arch_opt.state.clear()
+            for i in range(n_arch):
+                entry = _arch_step(model, ctx, cfg, runtime.batch(next(arch_batches)), runtime, tau, gen,
+                                   layer_madds, scale, estimator, arch_opt)
+                entry.update(step=step, tau=tau)
+                if ((step // n_weights) * n_arch + i) % cfg.log_alpha_every == 0:
+                    entry["alpha"] = model.alpha.detach().clone()
+                log.append(entry)
             reset_batchnorm_stats(model)
-            w_opt.state.clear()  # momentum restarts after every architecture change
-            entry.update(step=step, tau=tau)
-            if (step // k) % cfg.log_alpha_every == 0:
-                entry["alpha"] = model.alpha.detach().clone()
-            log.append(entry)
+            w_opt.state.clear()  # momentum restarts once per architecture change
         batch = runtime.batch(next(weight_batches))
         weights = gumbel_softmax_weights(model.alpha.detach(), tau, cfg.hard, gen)
-        _, parts = w_step(lambda x, tasks=None, w=weights: model(x, weights=w, tasks=tasks), batch,
-                          f"in the bmtas search at step {step}")
+        where = f"in the bmtas search at step {step}"
+        if cfg.sequential:
+            parts = {}
+            for task, task_step in zip(ctx.tasks, task_steps):
+                parts.update(task_step(lambda x, w=weights, t=task.name: model(x, weights=w, tasks=[t]), batch,
+                                       where)[1])
+            w_sched.step()
+        else:
+            _, parts = w_step(lambda x, tasks=None, w=weights: model(x, weights=w, tasks=tasks), batch, where)
         log.append({"phase": "weights", "step": step, "tau": tau, "task_losses": parts})
         if (step + 1) % runtime.sync_every == 0:
             sync()
             arch = next((e for e in reversed(log) if e.get("phase") == "arch"), None)
             if arch is not None:
                 bar.set_postfix(gmadds=f"{arch['expected_madds'] / 1e9:.3f}", refresh=False)
+            if ctx.on_step is not None:
+                _report_step(ctx, table, model, step + 1, tau, parts, checkpoint=False)
         if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
             save(step + 1)
+            if ctx.on_step is not None:
+                _report_step(ctx, table, model, step + 1, tau, parts, checkpoint=True)
     bar.close()
-    w_step.flush(f"in the bmtas search before step {end}")
+    for flushing in (task_steps if cfg.sequential else [w_step]):
+        flushing.flush(f"in the bmtas search before step {end}")
     if end < cfg.iterations:
         save(end)
         return None
@@ -388,6 +491,19 @@ class BMTASMethod(SearchMethod):
             values["lam"] = values.pop("lambda")
         return values
 
+    def data_defaults(self, dataset: str, backbone: str, num_tasks: int) -> dict[str, Any]:
+        """On the paper's data sets: its iterations, warm-up, batch size per backbone and BMTAS-2's λ
+        (mapped to the exact resource loss) of the table for ``backbone`` (:mod:`branchsweep.paper`)."""
+        out: dict[str, Any] = {}
+        if dataset in paper.ITERATIONS:
+            out.update(iterations=paper.ITERATIONS[dataset], warmup_iterations=paper.WARMUP_ITERATIONS[dataset])
+        if dataset in paper.ITERATIONS and backbone in paper.BATCH:
+            out["batch_size"] = paper.BATCH[backbone]
+        lambdas = paper.paper_lambdas(backbone, dataset, num_tasks)
+        if lambdas is not None:
+            out["lam"] = lambdas[1]
+        return out
+
     def sweep_settings(self, shared_dir: Path) -> dict[str, Any]:
         """One warm-up per sweep: every trial reads (or first writes) the cache in ``shared_dir``."""
         return {"warmup_cache": str(shared_dir / "warmup")}
@@ -404,3 +520,11 @@ class BMTASMethod(SearchMethod):
 
 
 SEARCH_METHODS.register("bmtas", BMTASMethod())
+
+
+def _report_step(ctx: SearchContext, table, model, iteration: int, tau: float, parts: dict, checkpoint: bool) -> None:
+    """Progress for ``ctx.on_step``: τ, the weight step's loss and the MAdds of the argmax architecture now."""
+    ops = model.argmax_ops().cpu().tolist()
+    madds = table.madds(BranchConfig.from_op_indices([t.name for t in ctx.tasks], ops))
+    loss = sum(float(v) for v in parts.values()) if parts else math.nan
+    ctx.step(iteration, tau=float(tau), loss=loss, madds=int(madds), checkpoint=checkpoint)

@@ -15,8 +15,11 @@ Training (Sections 3.2–3.3):
   sum of exact zeros), its gradient w.r.t. ``α`` is the relaxed one and w.r.t. ``y_i`` the one-hot one;
 * the temperature follows a named schedule of :mod:`branchsweep.search.schedules` (paper, synthetic:
   ``inverse_sqrt`` from 50; CelebA: ``inverse`` from 10 counted in epochs, ``--tau-unit epoch``);
+* the search is measured in epochs (default 500, the paper's synthetic length; CelebA 30) with a
+  warm-up of 10% of them (the paper's 50 of 500; CelebA 2 epochs);
 * during the warm-up the logits are not updated (the children still sample, uniformly, so every copy
-  of every layer is trained); weights and logits have separate Adam optimisers and learning rates.
+  of every layer is trained); weights and logits have separate Adam optimisers and learning rates,
+  optionally decayed (``lr_schedule``; CelebA: × 0.97 every 2.4 epochs).
 
 Selection (Eq. 7): ``argmax_i α_{l,j,i}`` without noise, nodes no task path reaches are pruned, and the
 tree is exported with :meth:`BranchConfig.from_parents` to ``branch_config.json``, next to the search log
@@ -25,8 +28,8 @@ tree is exported with :meth:`BranchConfig.from_parents` to ``branch_config.json`
 Logits instead of probabilities: the paper stores probabilities ``θ`` and uses ``log θ`` (Eq. 4) with a
 learning rate of 1e-7 on the synthetic data. We learn the logits ``α = log θ`` (up to a constant) with
 Adam, whose step is ~``lr`` in logit units whatever the gradient scale; 1e-7 would not move them at all.
-The default ``--arch-lr 0.01`` lets a logit move by ~10 over 1000 post-warm-up steps, enough to make a
-decision, without deciding in the first few steps.
+The default ``--arch-lr 0.01`` lets a logit move by up to ~90 over the 9000 post-warm-up steps of the
+synthetic search, enough to make a decision, without deciding in the first few hundred.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +53,8 @@ from branchsweep.atomic import load_state, save_state, write_text
 from branchsweep.backbones import BackboneSpec
 from branchsweep.config import to_dict
 from branchsweep.errors import ConfigError
-from branchsweep.loop import Runtime, TrainStep, to_floats, weighted_loss
+from branchsweep.loop import Runtime, TrainStep, check_lr_schedule, lr_factor, to_floats, weighted_loss
+from branchsweep.registry import Registry
 from branchsweep.search.base import SEARCH_METHODS, SearchContext, SearchMethod, SearchResult, setting
 from branchsweep.search.gumbel import gumbel_noise
 from branchsweep.search.schedules import SCHEDULES, make_schedule
@@ -71,15 +75,24 @@ class LTBConfig:
     epochs). ``tau_unit``: the schedule's step counts iterations or epochs.
     """
 
-    child_nodes: list[int | str] | int | None = setting(
-        None, "child nodes per layer, last = T (tasks), e.g. 3,3,3,T, or one count k for k,...,k,T "
-              "(default 3,...,3,T)", type=lambda text: parse_child_nodes(text))
-    iterations: int = setting(1500, "search iterations")
-    warmup_iterations: int | None = setting(None, "iterations before the logits are trained (default 10%%)")
+    child_nodes: list[int | str] | int | str | None = setting(
+        None, "child nodes per layer, last = T (tasks), e.g. 3,3,3,T, one count k for k,...,k,T, or a tree "
+              "name (vgg, deep_wide, synthetic; default 3,...,3,T)", type=lambda text: _tree_flag(text))
+    epochs: float = setting(500.0, "search length in epochs of the training split (paper: 500 synthetic, "
+                                   "30 CelebA); --iterations overrides it")
+    iterations: int | None = setting(None, "search iterations (default: --epochs worth of batches)")
+    warmup_epochs: float | None = setting(None, "epochs before the logits are trained (default 10%% of the "
+                                                "search: the paper's 50 of 500; CelebA: 2)")
+    warmup_iterations: int | None = setting(None, "iterations before the logits are trained (overrides "
+                                                  "--warmup-epochs)")
     batch_size: int = setting(100, "batch size of the search")
     lr: float = setting(1e-3, "learning rate of the weights (Adam)")
     arch_lr: float = setting(0.01, "learning rate of the branching logits (Adam)")
     weight_decay: float = setting(0.0, "Adam weight decay of the weights")
+    lr_schedule: str = setting("constant", "lr decay of both optimisers (branchsweep.loop.LR_SCHEDULES; paper, "
+                                           "CelebA: exponential)")
+    lr_gamma: float = setting(0.97, "lr decay factor (exponential/step)")
+    lr_every_epochs: float = setting(2.4, "epochs between lr decays (exponential/step)")
     schedule: str = setting("inverse_sqrt", "temperature schedule")
     tau0: float = setting(50.0, "initial temperature")
     tau1: float | None = setting(None, "final temperature (schedules that have one)")
@@ -90,12 +103,20 @@ class LTBConfig:
 
     def validate(self) -> None:
         for name in ("iterations", "batch_size"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"ltb: --{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.warmup_iterations is not None and not 0 <= self.warmup_iterations < self.iterations:
+        if not self.epochs > 0:
+            raise ConfigError(f"ltb: --epochs must be > 0, got {self.epochs}")
+        if self.warmup_epochs is not None and not 0 <= self.warmup_epochs < self.epochs:
+            raise ConfigError(f"ltb: --warmup-epochs must be in [0, epochs={self.epochs:g}), got {self.warmup_epochs}")
+        if self.iterations is not None and self.warmup_iterations is not None \
+                and not 0 <= self.warmup_iterations < self.iterations:
             raise ConfigError(
                 f"ltb: --warmup-iterations must be in [0, iterations={self.iterations}), got {self.warmup_iterations}"
             )
+        if self.warmup_iterations is not None and self.warmup_iterations < 0:
+            raise ConfigError(f"ltb: --warmup-iterations must be >= 0, got {self.warmup_iterations}")
+        check_lr_schedule(self.lr_schedule, self.lr_gamma, self.lr_every_epochs)
         for name in ("lr", "arch_lr", "tau0"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"ltb: --{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
@@ -104,7 +125,9 @@ class LTBConfig:
         if self.tau_unit not in ("iteration", "epoch"):
             raise ConfigError(f"ltb: --tau-unit must be 'iteration' or 'epoch', got {self.tau_unit!r}")
         make_schedule(self.schedule, self.tau0, self.tau1)
-        if isinstance(self.child_nodes, int) and not isinstance(self.child_nodes, bool):
+        if isinstance(self.child_nodes, str):
+            tree_counts(self.child_nodes)
+        elif isinstance(self.child_nodes, int) and not isinstance(self.child_nodes, bool):
             if self.child_nodes < 1:
                 raise ConfigError(f"ltb: --child-nodes must be >= 1, got {self.child_nodes}")
         elif self.child_nodes is not None:
@@ -112,9 +135,24 @@ class LTBConfig:
                 if c != "T" and (isinstance(c, bool) or not isinstance(c, int) or c < 1):
                     raise ConfigError(f"ltb: --child-nodes entries must be positive integers or T, got {c!r}")
 
-    @property
-    def warmup(self) -> int:
-        return self.iterations // 10 if self.warmup_iterations is None else self.warmup_iterations
+    def length(self, per_epoch: int) -> tuple[int, int]:
+        """``(iterations, warm-up iterations)`` for ``per_epoch`` batches per epoch of the training split.
+
+        >>> LTBConfig().length(20)  # the paper's synthetic run: 500 epochs of 2000 samples, batch 100
+        (10000, 1000)
+        >>> LTBConfig(epochs=30, warmup_epochs=2).length(100), LTBConfig(iterations=300).length(20)
+        ((3000, 200), (300, 30))
+        """
+        total = self.iterations if self.iterations is not None else max(1, round(self.epochs * per_epoch))
+        if self.warmup_iterations is not None:
+            warmup = self.warmup_iterations
+        elif self.warmup_epochs is not None:
+            warmup = round(self.warmup_epochs * per_epoch)
+        else:
+            warmup = total // 10
+        if not 0 <= warmup < total:
+            raise ConfigError(f"ltb: the warm-up ({warmup} iterations) must be shorter than the search ({total})")
+        return total, warmup
 
 
 def resolve_child_nodes(child_nodes: Sequence[int | str] | int | None, num_layers: int, num_tasks: int) -> list[int]:
@@ -129,6 +167,8 @@ def resolve_child_nodes(child_nodes: Sequence[int | str] | int | None, num_layer
     """
     if child_nodes is None:
         child_nodes = 3
+    if isinstance(child_nodes, str):
+        child_nodes = tree_counts(child_nodes)
     if isinstance(child_nodes, int):
         child_nodes = [child_nodes] * (num_layers - 1) + ["T"]
     counts = [num_tasks if c == "T" else int(c) for c in child_nodes]
@@ -143,6 +183,44 @@ def resolve_child_nodes(child_nodes: Sequence[int | str] | int | None, num_layer
             f"--child-nodes: the last layer needs one node per task ({num_tasks}), got {counts[-1]} (use T)"
         )
     return counts
+
+
+#: Named child-node trees (the paper's), usable wherever a tree is given (``--child-nodes vgg``, a sweep's
+#: categorical of trees): one count per backbone layer, ``"T"`` = the number of tasks.
+TREES: Registry[list[int | str]] = Registry("child-node tree")
+TREES.register("vgg", [3, 3, 5, 5, 10, 20, 30, "T"], help="LearnToBranch-VGG, CelebA (Section 4.2): 8 branch points")
+TREES.register("deep_wide", [2, 4, 8, 16, "T"], help="LearnToBranch-Deep-Wide, CelebA (Section 4.2): 5 conv layers")
+TREES.register("synthetic", [3, 3, 3, 3, "T"],
+               help="Figure 3 network (mlp_select): 4 FC blocks of 3 child nodes, then one pick per task")
+
+
+def tree_counts(value: int | str | Sequence[int | str]) -> int | list[int | str]:
+    """A tree as :class:`LTBConfig` takes it from a count ``k``, a list, a name of :data:`TREES` or a
+    comma-separated spec.
+
+    >>> tree_counts("deep_wide"), tree_counts("2,2,T"), tree_counts(3)
+    ([2, 4, 8, 16, 'T'], [2, 2, 'T'], 3)
+    """
+    if isinstance(value, str):
+        if value in TREES:
+            return list(TREES.get(value))
+        try:
+            return parse_child_nodes(value)
+        except argparse.ArgumentTypeError as err:
+            raise ConfigError(f"{err} (or a tree name: {', '.join(TREES.names())})") from None
+    if isinstance(value, int):
+        return value
+    return list(value)
+
+
+def _tree_flag(text: str) -> list[int | str] | str:
+    """``--child-nodes``: a tree name stays a name (resolved by :func:`resolve_child_nodes`), else a list."""
+    if text in TREES:
+        return text
+    try:
+        return parse_child_nodes(text)
+    except argparse.ArgumentTypeError as err:
+        raise argparse.ArgumentTypeError(f"{err} (or a tree name: {', '.join(TREES.names())})") from None
 
 
 def parse_child_nodes(text: str) -> list[int | str]:
@@ -289,10 +367,11 @@ def run_search(cfg: LTBConfig, ctx: SearchContext, stop_at: int | None = None) -
     schedule = make_schedule(cfg.schedule, cfg.tau0, cfg.tau1)
     train_set = ctx.data.split("train", train=True)
     per_epoch = max(1, len(train_set) // cfg.batch_size)
+    iterations, warmup = cfg.length(per_epoch)
     out_dir = Path(ctx.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / CHECKPOINT_NAME
-    log_every = cfg.log_every or max(1, cfg.iterations // 100)
+    log_every = cfg.log_every or max(1, iterations // 100)
     it0, records = 0, []
     if ctx.resume:
         if not ckpt_path.exists():
@@ -314,44 +393,53 @@ def run_search(cfg: LTBConfig, ctx: SearchContext, stop_at: int | None = None) -
                                "child_nodes": counts, "tasks": model.task_names, "rng": torch.get_rng_state(),
                                "gumbel_rng": model.generator.get_state()})
 
-    total_steps = cfg.iterations if cfg.tau_unit == "iteration" else cfg.iterations / per_epoch
+    total_steps = iterations if cfg.tau_unit == "iteration" else iterations / per_epoch
     step = TrainStep([w_opt, arch_opt], tasks, runtime)
     batches = runtime.batches(train_set, cfg.batch_size, ctx.seed, it0)
-    end = cfg.iterations if stop_at is None else min(stop_at, cfg.iterations)
+    end = iterations if stop_at is None else min(stop_at, iterations)
     model.train()
-    bar = tqdm(range(it0, end), initial=it0, total=cfg.iterations, desc="ltb search", disable=not ctx.progress,
+    bar = tqdm(range(it0, end), initial=it0, total=iterations, desc="ltb search", disable=not ctx.progress,
                leave=False, mininterval=1.0)
     for it in bar:
         model.tau = schedule(it if cfg.tau_unit == "iteration" else it // per_epoch, total_steps)
+        factor = lr_factor(cfg.lr_schedule, it, iterations, per_epoch, gamma=cfg.lr_gamma, every_epochs=cfg.lr_every_epochs)
+        for opt, base in ((w_opt, cfg.lr), (arch_opt, cfg.arch_lr)):
+            for group in opt.param_groups:
+                group["lr"] = base * factor
         # During the warm-up the children still sample (every copy is trained) but the logits stay put.
         loss, parts = step(model, runtime.batch(next(batches)), f"in the ltb search at iteration {it}",
-                           update=None if it >= cfg.warmup else [w_opt])
-        if (it + 1) % log_every == 0 or it + 1 == cfg.iterations:
+                           update=None if it >= warmup else [w_opt])
+        if (it + 1) % log_every == 0 or it + 1 == iterations:
             records.append({
-                "iteration": it + 1, "epoch": (it + 1) / per_epoch, "tau": model.tau, "warmup": it < cfg.warmup,
+                "iteration": it + 1, "epoch": (it + 1) / per_epoch, "tau": model.tau, "warmup": it < warmup,
                 "loss": loss, "task_losses": parts,
                 "probabilities": [p.tolist() for p in model.probabilities()[1:]],
             })
-        if cfg.checkpoint_every and (it + 1) % cfg.checkpoint_every == 0 and it + 1 < cfg.iterations:
+        if cfg.checkpoint_every and (it + 1) % cfg.checkpoint_every == 0 and it + 1 < iterations:
             save(it + 1)
+            ctx.step(it + 1, tau=float(model.tau), loss=float(loss), checkpoint=True)
+        elif ctx.on_step is not None and (it + 1) % log_every == 0:
+            ctx.step(it + 1, tau=float(model.tau), loss=float(loss), checkpoint=False)
     bar.close()
     step.flush(f"in the ltb search before iteration {end}")
-    if end < cfg.iterations:
+    if end < iterations:
         save(end)
         return None
     val_loss = _val_loss(model, ctx.data.split("val", train=False), tasks, runtime, max(cfg.batch_size, 64))
     config = model.export()
     config.save(out_dir / "branch_config.json")
-    header = {"method": "ltb", "config": to_dict(cfg), "child_nodes": counts, "tasks": model.task_names,
+    header = {"method": "ltb", "config": to_dict(cfg), "iterations": iterations, "warmup_iterations": warmup,
+              "iterations_per_epoch": per_epoch, "child_nodes": counts, "tasks": model.task_names,
               "layer_names": list(ctx.spec.layer_names), "seed": ctx.seed}
     summary = {"final": True, "val_loss": val_loss, "parents": model.selected_parents(),
                "probabilities": [p.tolist() for p in model.probabilities()[1:]],
                "branch_config": config.to_dict(), "arch_hash": config.arch_hash()}
-    save(cfg.iterations)
+    save(iterations)
     log_path = write_text(out_dir / LOG_NAME, "".join(json.dumps(rec) + "\n"
                                                        for rec in [{"header": header}, *records, summary]))
     return SearchResult(config=config, log_path=log_path, wall_time_s=time.perf_counter() - start,
-                        info={"val_loss": val_loss, "child_nodes": counts, "parents": model.selected_parents()})
+                        info={"val_loss": val_loss, "child_nodes": counts, "parents": model.selected_parents(),
+                              "iterations": iterations})
 
 
 # ----------------------------------------------------------------------------------------- grouping
@@ -399,10 +487,17 @@ def adjusted_rand_index(a: Sequence[int], b: Sequence[int]) -> float:
 # ------------------------------------------------------------------------------------------- method
 @dataclass
 class LTBSpace:
-    """What a sweep samples for Learning to Branch: the child nodes per layer (``k`` for ``[k, …, k, T]``),
-    the temperature schedule and τ0 (log-uniformly)."""
+    """What a sweep samples for Learning to Branch: the tree, the temperature schedule and τ0.
+
+    The tree is sampled from the first of these that is set: ``trees`` (a categorical of tree names of
+    :data:`TREES` or specs such as ``"3,3,5,5,10,20,30,T"``), ``per_block`` (one ``(low, high)`` integer
+    range per layer but the last, which is always ``T``), else ``child_nodes`` (``k`` for
+    ``[k, …, k, T]``). τ0 is sampled log-uniformly (a range ``(x, x)`` fixes it).
+    """
 
     child_nodes: tuple[int, ...] = (1, 2, 3)
+    trees: tuple[str, ...] = ()
+    per_block: tuple[tuple[int, int], ...] = ()
     schedules: tuple[str, ...] = ("inverse_sqrt", "inverse", "constant")
     tau0: tuple[float, float] = (5.0, 100.0)
 
@@ -414,11 +509,41 @@ class LTBSpace:
             raise ConfigError(f"ltb search space tau0: need 0 < low <= high, got ({lo}, {hi})")
         if not self.child_nodes or any(k < 1 for k in self.child_nodes):
             raise ConfigError("ltb search space child_nodes: need counts >= 1")
+        for tree in self.trees:
+            counts = tree_counts(tree)
+            if isinstance(counts, int) or not counts or counts[-1] != "T":
+                raise ConfigError(f"ltb search space trees: {tree!r} must be a tree name or a spec ending in T")
+        for block in self.per_block:
+            if len(block) != 2 or not 1 <= block[0] <= block[1]:
+                raise ConfigError(f"ltb search space per_block: need (low, high) with 1 <= low <= high, got {block!r}")
 
     def suggest(self, trial: Any, prefix: str) -> None:
-        trial.suggest_categorical(f"{prefix}child_nodes", list(self.child_nodes))
+        if self.trees:
+            trial.suggest_categorical(f"{prefix}tree", list(self.trees))
+        elif self.per_block:
+            for i, (lo, hi) in enumerate(self.per_block):
+                trial.suggest_int(f"{prefix}child_nodes_{i + 1}", lo, hi)
+        else:
+            trial.suggest_categorical(f"{prefix}child_nodes", list(self.child_nodes))
         trial.suggest_categorical(f"{prefix}schedule", list(self.schedules))
         trial.suggest_float(f"{prefix}tau0", *self.tau0, log=True)
+
+
+def space_settings(sampled: Mapping[str, Any]) -> dict[str, Any]:
+    """:class:`LTBConfig` field values from a sample of :class:`LTBSpace`.
+
+    >>> space_settings({"tree": "vgg", "tau0": 10.0})["child_nodes"]
+    [3, 3, 5, 5, 10, 20, 30, 'T']
+    >>> space_settings({"child_nodes_1": 2, "child_nodes_2": 4, "schedule": "inverse"})
+    {'schedule': 'inverse', 'child_nodes': [2, 4, 'T']}
+    """
+    out = {k: v for k, v in sampled.items() if k != "tree" and not k.startswith("child_nodes_")}
+    if "tree" in sampled:
+        out["child_nodes"] = tree_counts(sampled["tree"])
+    blocks = sorted((int(k.rpartition("_")[2]), v) for k, v in sampled.items() if k.startswith("child_nodes_"))
+    if blocks:
+        out["child_nodes"] = [int(v) for _, v in blocks] + ["T"]
+    return out
 
 
 class LTBMethod(SearchMethod):
@@ -427,6 +552,10 @@ class LTBMethod(SearchMethod):
     name = "ltb"
     config_type = LTBConfig
     space_type = LTBSpace
+    divides_lr_by_sharing = False  # the paper retrains with one global lr (a BMTAS convention otherwise)
+
+    def settings(self, sampled: Mapping[str, Any]) -> dict[str, Any]:
+        return space_settings(sampled)
 
     def run(self, cfg: LTBConfig, ctx: SearchContext) -> SearchResult:
         result = run_search(cfg, ctx)

@@ -4,7 +4,8 @@ Built from the same :class:`~branchsweep.backbones.BackboneSpec` as the branched
 stem, ``T`` non-parameter-sharing copies of each layer (candidate ``j`` of layer ``l`` is
 ``spec.layers[l]()``), one head per task, and the architecture parameters ``α`` of shape
 ``[L, T tasks, T candidates]`` (zeros). The last BatchNorm of every candidate has no affine
-parameters during the search (BMTAS supplement A: it equalises the scale of the candidates).
+parameters during the search (BMTAS supplement A: it equalises the scale of the candidates), and dropout
+(the (R-)ASPP's 0.1 in a retrained network) is removed, as in the reference code's search model.
 
 Routing computes only what some task needs. The forward pass keeps *streams*: distinct feature
 tensors, each with the tasks reading it. At every layer a candidate is evaluated once per stream
@@ -69,6 +70,18 @@ def strip_last_bn_affine(block: nn.Module) -> bool:
     return True
 
 
+def strip_dropout(module: nn.Module) -> int:
+    """Replace every dropout module in ``module`` by ``nn.Identity`` (the supergraph searches without
+    dropout; the BMTAS reference builds its search R-ASPP with ``drop_rate=0``). Returns how many."""
+    count = 0
+    for parent in list(module.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, nn.modules.dropout._DropoutNd):
+                setattr(parent, name, nn.Identity())
+                count += 1
+    return count
+
+
 def reset_batchnorm_stats(module: nn.Module) -> None:
     """Reset the running statistics of every BatchNorm in ``module`` (after an architecture change)."""
     for m in module.modules():
@@ -93,6 +106,7 @@ class Supergraph(nn.Module):
                 for block in layer:
                     strip_last_bn_affine(block)
         self.heads = nn.ModuleDict({t.name: spec.make_head(t) for t in tasks})
+        strip_dropout(self)
         self.alpha = nn.Parameter(torch.zeros(spec.num_layers, num_tasks, num_tasks))
         self.evaluations = 0  # candidate block evaluations, for tests and benchmarks
         self.fuse = fuse  # evaluate the candidates one stream reads in one wide call where possible

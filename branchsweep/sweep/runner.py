@@ -6,12 +6,18 @@ Flow of :func:`run_sweep`:
    an explicit CPU budget (always with ``local=True``), and print which (:func:`connect_ray`);
 2. the Single and Shared baselines run as Tune trials of their own (same trainable, same backend);
    they land in the retrain cache, so a later sweep with the same data, backbone, tasks, retrain
-   settings and seed reuses them at no cost;
+   settings and seeds reuses them at no cost. Every architecture of the sweep is retrained with
+   ``base.replicates`` seeds; rows carry mean and standard error, Δm is against Single's mean. The
+   Single trial also fits the trivial predictor (``RUN_DIR/trivial.json``);
 3. the search trials: ``OptunaSearch(metric=["madds", "delta_m"], mode=["min", "max"])`` over the
    conditional space of :mod:`branchsweep.sweep.space`, ``FailureConfig(max_failures)`` retrying a
    trial from its last checkpoint; ``resume=True`` continues an interrupted sweep with
    ``Tuner.restore`` (finished trials keep their results and are not rerun);
-4. ``RUN_DIR/results.parquet`` (one row per trial, failed ones with ``status="failed"``), the
+3b. the controls (``controls``): for every front point of each searched method, ``permutations``
+   distinct permutations of its tree and one ``vanilla`` and one ``random`` tree at its MAdds, as
+   trials of the registered ``permuted``/``vanilla``/``random`` methods tagged ``baseline_of``;
+4. ``RUN_DIR/results.parquet`` (one row per trial, failed ones with ``status="failed"``; per-seed
+   values in ``RUN_DIR/replicates.parquet``, one row per trial and retrain seed), the
    Δm columns and metric directions in ``RUN_DIR/metrics.json``, the economy summary in
    ``RUN_DIR/sweep.log``, and the analysis report in ``RUN_DIR/report``.
 """
@@ -28,16 +34,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from analysis.tables import REPLICATES_FILE, TRIVIAL_FILE
 from branchsweep.atomic import write_json
 from branchsweep.errors import ConfigError
 from branchsweep.pipeline import BASELINES, RESULT_FILE, SweepCaches
+from branchsweep.sweep import storage as sweep_storage
 from branchsweep.sweep.space import SearchSpace, SweepBase
-from branchsweep.sweep.trainable import TrialSettings, sweep_trial, worker_env
+from branchsweep.sweep.trainable import TrialSettings, sweep_trial, unreported, worker_env
 
 log = logging.getLogger(__name__)
 
+
+def _new_run_id() -> str:
+    return sweep_storage.new_run_id()
+
 SEARCH_EXPERIMENT = "search"
 BASELINE_EXPERIMENT = "baselines"
+CONTROL_EXPERIMENT = "controls"
+#: Baseline trees built for each front point of the searched methods (registered search methods).
+CONTROL_KINDS = ("permuted", "vanilla", "random")
 OBJECTIVES = {"madds": "min", "delta_m": "max"}
 
 
@@ -67,6 +82,11 @@ class SweepConfig:
     baselines: tuple[str, ...] = ("single", "shared")
     points: list[dict[str, Any]] = field(default_factory=list)
     sampler_seed: int = 0
+    #: For every front point of the searched methods: ``permutations`` permuted trees and one tree of each
+    #: other kind in ``controls`` at its MAdds (BMTAS Table 3, Figure 2), e.g. :data:`CONTROL_KINDS`;
+    #: () (the default) leaves the stage out.
+    controls: tuple[str, ...] = ()
+    permutations: int = 2
     num_cpus: int | None = None
     local: bool = False
     report: bool = True
@@ -74,6 +94,22 @@ class SweepConfig:
     #: Modules or ``.py`` files imported in the driver and in every trial before anything is looked up
     #: (e.g. a search method registered outside branchsweep; see :func:`branchsweep.registry.import_plugins`).
     plugins: tuple[str, ...] = ()
+    # --- storage, study, live view (branchsweep.sweep.storage / .study / .progress)
+    #: ``--resume PREFIX``: the sweep prefix (URI) or run folder to continue (``resume`` is then True).
+    resume_from: str | None = None
+    #: Unique part of a new sweep's prefix ``<storage_path>/<name>-<run_id>``.
+    run_id: str = field(default_factory=lambda: _new_run_id())
+    #: Optuna storage URL or journal file (None: ``optuna.journal`` in the sweep's folder).
+    optuna_storage: str | None = None
+    #: ``--warm-start [SOURCE]``: "" for this sweep's own Optuna storage, else an earlier sweep or storage.
+    warm_start: str | None = None
+    #: Tune's ``time_budget_s``: no new trial starts after this many seconds (None: no limit).
+    time_budget_s: float | None = None
+    #: MLflow tracking URI for Ray's ``MLflowLoggerCallback`` (None: no MLflow).
+    mlflow_uri: str | None = None
+    #: Root of the trials' node-local working folders (None: ``$BRANCHSWEEP_SCRATCH`` or the temp folder).
+    scratch: str | None = None
+    progress_every_s: float = 10.0
 
     def validate(self) -> None:
         from branchsweep.registry import import_plugins
@@ -87,25 +123,59 @@ class SweepConfig:
             raise ConfigError("the Single baseline is required: Δm is measured against it")
         for b in self.baselines:
             BASELINES.get(b)
+        from branchsweep.search import SEARCH_METHODS
+
+        for kind in self.controls:
+            if kind not in CONTROL_KINDS:
+                raise ConfigError(f"unknown control {kind!r} (known: {', '.join(CONTROL_KINDS)})")
+            SEARCH_METHODS.get(kind)
+        if self.permutations < 0:
+            raise ConfigError(f"--permutations must be >= 0, got {self.permutations}")
+        if self.base.replicates < 1:
+            raise ConfigError(f"--replicates must be >= 1, got {self.base.replicates}")
         self.space.validate()
         self.trial_settings(baseline=False).validate()
-        if self.resume and not (Path(self.out) / "sweep.json").is_file():
-            raise ConfigError(f"--resume: {self.out} holds no sweep to resume (no sweep.json)")
+        if self.time_budget_s is not None and self.time_budget_s <= 0:
+            raise ConfigError("--time-budget must be > 0 seconds")
+        if self.resume_from:
+            self.resume = True
+        if self.resume:
+            sweep_storage.resolve_resume(self.prefix)
+
+    @property
+    def prefix(self) -> str:
+        """The sweep's folder or URI in storage: ``--resume``'s target, ``<storage_path>/<name>-<run_id>``,
+        or the run folder ``out`` when no ``--storage-path`` is given."""
+        if self.resume_from:
+            target = self.resume_from
+            return target.rstrip("/") if sweep_storage.is_uri(target) else str(Path(target).resolve())
+        if self.storage_path:
+            return sweep_storage.sweep_prefix(self.storage_path, self.name, self.run_id)
+        return str(Path(self.out).resolve())
 
     @property
     def storage(self) -> str:
-        return self.storage_path or str(Path(self.out).resolve() / "tune")
+        """Tune's storage: ``<prefix>/tune`` (experiments ``search`` and ``baselines`` under it)."""
+        return sweep_storage.join(self.prefix, "tune")
 
     @property
-    def caches_root(self) -> Path:
-        return Path(self.cache_dir) if self.cache_dir else Path(self.out) / "cache"
+    def caches_root(self) -> Path | None:
+        """The shared caches: ``--cache-dir``, else ``<prefix>/cache`` for a local prefix; None for a cloud
+        prefix without ``--cache-dir`` (each node then caches in its scratch; Δm does not depend on it)."""
+        if self.cache_dir:
+            return Path(self.cache_dir)
+        return None if sweep_storage.is_uri(self.prefix) else Path(self.prefix) / "cache"
 
-    def trial_settings(self, baseline: bool) -> TrialSettings:
+    def trial_settings(self, baseline: bool, baseline_metrics: dict[str, float] | None = None) -> TrialSettings:
+        caches = self.caches_root
         return TrialSettings(
-            base=self.base, run_dir=str(Path(self.out).resolve()), cache_dir=str(self.caches_root.resolve()),
+            base=self.base, run_dir=str(Path(self.out).resolve()),
+            cache_dir=str(caches.resolve()) if caches is not None else "",
             backend=self.backend, cpus_per_trial=self.cpus_per_trial, gpus_per_trial=self.gpus_per_trial,
-            baseline=baseline, train_storage=f"{self.storage.rstrip('/')}/ray_train",
+            baseline=baseline, train_storage=sweep_storage.join(self.storage, "ray_train"),
             plugins=tuple(str(Path(p).resolve()) if p.endswith(".py") else p for p in self.plugins),
+            sweep_uri=self.prefix, scratch=self.scratch, baseline_metrics=baseline_metrics,
+            progress_every_s=self.progress_every_s,
         )
 
 
@@ -243,17 +313,18 @@ def _progress_callback(logfile: Path, total: int, verbose: bool):
         def on_trial_error(self, iteration, trials, trial, **info) -> None:
             self.running.discard(trial.trial_id)
             self.failed.add(trial.trial_id)
-            self._line(f"{trial.config.get('method')} trial {trial.trial_id} FAILED")
+            config = trial.config.get("point", trial.config)
+            self._line(f"{config.get('method')} trial {trial.trial_id} FAILED")
 
     return SweepProgress()
 
 
 # ---------------------------------------------------------------------------------------------- tune
-def _tuner(cfg: SweepConfig, experiment: str, baseline: bool, progress) -> Any:
+def _tuner(cfg: SweepConfig, experiment: str, baseline: bool, progress, baseline_metrics=None,
+           study: tuple[Any, str] | None = None, controls: list[dict[str, Any]] | None = None) -> Any:
     from ray import tune
-    from ray.tune.search.optuna import OptunaSearch
 
-    settings = cfg.trial_settings(baseline)
+    settings = cfg.trial_settings(baseline, baseline_metrics)
     trainable = tune.with_resources(tune.with_parameters(sweep_trial, settings=settings), settings.tune_resources())
     path = f"{cfg.storage.rstrip('/')}/{experiment}"
     if cfg.resume and tune.Tuner.can_restore(path):
@@ -261,7 +332,7 @@ def _tuner(cfg: SweepConfig, experiment: str, baseline: bool, progress) -> Any:
         return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False,
                                   restart_errored=False)
     run_config = tune.RunConfig(
-        name=experiment, storage_path=cfg.storage, verbose=0, callbacks=[progress],
+        name=experiment, storage_path=cfg.storage, verbose=0, callbacks=[progress, *_logger_callbacks(cfg)],
         failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
     )
@@ -269,17 +340,28 @@ def _tuner(cfg: SweepConfig, experiment: str, baseline: bool, progress) -> Any:
     # (Tune's default starts a fresh process per trial): 3.8 s instead of 10.9 s of overhead per trial
     # in benchmarks/bench_ray_overhead.py.
     if baseline:
-        space = {"method": tune.grid_search(list(cfg.baselines)), "seed": cfg.base.train.seed}
+        space = {"method": tune.grid_search(list(cfg.baselines))}
         return tune.Tuner(trainable, param_space=space, run_config=run_config,
                           tune_config=tune.TuneConfig(max_concurrent_trials=cfg.concurrency, reuse_actors=True))
-    import optuna
+    if controls is not None:
+        space = {"point": tune.grid_search(controls)}
+        return tune.Tuner(trainable, param_space=space, run_config=run_config,
+                          tune_config=tune.TuneConfig(max_concurrent_trials=cfg.concurrency, reuse_actors=True))
+    from branchsweep.sweep.study import make_searcher
 
-    searcher = OptunaSearch(
-        space=cfg.space.define_by_run, metric=list(OBJECTIVES), mode=list(OBJECTIVES.values()),
-        points_to_evaluate=cfg.points or None, sampler=optuna.samplers.TPESampler(seed=cfg.sampler_seed),
-    )
+    searcher = make_searcher(cfg.space, OBJECTIVES, cfg.points, cfg.sampler_seed, *study)
     return tune.Tuner(trainable, run_config=run_config, tune_config=tune.TuneConfig(
-        search_alg=searcher, num_samples=cfg.num_trials, max_concurrent_trials=cfg.concurrency, reuse_actors=True))
+        search_alg=searcher, num_samples=cfg.num_trials, max_concurrent_trials=cfg.concurrency, reuse_actors=True,
+        time_budget_s=cfg.time_budget_s))
+
+
+def _logger_callbacks(cfg: SweepConfig) -> list[Any]:
+    """``--mlflow URI``: Ray's MLflow logger callback (every reported result, per trial, as an MLflow run)."""
+    if not cfg.mlflow_uri:
+        return []
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+    return [MLflowLoggerCallback(tracking_uri=cfg.mlflow_uri, experiment_name=cfg.name, save_artifact=False)]
 
 
 def _rows(grid: Any) -> list[dict[str, Any]]:
@@ -292,6 +374,7 @@ def _rows(grid: Any) -> list[dict[str, Any]]:
               for r in grid if r.error is not None}
     rows = []
     for raw in df.to_dict("records"):
+        raw = unreported(raw)
         raw = {k: v for k, v in raw.items() if not (isinstance(v, float) and pd.isna(v) and k.startswith("config/"))}
         trial_id = str(raw.get("trial_id", ""))
         result = failed.pop(trial_id, None)
@@ -300,7 +383,8 @@ def _rows(grid: Any) -> list[dict[str, Any]]:
             row = {k: v for k, v in raw.items() if not k.startswith(_TUNE_COLUMNS)}
             row["status"] = "ok"
         else:
-            params = {k.removeprefix("config/"): v for k, v in raw.items() if k.startswith("config/")}
+            params = {k.removeprefix("config/").removeprefix("point/"): v for k, v in raw.items()
+                      if k.startswith("config/")}
             row = {"label": raw.get("label") or params.get("method"), "method": params.get("method"),
                    "status": "failed", "error": _error_line(error, raw.get("phase")),
                    **{k: raw[k] for k in ("madds", "arch_hash", "arch_json") if k in raw}}
@@ -308,6 +392,7 @@ def _rows(grid: Any) -> list[dict[str, Any]]:
         rows.append(row)
     for trial_id, result in failed.items():  # failed before reporting anything: no row in the data frame
         params = dict(result.config or {})
+        params = dict(params.get("point", params))
         rows.append({"label": params.get("label") or params.get("method"), "method": params.get("method"),
                      "status": "failed", "error": _error_line(result.error, None), "trial_id": trial_id})
     return rows
@@ -334,7 +419,7 @@ def _error_line(error: Any, phase: Any) -> str:
     return f"trial ended without a final result (last phase: {phase or 'none'})"
 
 
-def _economy(rows: list[dict[str, Any]], caches: SweepCaches) -> list[str]:
+def _economy(rows: list[dict[str, Any]], caches: SweepCaches | None) -> list[str]:
     from branchsweep.search import SEARCH_METHODS
 
     ok = [r for r in rows if r.get("status") == "ok"]
@@ -344,7 +429,7 @@ def _economy(rows: list[dict[str, Any]], caches: SweepCaches) -> list[str]:
         f"retrain dedup: {len(reused)} of {len(ok)} trials reused a cached retrain "
         f"(saved ~{sum(_trained_time(r, ok) for r in reused):.1f} s of retraining)",
     ]
-    for name in sorted({r.get("method") for r in ok} & set(SEARCH_METHODS.names())):
+    for name in sorted({r.get("method") for r in ok} & set(SEARCH_METHODS.names()) if caches is not None else ()):
         line = SEARCH_METHODS.get(name).sweep_summary(caches.method_dir(name), sum(r.get("method") == name for r in ok))
         if line:
             lines.append(line)
@@ -362,36 +447,121 @@ def _trained_time(row: dict[str, Any], ok: list[dict[str, Any]]) -> float:
     return max(times, default=0.0)
 
 
-def _fill_delta_m(rows: list[dict[str, Any]], cfg: SweepConfig) -> None:
-    """Δm of rows that finished before the Single baseline did (concurrent baselines), from its row."""
+def _metric_spec(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Pop every row's ``metric_spec`` (the trials know their tasks; the driver holds no data set) and
+    return the first: ``{"primary": [...], "directions": {metric: "max"|"min"}}``."""
+    specs = [r.pop("metric_spec", None) for r in rows]
+    specs = [json.loads(v) if isinstance(v, str) else v for v in specs if v]
+    return specs[0] if specs else None
+
+
+def _single_metrics(rows: list[dict[str, Any]], spec: dict[str, Any] | None) -> dict[str, float] | None:
+    """The Single baseline's metric values (handed to every search trial: Δm needs no shared cache)."""
     single = next((r for r in rows if r.get("is_baseline") and r.get("method") == "single" and r.get("status") == "ok"), None)
+    if single is None or spec is None:
+        return None
+    return {k: float(single[k]) for k in spec["directions"] if k in single}
+
+
+def _fill_delta_m(rows: list[dict[str, Any]], spec: dict[str, Any] | None) -> None:
+    """Δm of rows that finished before the Single baseline did (concurrent baselines), from its row."""
+    single = _single_metrics(rows, spec)
     missing = [r for r in rows if r.get("status") == "ok" and math.isnan(float(r.get("delta_m", math.nan)))]
     if single is None or not missing:
         return
-    from branchsweep.data import create_data
-    from branchsweep.pipeline import compute_delta_m, primary_directions
+    from branchsweep.pipeline import compute_delta_m, mean_and_se
 
-    data = create_data(cfg.base.data)
-    directions = primary_directions(data.select_tasks(cfg.base.data.tasks))
+    directions = {k: spec["directions"][k] for k in spec["primary"]}
+    reference = {k: single[k] for k in directions}  # the Single row holds its replicates' means
     for row in missing:
-        row["delta_m"] = compute_delta_m(row, single, directions)
+        reps = json.loads(row["replicates_json"]) if isinstance(row.get("replicates_json"), str) else []
+        for rep in reps:
+            rep["delta_m"] = compute_delta_m(rep, reference, directions)
+        if reps:
+            row["replicates_json"] = json.dumps(reps)
+            row["delta_m"], row["delta_m/se"] = mean_and_se([r["delta_m"] for r in reps])
+        else:
+            row["delta_m"] = compute_delta_m(row, reference, directions)
 
 
-def write_metric_spec(cfg: SweepConfig, run_dir: Path) -> Path:
-    """``RUN_DIR/metrics.json``: the Δm columns (each task's primary metric) and every metric's direction.
+def searched_fronts(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Per searched method (one with an Optuna space), its finished rows on its own front (MAdds ↓,
+    mean Δm ↑), sorted by MAdds; rows with the same architecture appear once."""
+    import pandas as pd
 
-    The tasks of a sweep are known here, by their data set; the report reads this file so that tasks
-    created per run (``bent_0``, the 40 CelebA attributes) need no ``--direction`` flags.
-    """
+    from analysis import pareto_front
+    from branchsweep.search import SEARCH_METHODS
+
+    out: dict[str, list[dict[str, Any]]] = {}
+    ok = [r for r in rows if r.get("status") == "ok" and not r.get("is_baseline") and not r.get("baseline_kind")
+          and r.get("method") in SEARCH_METHODS and SEARCH_METHODS.get(r["method"]).space_type is not None
+          and not math.isnan(float(r.get("delta_m", math.nan)))]
+    for method in sorted({r["method"] for r in ok}):
+        mine = list({r["arch_hash"]: r for r in ok if r["method"] == method}.values())
+        df = pd.DataFrame({"madds": [float(r["madds"]) for r in mine], "delta_m": [float(r["delta_m"]) for r in mine]})
+        on = pareto_front(df, OBJECTIVES).tolist()
+        out[method] = sorted((r for r, keep in zip(mine, on) if keep), key=lambda r: float(r["madds"]))
+    return out
+
+
+def control_points(rows: list[dict[str, Any]], kinds: tuple[str, ...], permutations: int,
+                   seed: int = 0) -> list[dict[str, Any]]:
+    """The control trials for the front points of the searched methods (BMTAS Table 3 / Figure 2):
+    ``permutations`` distinct permutations of each front tree, and one ``vanilla`` / ``random`` tree at
+    its MAdds. Each is a Tune param dict ``{"method", "control": {"search", "label", "tags"}}``; a tree
+    on several fronts gets one set of controls. ``seed``: the search seed the control trials run with
+    (it draws the permutations and random trees)."""
+    from branchsweep.arch import BranchConfig
+    from branchsweep.search.baselines import distinct_permutations
+
+    points, seen = [], set()
+    for method, front in searched_fronts(rows).items():
+        for rank, row in enumerate(front, 1):
+            if row["arch_hash"] in seen:
+                continue
+            seen.add(row["arch_hash"])
+            tags = {"baseline_of": str(row["trial_id"]), "baseline_of_label": str(row["label"])}
+            short = f"{method}#{rank}"
+            if "permuted" in kinds and permutations > 0:
+                tree = BranchConfig.from_json(str(row["arch_json"]))
+                count = len(distinct_permutations(tree, permutations, seed=seed))
+                for i in range(count):
+                    points.append({"method": "permuted", "control": {
+                        "search": {"like": str(row["arch_json"]), "permutations": permutations, "index": i},
+                        "label": f"{short} permuted {i + 1}", "tags": {**tags, "baseline_kind": "permuted"}}})
+            for kind in ("vanilla", "random"):
+                if kind in kinds:
+                    points.append({"method": kind, "control": {
+                        "search": {"target_madds": float(row["madds"])},
+                        "label": f"{short} {kind}", "tags": {**tags, "baseline_kind": kind}}})
+    return points
+
+
+def replicate_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Long form: one row per (trial, retrain seed) from each row's ``replicates_json``."""
+    out = []
+    keep = ("trial_id", "label", "method", "is_baseline", "arch_hash", "madds", "baseline_of", "baseline_kind")
+    for row in rows:
+        if row.get("status") != "ok" or not isinstance(row.get("replicates_json"), str):
+            continue
+        for rep in json.loads(row["replicates_json"]):
+            out.append({**{k: row.get(k) for k in keep}, **rep})
+    return out
+
+
+def trivial_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The trivial predictor's metrics (fitted on the training labels by the Single trial), or None."""
+    single = next((r for r in rows if r.get("is_baseline") and r.get("method") == "single"
+                   and r.get("status") == "ok" and isinstance(r.get("trivial_json"), str)), None)
+    return json.loads(single["trivial_json"]) if single else None
+
+
+def write_metric_spec(spec: dict[str, Any], run_dir: Path) -> Path:
+    """``RUN_DIR/metrics.json``: the Δm columns (each task's primary metric) and every metric's direction,
+    as the trials reported them; the report reads this file so that tasks created per run (``bent_0``,
+    the 40 CelebA attributes) need no ``--direction`` flags."""
     from analysis.tables import METRICS_FILE
-    from branchsweep.data import create_data
-    from branchsweep.pipeline import primary_directions
 
-    tasks = create_data(cfg.base.data).select_tasks(cfg.base.data.tasks)
-    spec = {
-        "primary": list(primary_directions(tasks)),
-        "directions": {f"{t.name}/{m}": d for t in tasks for m, d in t.directions.items()},
-    }
     return write_json(run_dir / METRICS_FILE, spec)
 
 
@@ -422,12 +592,20 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
     t0 = time.perf_counter()
     run_dir = Path(cfg.out)
     run_dir.mkdir(parents=True, exist_ok=True)
+    prefix = cfg.prefix
     logfile = run_dir / "sweep.log"
-    write_json(run_dir / "sweep.json", dataclasses.asdict(cfg))
+    if not cfg.resume:
+        sweep_storage.write_bytes(sweep_storage.join(prefix, "sweep.json"),
+                                  json.dumps(dataclasses.asdict(cfg), indent=1, default=str).encode())
+    elif sweep_storage.is_uri(prefix):
+        sweep_storage.download(sweep_storage.join(prefix, "optuna"), run_dir / "optuna")
+    print(f"[sweep] storage: {prefix}{' (resumed)' if cfg.resume else ''}  (resume with --resume {prefix})",
+          flush=True)
     started = connect_ray(cfg.num_cpus, local=cfg.local)
     try:
+        sweep_storage.check_shared(prefix)
         say = _progress_callback(logfile, len(cfg.baselines), cfg.verbose)
-        say._line(f"sweep {cfg.name} in {run_dir} ({'resumed' if cfg.resume else 'new'}): "
+        say._line(f"sweep {cfg.name} in {prefix} ({'resumed' if cfg.resume else 'new'}): "
                   f"{cfg.num_trials} trials, concurrency {cfg.concurrency}, backend "
                   f"{cfg.trial_settings(False).resolved_backend}")
         base_grid = _tuner(cfg, BASELINE_EXPERIMENT, True, say).fit()
@@ -436,19 +614,41 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
             row["is_baseline"] = True
         bad = [r for r in rows if r["status"] != "ok"]
         if bad:
-            raise ConfigError(f"baseline {bad[0]['label']} failed ({bad[0].get('error', '')}); see {run_dir}/trials")
+            raise ConfigError(f"baseline {bad[0]['label']} failed ({bad[0].get('error', '')}); see {prefix}/trials")
+        spec = _metric_spec(rows)
         progress = _progress_callback(logfile, cfg.num_trials, cfg.verbose)
-        grid = _tuner(cfg, SEARCH_EXPERIMENT, False, progress).fit()
-        rows += _rows(grid)
+        study = _open_study(cfg, run_dir, progress)
+        grid = _tuner(cfg, SEARCH_EXPERIMENT, False, progress, _single_metrics(rows, spec), study).fit()
+        search_rows = _rows(grid)
+        spec = spec or _metric_spec(search_rows)
+        _metric_spec(search_rows)
+        rows += search_rows
+        _fill_delta_m(rows, spec)
+        controls = control_points(rows, cfg.controls, cfg.permutations, cfg.base.search_seed) if cfg.controls else []
+        if controls:
+            say = _progress_callback(logfile, len(controls), cfg.verbose)
+            say._line(f"controls: {len(controls)} trials ({', '.join(cfg.controls)}) at the MAdds of "
+                      f"{len({c['control']['tags']['baseline_of'] for c in controls})} front point(s)")
+            rows += _rows(_tuner(cfg, CONTROL_EXPERIMENT, False, say, _single_metrics(rows, spec),
+                                 controls=controls).fit())
     finally:
         if started:
             import ray
 
             ray.shutdown()
-    _fill_delta_m(rows, cfg)
+    _fill_delta_m(rows, spec)
     results = write_results(rows, run_dir / "results.parquet")
-    write_metric_spec(cfg, run_dir)
-    lines = _economy(rows, SweepCaches(cfg.caches_root)) + [f"wall time {time.perf_counter() - t0:.1f} s", f"results: {results}"]
+    long = replicate_rows(rows)
+    if long:
+        write_results(long, run_dir / REPLICATES_FILE)
+    trivial = trivial_row(rows)
+    if trivial is not None:
+        write_json(run_dir / TRIVIAL_FILE, trivial)
+    if spec is not None:
+        write_metric_spec(spec, run_dir)
+    caches = cfg.caches_root
+    lines = _economy(rows, SweepCaches(caches) if caches is not None else None) + [
+        f"wall time {time.perf_counter() - t0:.1f} s", f"results: {sweep_storage.join(prefix, 'results.parquet')}"]
     with open(logfile, "a") as handle:
         handle.write("".join(f"{time.strftime('%H:%M:%S')} [economy] {line}\n" for line in lines))
     if cfg.verbose:
@@ -459,8 +659,32 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
 
         if cli_main(["report", str(run_dir)]) == 0:
             report_dir = run_dir / "report"
-            print(f"[sweep] report: {report_dir}", flush=True)
+            print(f"[sweep] report: {sweep_storage.join(prefix, 'report')}", flush=True)
+    for name in ("results.parquet", REPLICATES_FILE, TRIVIAL_FILE, "metrics.json", "sweep.log", "report", "optuna"):
+        if (run_dir / name).exists():
+            sweep_storage.upload(run_dir / name, sweep_storage.join(prefix, name))
     return SweepOutcome(run_dir, results, report_dir, rows, time.perf_counter() - t0)
+
+
+def _open_study(cfg: SweepConfig, run_dir: Path, progress) -> tuple[Any, str]:
+    """The search's Optuna storage and study name (:mod:`branchsweep.sweep.study`), warm-started on request."""
+    import optuna
+
+    from branchsweep.sweep import study
+
+    key = study.study_key(cfg.base, cfg.space.methods)
+    storage = study.open_storage(cfg.optuna_storage, run_dir / "optuna")
+    name = f"{key}-{cfg.prefix.rstrip('/').split('/')[-1]}"
+    if cfg.warm_start is not None and not cfg.resume:
+        source = study._source_storage(cfg.warm_start, run_dir / "optuna-warm") if cfg.warm_start else storage
+        target = optuna.create_study(storage=storage, study_name=name, load_if_exists=True,
+                                     directions=["minimize" if m == "min" else "maximize" for m in OBJECTIVES.values()])
+        count = study.warm_start(target, source, key)
+        progress._line(f"warm start: {count} finished trial(s) of earlier sweeps with study key {key} added to "
+                       f"study {name}")
+    where = cfg.optuna_storage or str(run_dir / "optuna" / study.JOURNAL)
+    progress._line(f"Optuna study {name} in {where} (optuna-dashboard {where})")
+    return storage, name
 
 
 def finished_trial_results(run_dir: Path) -> list[dict[str, Any]]:

@@ -1,12 +1,14 @@
 """The sweep's search space and its mapping onto :class:`~branchsweep.pipeline.TrialConfig`.
 
 Optuna samples a *conditional* space (define-by-run): first the method, then only that method's
-parameters. Each registered search method owns its part: its space dataclass (``space_type``) samples
+parameters. Seeds are not part of it: a trial's search seed is fixed (``search_seed`` in a point, else
+the sweep's), and every exported architecture is retrained with ``SweepBase.replicates`` seeds whose
+mean is the objective, so the sampler never chases a lucky seed. Each registered search method owns its part: its space dataclass (``space_type``) samples
 parameters named ``"<method>.<name>"``, and :meth:`SearchMethod.settings` maps the sampled values onto
 its config fields. This module never names a method.
 
 >>> space = SearchSpace(methods=("bmtas",))
->>> params = {"method": "bmtas", "seed": 0, "bmtas.lambda": 0.1, "bmtas.schedule": "linear", "bmtas.tau0": 5.0}
+>>> params = {"method": "bmtas", "bmtas.lambda": 0.1, "bmtas.schedule": "linear", "bmtas.tau0": 5.0}
 >>> method_settings(params)
 {'schedule': 'linear', 'tau0': 5.0, 'lam': 0.1}
 """
@@ -32,18 +34,17 @@ def _swept_methods() -> tuple[str, ...]:
 
 @dataclass
 class SearchSpace:
-    """What Optuna explores: which methods (default: every registered method that has a search space),
-    ``ranges[method]`` overriding fields of that method's space dataclass, and the seeds."""
+    """What Optuna explores: which methods (default: every registered method that has a search space)
+    and ``ranges[method]`` overriding fields of that method's space dataclass."""
 
     methods: tuple[str, ...] = field(default_factory=_swept_methods)
     ranges: dict[str, dict[str, Any]] = field(default_factory=dict)
-    seeds: tuple[int, ...] = (0,)
 
     def validate(self) -> None:
         from branchsweep.search import SEARCH_METHODS
 
-        if not self.methods or not self.seeds:
-            raise ConfigError("search space: methods and seeds must be non-empty")
+        if not self.methods:
+            raise ConfigError("search space: methods must be non-empty")
         for m in self.methods:
             SEARCH_METHODS.get(m)  # unknown names raise a one-line error listing the known ones
         for m in self.ranges:
@@ -62,7 +63,6 @@ class SearchSpace:
     def define_by_run(self, trial: Any) -> None:
         """Optuna define-by-run function: the method first, then its own parameters."""
         method = trial.suggest_categorical("method", list(self.methods))
-        trial.suggest_categorical("seed", list(self.seeds))
         self.method_space(method).suggest(trial, f"{method}{SEP}")
 
 
@@ -71,12 +71,16 @@ class SweepBase:
     """What every trial of a sweep shares; the sampled parameters only fill in method and search settings.
 
     ``search_defaults[method]``: that method's settings before sampling (iterations, batch size, …).
+    ``replicates``: retrain seeds per architecture (``train.seed``, ``train.seed + 1``, …); results
+    carry mean and standard error over them. ``search_seed``: the searches' seed.
     """
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     search_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
+    replicates: int = 1
+    search_seed: int = 0
 
 
 def sampled(params: dict[str, Any]) -> dict[str, Any]:
@@ -104,16 +108,29 @@ def to_trial_config(params: dict[str, Any], base: SweepBase, baseline: bool = Fa
     """A validated :class:`TrialConfig` for one Tune trial's sampled ``params``."""
     from branchsweep.search import SEARCH_METHODS
 
+    params = params.get("point", params)  # control trials: one grid value holding the whole point
+    if "seed" in params:
+        raise ConfigError("a sweep point sets 'seed': seeds are not sampled; use 'search_seed' for a search's seed "
+                          "(retrain seeds are the sweep's replicates)")
     method = params["method"]
-    seed = int(params.get("seed", base.train.seed))
+    seed = int(params.get("search_seed", base.search_seed))
+    control = params.get("control")
     search: dict[str, Any] = {}
-    if not baseline and method in SEARCH_METHODS:
+    if control is not None:  # a baseline tree built for a front point (see runner._controls)
+        search = dict(control.get("search", {}))
+    elif not baseline and method in SEARCH_METHODS:
         search = {**base.search_defaults.get(method, {}), **method_settings(params)}
-    hp = {k.partition(SEP)[2] if SEP in k else k: v for k, v in params.items() if k != "method"}
+    hp = {k.partition(SEP)[2] if SEP in k else k: v for k, v in params.items() if k not in ("method", "control")}
+    if baseline:
+        label = method.capitalize()
+    elif control is not None:
+        label = str(control["label"])
+    else:
+        label = trial_label(params)
     cfg = TrialConfig(
         method=method, data=dataclasses.replace(base.data), model=dataclasses.replace(base.model),
-        train=dataclasses.replace(base.train, seed=seed), search=search,
-        seed=seed, label=method.capitalize() if baseline else trial_label(params), is_baseline=baseline, hp=hp,
+        train=dataclasses.replace(base.train), search=search, seed=seed, label=label, is_baseline=baseline,
+        hp=hp, replicates=base.replicates, tags=dict(control.get("tags", {})) if control else {},
     )
     cfg.validate()
     return cfg

@@ -10,8 +10,10 @@ Two backends, one trial body (:func:`branchsweep.pipeline.run_trial`):
   ``ray.tune.report``. A TorchTrainer costs a worker-group start-up of tens of seconds per trial on a
   2-core machine; a CPU-only sweep gains nothing from it, so ``auto`` picks ``direct`` there.
 
-A trial reports twice: once when the architecture is exported and priced (with a checkpoint holding
-it, so a retried trial skips the search) and once at the end with the full result row.
+A trial works in node-local scratch and reports: when the architecture is exported and priced, after
+every search or retrain checkpoint (each with a Ray checkpoint of its working folder, so a retry on any
+node resumes from there: :mod:`branchsweep.sweep.progress`), progress every few seconds, and at the end
+with the full result row. Its small files are copied to ``<sweep prefix>/trials/<trial id>/``.
 """
 
 from __future__ import annotations
@@ -20,18 +22,37 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from branchsweep.errors import ConfigError
-from branchsweep.pipeline import ARCH_FILE, RESULT_FILE, SweepCaches, run_trial
+from branchsweep.pipeline import RESULT_FILE, SweepCaches, run_trial
 from branchsweep.sweep.space import SweepBase, to_trial_config
 
 BACKENDS = ("auto", "train", "direct")
-#: Files of a trial's folder copied into its Ray checkpoint (small: the exported tree and the result).
-CHECKPOINT_FILES = (ARCH_FILE, "search_info.json", RESULT_FILE)
+#: How a standard-error column ``<metric>/se`` travels through Tune: as ``<metric>.se``. Loggers that
+#: store a metric per file (MLflow's file store) cannot hold ``x/mse`` and ``x/mse/se`` side by side.
+SE_SUFFIX, REPORTED_SE_SUFFIX = "/se", ".se"
+
+
+def reported(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with ``<metric>/se`` keys renamed ``<metric>.se`` (undone by :func:`unreported`).
+
+    >>> reported({"a/mse": 1.0, "a/mse/se": 0.1, "delta_m/se": 0.2})
+    {'a/mse': 1.0, 'a/mse.se': 0.1, 'delta_m.se': 0.2}
+    """
+    return {(k[: -len(SE_SUFFIX)] + REPORTED_SE_SUFFIX if k.endswith(SE_SUFFIX) else k): v for k, v in row.items()}
+
+
+def unreported(row: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`reported`.
+
+    >>> unreported({"a/mse.se": 0.1, "delta_m.se": 0.2, "label": "x"})
+    {'a/mse/se': 0.1, 'delta_m/se': 0.2, 'label': 'x'}
+    """
+    return {(k[: -len(REPORTED_SE_SUFFIX)] + SE_SUFFIX if k.endswith(REPORTED_SE_SUFFIX) else k): v
+            for k, v in row.items()}
 
 
 @dataclass
@@ -50,6 +71,15 @@ class TrialSettings:
     train_storage: str | None = None
     #: Imported by every trial before its method is looked up (:func:`branchsweep.registry.import_plugins`).
     plugins: tuple[str, ...] = ()
+    # --- storage (branchsweep.sweep.storage): the sweep's prefix, node-local scratch, driver-given Δm reference
+    #: The sweep's prefix (folder or URI): trials copy their small files to ``<sweep_uri>/trials/<id>/``.
+    sweep_uri: str | None = None
+    #: Root of the trials' working folders on each node (None: ``$BRANCHSWEEP_SCRATCH`` or the temp folder).
+    scratch: str | None = None
+    #: The Single baseline's metrics, measured by the baseline stage and handed to every search trial.
+    baseline_metrics: dict[str, float] | None = None
+    #: Seconds between plain progress reports (checkpoints are reported at once).
+    progress_every_s: float = 10.0
 
     def validate(self) -> None:
         if self.backend not in BACKENDS:
@@ -77,60 +107,75 @@ class TrialSettings:
         return {"cpu": 0.1, "gpu": 0}
 
 
-def _report_with_snapshot(report, metrics: dict[str, Any], work: Path) -> None:
-    """``report(metrics, checkpoint=...)`` with a Ray checkpoint of the trial folder's small files.
-
-    The files are copied to a temporary folder (the trial folder keeps changing); Ray persists the
-    checkpoint to the run's storage before ``report`` returns, so the copy is removed right after.
-    """
-    import ray.train
-
-    with tempfile.TemporaryDirectory(prefix="branchsweep-ckpt-") as tmp:
-        for name in CHECKPOINT_FILES:
-            if (work / name).is_file():
-                shutil.copy2(work / name, Path(tmp) / name)
-        report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-
-
-def _restore(checkpoint: Any, work: Path) -> bool:
-    """Copy a Ray checkpoint's files back into the trial folder (it may be on another node)."""
-    if checkpoint is None:
-        return False
-    work.mkdir(parents=True, exist_ok=True)
-    with checkpoint.as_directory() as folder:
-        for name in CHECKPOINT_FILES:
-            src = Path(folder) / name
-            if src.is_file() and not (work / name).is_file():
-                shutil.copy2(src, work / name)
-    return True
-
-
 def _execute(payload: dict[str, Any], report, get_checkpoint, device: str | None) -> None:
-    """Run (or resume) one trial and report through ``report(metrics, checkpoint=...)``."""
+    """Run (or resume from the Ray checkpoint) one trial and report through ``report(metrics, checkpoint=...)``."""
     import torch
 
+    from branchsweep.pipeline import TrialConfig, TrialLog
     from branchsweep.registry import import_plugins
+    from branchsweep.sweep.progress import StepReporter, report_snapshot, restore
 
     import_plugins(payload.get("plugins", ()))
-    work = Path(payload["work"])
+    _resolve_scratch(payload)
+    work, trial_uri = Path(payload["work"]), payload.get("trial_uri")
     threads = max(1, int(payload["cpus"]))
     torch.set_num_threads(threads)
-    resumed = _restore(get_checkpoint(), work) or (work / ARCH_FILE).is_file()
+    resumed = restore(get_checkpoint(), work)
+    if not (work / RESULT_FILE).is_file() and _fetch_result(trial_uri, work):
+        resumed = True  # finished, but the restored experiment state predates its last checkpoint
     if resumed and (work / RESULT_FILE).is_file():
         row = json.loads((work / RESULT_FILE).read_text())
-        _report_with_snapshot(report, {**row, "phase": "done", "resumed": True}, work)
+        report_snapshot(report, reported({**row, "phase": "done", "resumed": True}), work, trial_uri)
         return
-    from branchsweep.pipeline import TrialConfig
-
     cfg = TrialConfig.from_dict(payload["trial"])
+    steps = StepReporter(report, work, trial_uri, payload.get("progress_every_s", 10.0),
+                         say=TrialLog(work / "trial.log", cfg.display_label), where=_node())
 
     def on_phase(phase: str, row: dict[str, Any]) -> None:
         # Tune checks every result for the searcher's metrics; Δm is unknown until the retrain.
-        _report_with_snapshot(report, {"delta_m": math.nan, **row, "phase": phase}, work)
+        steps.priced(row)
+        report_snapshot(report, {"delta_m": math.nan, **row, "phase": phase}, work, trial_uri)
 
     row = run_trial(cfg, work, SweepCaches(Path(payload["cache_dir"])), resume=resumed, device=device,
-                    on_phase=on_phase)
-    _report_with_snapshot(report, {**row, "phase": "done", "resumed": resumed}, work)
+                    on_phase=on_phase, baseline_metrics=payload.get("baseline_metrics"), on_step=steps)
+    report_snapshot(report, reported({**row, "phase": "done", "resumed": resumed}), work, trial_uri)
+    if trial_uri:  # scratch: everything is in the Ray checkpoint and in storage now
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _node() -> str:
+    """`` (node <Ray node id>)`` for log lines ("" outside Ray): which node an attempt ran on."""
+    try:
+        import ray
+
+        return f" (node {ray.get_runtime_context().get_node_id()})" if ray.is_initialized() else ""
+    except Exception:  # a Ray without a runtime context here: the line goes without it
+        return ""
+
+
+def _resolve_scratch(payload: dict[str, Any]) -> None:
+    """Set ``work`` (and a node-local ``cache_dir`` when the sweep has no shared one) on the node that runs
+    the trial: a Train worker may be on another node than the Tune function, with its own scratch."""
+    if "work_rel" not in payload:
+        return
+    from branchsweep.sweep import storage
+
+    root = Path(payload["scratch"]) if payload.get("scratch") else storage.scratch_root()
+    payload["work"] = str(root / payload["work_rel"])
+    if not payload.get("cache_dir"):  # a cloud prefix without --cache-dir: each node caches in its scratch
+        payload["cache_dir"] = str(root / Path(payload["work_rel"]).parent / "cache")
+
+
+def _fetch_result(trial_uri: str | None, work: Path) -> bool:
+    """Copy this trial's persisted files from storage when it already finished there (True)."""
+    from branchsweep.sweep import storage
+
+    if not trial_uri or not storage.exists(storage.join(trial_uri, RESULT_FILE)):
+        return False
+    for name in storage.TRIAL_FILES:
+        if storage.exists(storage.join(trial_uri, name)):
+            (work / name).write_bytes(storage.read_bytes(storage.join(trial_uri, name)))
+    return True
 
 
 def _train_worker_loop(payload: dict[str, Any]) -> None:
@@ -161,6 +206,7 @@ def sweep_trial(config: dict[str, Any], settings: TrialSettings) -> None:
         "cache_dir": settings.cache_dir, "cpus": settings.cpus_per_trial, "use_gpu": settings.gpus_per_trial > 0,
     }
     payload["plugins"] = list(settings.plugins)
+    payload.update(_storage_payload(settings, str(trial_id)))
     if settings.resolved_backend == "direct":
         _execute(payload, tune.report, tune.get_checkpoint, None)
         return
@@ -185,10 +231,27 @@ def sweep_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     trainer.fit()
 
 
+def _storage_payload(settings: TrialSettings, trial_id: str) -> dict[str, Any]:
+    """Where this trial works (node-local scratch, resolved by :func:`_resolve_scratch` on the node that
+    runs it), where it persists, and the Δm reference."""
+    if settings.sweep_uri is None:  # a bare TrialSettings (no storage prefix): the run folder, as before
+        return {}
+    from branchsweep.sweep import storage
+
+    sweep_id = str(settings.sweep_uri).rstrip("/").split("/")[-1]
+    return {"work_rel": f"{sweep_id}/{trial_id}", "scratch": settings.scratch,
+            "trial_uri": storage.join(settings.sweep_uri, "trials", trial_id),
+            "baseline_metrics": settings.baseline_metrics, "progress_every_s": settings.progress_every_s}
+
+
 def worker_env() -> dict[str, str]:
-    """Environment for Ray workers: fast Train health checks (each report waits for one), no auth token."""
-    return {
+    """Environment for Ray workers: fast Train health checks (each report waits for one), one OpenMP
+    thread per process. Authentication is left as the cluster has it (token auth is Ray's default)."""
+    env = {
         "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2"),
-        "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
     }
+    # Passed on when set: a cold GPU node boots for longer than Train's 60 s default (sweeps/cluster.yaml).
+    if os.environ.get("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"):
+        env["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"]
+    return env

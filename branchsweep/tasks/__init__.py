@@ -56,7 +56,7 @@ def _segmentation(kind: str, name: str, num_classes: int, weight: float) -> Task
         raise ConfigError(f"task {name!r} ({kind}): num_classes must be at least 2, got {num_classes}")
     return Task(
         name, kind, num_classes, losses.cross_entropy, partial(metrics.ConfusionMIoU, num_classes),
-        {"mIoU": "max"}, "mIoU", weight, params={"num_classes": num_classes},
+        {"mIoU": "max"}, "mIoU", weight, params={"num_classes": num_classes}, trivial="majority",
     )
 
 
@@ -83,7 +83,7 @@ def sal(weight: float = 5.0, name: str = "sal") -> Task:
     """Saliency: class-balanced BCE; max-F (β²=0.3) and mIoU over thresholds (primary: mIoU)."""
     return Task(
         name, "sal", 1, losses.balanced_bce, partial(metrics.SaliencyMeter, beta2=0.3),
-        {"maxF": "max", "mIoU": "max"}, "mIoU", weight,
+        {"maxF": "max", "mIoU": "max"}, "mIoU", weight, trivial="probability",
     )
 
 
@@ -93,7 +93,7 @@ def normals(weight: float = 10.0, name: str = "normals") -> Task:
     return Task(
         name, "normals", 3, losses.normals_l1, metrics.AngularError,
         {"mean": "min", "median": "min", "within_11.25": "max", "within_22.5": "max", "within_30": "max"},
-        "mean", weight,
+        "mean", weight, trivial="unit_mean",
     )
 
 
@@ -120,7 +120,7 @@ def edge(
         name, "edge", 1, partial(losses.weighted_bce, pos_weight=pos_weight),
         partial(metrics.EdgeODS, max_dist=max_dist, thresholds=thresholds),
         {"odsF": "max"}, "odsF", weight,
-        params={"pos_weight": pos_weight, "max_dist": max_dist, "thresholds": thresholds},
+        params={"pos_weight": pos_weight, "max_dist": max_dist, "thresholds": thresholds}, trivial="probability",
     )
 
 
@@ -144,8 +144,48 @@ def binary(name: str = "binary", weight: float = 1.0) -> Task:
     """One binary attribute (CelebA, one task per attribute): BCE, accuracy in %."""
     return Task(
         name, "binary", 1, losses.binary_bce, metrics.BinaryAccuracy, {"accuracy": "max"}, "accuracy",
-        weight, dense=False,
+        weight, dense=False, trivial="probability",
     )
+
+
+# Taskonomy (Learning to Branch §4.3 and Appendix A, after Sun et al. 2019): the task names are the
+# data set's domains; losses, loss weights 1/3/2/7/7 and the Table 2 metrics (test losses).
+@TASKS.register("segment_semantic")
+def segment_semantic(num_classes: int = 16, weight: float = 1.0, name: str = "segment_semantic") -> Task:
+    """Taskonomy semantic segmentation (16 classes; uncertain/background ignored): cross-entropy;
+    metric: mean pixel cross-entropy (Table 2)."""
+    if num_classes < 2:
+        raise ConfigError(f"task {name!r} (segment_semantic): num_classes must be at least 2, got {num_classes}")
+    return Task(name, "segment_semantic", num_classes, losses.cross_entropy, metrics.PixelCrossEntropy,
+                {"ce": "min"}, "ce", weight, params={"num_classes": num_classes}, trivial="class_prior")
+
+
+@TASKS.register("normal")
+def normal(weight: float = 3.0, name: str = "normal") -> Task:
+    """Taskonomy surface normals in [-1, 1]: cosine-similarity loss; metric: mean cosine similarity."""
+    return Task(name, "normal", 3, losses.cosine_loss, metrics.CosineSimilarity, {"cosine": "max"}, "cosine", weight,
+                trivial="unit_mean")
+
+
+@TASKS.register("depth_zbuffer")
+def depth_zbuffer(weight: float = 2.0, name: str = "depth_zbuffer") -> Task:
+    """Taskonomy depth, log z-buffer / log 2^16 (0 = invalid): L1; metric: mean absolute error."""
+    return Task(name, "depth_zbuffer", 1, losses.depth_l1, partial(metrics.MeanAbsoluteError, "depth"),
+                {"mae": "min"}, "mae", weight)
+
+
+@TASKS.register("keypoints2d")
+def keypoints2d(weight: float = 7.0, name: str = "keypoints2d") -> Task:
+    """Taskonomy 2D keypoint heatmaps in about [-1, 1] (NaN = padding): L1; metric: mean absolute error."""
+    return Task(name, "keypoints2d", 1, losses.l1_finite, partial(metrics.MeanAbsoluteError, "finite"),
+                {"mae": "min"}, "mae", weight)
+
+
+@TASKS.register("edge_texture")
+def edge_texture(weight: float = 7.0, name: str = "edge_texture") -> Task:
+    """Taskonomy 2D texture edges in about [-1, 1] (NaN = padding): L1; metric: mean absolute error."""
+    return Task(name, "edge_texture", 1, losses.l1_finite, partial(metrics.MeanAbsoluteError, "finite"),
+                {"mae": "min"}, "mae", weight)
 
 
 def metric_directions() -> dict[str, Direction]:

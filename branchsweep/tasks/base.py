@@ -38,7 +38,8 @@ class Task:
     """One prediction task of a multi-task network.
 
     ``directions`` says for every metric name returned by ``make_metric().compute()`` whether higher
-    (``"max"``) or lower (``"min"``) is better; ``primary`` is the metric quoted in Δm tables.
+    (``"max"``) or lower (``"min"``) is better; ``primary`` is the metric quoted in Δm tables;
+    ``trivial`` names the constant predictor a trained model must beat (:mod:`branchsweep.trivial`).
     """
 
     name: str
@@ -51,6 +52,9 @@ class Task:
     weight: float = 1.0
     dense: bool = True
     params: dict = field(default_factory=dict)
+    #: How the constant predictor this task is compared against is fitted on the training labels
+    #: (a rule of :data:`branchsweep.trivial.TRIVIAL_RULES`: majority, probability, mean, unit_mean).
+    trivial: str = "mean"
 
     def __post_init__(self) -> None:
         if self.primary not in self.directions:

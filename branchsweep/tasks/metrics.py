@@ -377,3 +377,89 @@ class BinaryAccuracy:
 
     def compute(self) -> dict[str, float]:
         return {"accuracy": 100.0 * self.correct / self.n if self.n else float("nan")}
+
+
+class PixelCrossEntropy:
+    """Mean pixel-wise cross-entropy over every labelled pixel of the set (Taskonomy, Table 2 protocol).
+
+    ``CE = Σ_{p∈V} -log softmax(x_p)[y_p] / |V|`` with ``V`` all pixels of the set whose label is not
+    ``ignore_index`` (Taskonomy: uncertain and background pixels are ignored by the loader).
+
+    >>> m = PixelCrossEntropy()
+    >>> m.update(torch.zeros(1, 2, 1, 2), torch.tensor([[[1, 255]]]))   # one pixel, uniform logits
+    >>> round(m.compute()["ce"], 4)
+    0.6931
+    """
+
+    def __init__(self, ignore_index: int = IGNORE_INDEX) -> None:
+        self.ignore_index = ignore_index
+        self.total = 0.0
+        self.n = 0
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        target = target.long()
+        valid = target != self.ignore_index
+        if not valid.any():
+            return
+        ce = F.cross_entropy(pred.detach().double(), target, ignore_index=self.ignore_index, reduction="sum")
+        self.total += float(ce)
+        self.n += int(valid.sum())
+
+    def compute(self) -> dict[str, float]:
+        return {"ce": self.total / self.n if self.n else float("nan")}
+
+
+class CosineSimilarity:
+    """Mean cosine similarity of predicted and labelled normals over every pixel of the set (Taskonomy).
+
+    ``cos = Σ_p ⟨x_p, n_p⟩ / (‖x_p‖ ‖n_p‖) / |V|``; only the zero-vector padding is left out.
+
+    >>> m = CosineSimilarity()
+    >>> m.update(torch.tensor([[[[1.0, 0.0]], [[0.0, 1.0]], [[0.0, 0.0]]]]), torch.tensor([[[[2.0, 1.0]], [[0.0, 0.0]], [[0.0, 0.0]]]]))
+    >>> m.compute()
+    {'cosine': 0.5}
+    """
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.n = 0
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        valid = normals_valid(target)[:, 0]
+        t = torch.nan_to_num(target.double())
+        cos = F.cosine_similarity(pred.detach().double(), t, dim=1, eps=1e-12)
+        self.total += float(cos[valid].sum())
+        self.n += int(valid.sum())
+
+    def compute(self) -> dict[str, float]:
+        return {"cosine": self.total / self.n if self.n else float("nan")}
+
+
+class MeanAbsoluteError:
+    """Mean absolute error ``Σ_{p∈V} |x_p - y_p| / |V|`` over the valid pixels of the set (Taskonomy).
+
+    ``valid="depth"``: pixels with a valid depth (``d > 0``; Taskonomy: z-buffer ≤ 64500); ``"finite"``:
+    every finite label entry (NaN marks padding).
+
+    >>> m = MeanAbsoluteError("finite")
+    >>> m.update(torch.tensor([[[[1.0, 0.0, 3.0]]]]), torch.tensor([[[[0.0, 2.0, float("nan")]]]]))
+    >>> m.compute()
+    {'mae': 1.5}
+    """
+
+    def __init__(self, valid: str = "finite") -> None:
+        if valid not in ("finite", "depth"):
+            raise ConfigError(f"MeanAbsoluteError: valid must be 'finite' or 'depth', got {valid!r}")
+        self.valid = valid
+        self.total = 0.0
+        self.n = 0
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        target = target.reshape(pred.shape)
+        valid = depth_valid(target) if self.valid == "depth" else torch.isfinite(target)
+        d = (pred.detach().double() - target.double())[valid]
+        self.total += float(d.abs().sum())
+        self.n += int(valid.sum())
+
+    def compute(self) -> dict[str, float]:
+        return {"mae": self.total / self.n if self.n else float("nan")}

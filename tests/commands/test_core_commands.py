@@ -35,8 +35,11 @@ def test_madds_prints_gmadds(capsys):
     assert len(lines) == 2
     for line, arch in zip(lines, ("single", "shared")):
         config = getattr(BranchConfig, arch)(["semseg", "sal"], spec.num_layers)
-        exact = count_madds(BranchedNetwork(spec, tasks, config).eval(), spec.example_input(1))
-        assert line == f"mobilenet_v2 64x64 {arch}: {exact / 1e9:.2f} GMAdds ({exact:,} MAdds)"
+        net = BranchedNetwork(spec, tasks, config).eval()
+        exact = count_madds(net, spec.example_input(1))
+        params = sum(p.numel() for p in net.parameters() if p.requires_grad)
+        assert line == (f"mobilenet_v2 64x64 {arch}: {exact / 1e9:.2f} GMAdds ({exact:,} MAdds), "
+                        f"{params / 1e6:.2f} M parameters")
     single, shared = (int(line.split("(")[1].split()[0].replace(",", "")) for line in lines)
     assert single > shared > 0
 
@@ -72,6 +75,10 @@ def _bad_config(tmp_path, text):
         (["train", "--resume", *TINY], "--resume needs --out"),
         (["evaluate", "/nonexistent/run"], "run.json not found"),
         (["madds", "--backbone", "mlp", "--tasks", "semseg", "--bogus"], "unrecognized arguments: --bogus"),
+        (["madds", "--backbone", "mlp", "--tasks", "bent_0", "--size", "-5"], "--size must be a positive resolution"),
+        (["madds", "--backbone", "mlp", "--tasks", "bent_0", "--size", "0"], "--size must be a positive resolution"),
+        (["train", "--lr", "nan", *TINY], "lr must be a finite number, got nan"),
+        (["train", "--lr", "-1", *TINY], "lr must be > 0, got -1.0"),
     ],
 )
 def test_user_errors_are_one_line(capsys, argv, message):

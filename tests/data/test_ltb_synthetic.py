@@ -14,7 +14,7 @@ def _data(**options):
 def test_default_layout_and_items():
     data = _data()
     assert list(data.tasks) == [f"{a}_{s}" for a in ("bent", "square", "sinc") for s in range(5)]
-    assert data.input_shape == (200,) and data.default_backbone == "mlp"
+    assert data.input_shape == (200,) and data.default_backbone == "mlp_select"  # the paper's Figure 3 network
     item = data.split("train")[5]
     assert item["image"].shape == (200,) and item["image"].dtype == torch.float32
     assert item["square_2"].shape == (100,) and item["meta"] == {}

@@ -99,3 +99,10 @@ def test_check_data_on_a_clean_tree_and_train_end_to_end(root, capsys):
     assert main(["train", "--dataset", "nyud", "--root", str(root), "--size", "32", "--width", "0.0625",
                  "--iterations", "2", "--batch-size", "2", "--no-progress", "--arch", "shared"]) == 0
     assert "depth/rmse" in capsys.readouterr().out
+
+
+def test_rescale_loads_the_paper_search_resolution(root):
+    data = make(root, size=None)
+    assert data.info["search_resolution"] == pytest.approx(2 / 3) and data.input_shape == (3, 560, 560)
+    search = data.rescale(2 / 3)
+    assert search.resolution == pytest.approx(2 / 3) and search.input_shape == (3, 373, 373)

@@ -153,3 +153,13 @@ def test_splits_load_in_worker_processes(root):
     data = create_data(DataConfig(dataset="pascal-context", root=str(root), size=32))
     batch = next(iter(DataLoader(data.split("train"), batch_size=2, num_workers=1)))
     assert batch["image"].shape == (2, 3, 32, 32) and batch["meta"]["id"] == ["2008_000001", "2008_000002"]
+
+
+def test_rescale_loads_the_paper_search_resolution(root):
+    data = create_data(DataConfig(dataset="pascal-context", root=str(root)))
+    assert data.resolution == 1.0 and data.info["search_resolution"] == 0.5 and data.input_shape == (3, 512, 512)
+    half = data.rescale(0.5)
+    assert half.resolution == 0.5 and half.input_shape == (3, 256, 256)
+    assert half.split("val")[0]["meta"]["size"] == (12, 16)  # the 24×32 fixture image at half resolution
+    sized = create_data(DataConfig(dataset="pascal-context", root=str(root), size=64)).rescale(0.5)
+    assert sized.input_shape == (3, 32, 32)

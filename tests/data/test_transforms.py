@@ -78,3 +78,19 @@ def test_docstring_examples_of_the_loaders_hold():
     for module in (transforms, pascal_context, nyud):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+def test_train_random_scale_divides_depth_by_the_scale_factor():
+    """Zooming in by s makes the scene look s times closer (reference loaders): depth 3 m → 3/s m;
+    invalid depth (0) and the padding stay 0."""
+    for s in (0.5, 2.0):
+        t = DenseTransform(8, KINDS, train=True, scales=(s,))
+        raw = sample(6, 8)
+        raw["depth"][0, :, :4] = 0.0  # left half invalid
+        torch.manual_seed(0)
+        out = t(raw)
+        depth = out["depth"][0]
+        assert out["depth"].shape == out["semseg"].unsqueeze(0).shape == (1, 8, 8)  # still cropped with the rest
+        valid = depth > 0
+        assert valid.any() and torch.allclose(depth[valid], torch.full_like(depth[valid], 3.0 / s))
+        assert not (depth[~valid]).any()

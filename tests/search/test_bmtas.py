@@ -176,3 +176,129 @@ def test_cli_resume_continues_an_interrupted_search_bit_exactly(tmp_path, capsys
     for key, value in a["model"].items():
         assert torch.equal(b["model"][key], value), key
     assert torch.equal(a["gen"], b["gen"]) and torch.equal(a["rng"], b["rng"])
+
+
+def _record_search(monkeypatch, data, out, cfg):
+    """Run ``cfg`` recording, in order, every α step ("a", whether Adam had state) and every search weight-optimiser step
+    ("w", whether the stem's momentum buffer existed before it), and every forward pass's sample
+    fingerprints tagged with the phase that ran it."""
+    from branchsweep.search import bmtas
+
+    events, seen, phase = [], [], ["warmup"]
+    real_arch_step, real_sgd = bmtas._arch_step, bmtas._sgd
+    calls = []
+
+    def arch_step(*args, **kw):
+        phase[0] = "arch"
+        events.append(("a", bool(args[-1].state)))  # whether the α-Adam state existed before the step
+        try:
+            return real_arch_step(*args, **kw)
+        finally:
+            phase[0] = "weights"
+
+    def sgd(model, cfg_, iterations):
+        opt, sched = real_sgd(model, cfg_, iterations)
+        calls.append(opt)
+        if len(calls) == 1:  # the search's optimiser (created before the warm-up's)
+            stem = next(model.stem.parameters())
+            opt.register_step_pre_hook(lambda o, a, k: events.append(("w", "momentum_buffer" in o.state.get(stem, {}))))
+        return opt, sched
+
+    class Recording(bmtas.Supergraph):
+        def forward(self, x, *a, **k):
+            seen.extend((phase[0], round(float(v), 4)) for v in x.flatten(1).sum(1))
+            return super().forward(x, *a, **k)
+
+    monkeypatch.setattr(bmtas, "_arch_step", arch_step)
+    monkeypatch.setattr(bmtas, "_sgd", sgd)
+    monkeypatch.setattr(bmtas, "Supergraph", Recording)
+    ctx = context(data, out)
+    run_search(cfg, ctx)
+    return ctx, events, seen
+
+
+def test_phases_keep_theta_momentum_within_a_phase_and_reset_it_once_per_architecture_change(
+        data, tmp_path, monkeypatch):
+    """The paper's cycle: an α phase (one pass over the 20 % split: 8 samples / batch 4 = 2 α steps),
+    then a θ phase (one pass over the 80 % split: 32 / 4 = 8 batches, one SGD step per task and batch).
+    Momentum is cleared once per architecture change, so it is present at every θ step of a phase but
+    the first. The α-Adam state restarts with every α phase (reference code)."""
+    cfg = tiny(weight_steps_per_arch=None, iterations=10, lam=0.5)
+    _, events, _ = _record_search(monkeypatch, data, tmp_path / "run", cfg)
+    tasks = len(TASKS)
+    alpha = [("a", False), ("a", True)]
+    cycle = alpha + [("w", False)] + [("w", True)] * (8 * tasks - 1)
+    tail = alpha + [("w", False)] + [("w", True)] * (2 * tasks - 1)  # iterations 8 and 9
+    assert events == cycle + tail
+    kept = tiny(weight_steps_per_arch=None, iterations=10, lam=0.5, reset_arch_optimizer=False)
+    _, events, _ = _record_search(monkeypatch, data, tmp_path / "kept", kept)
+    assert [e for e in events if e[0] == "a"] == [("a", False)] + [("a", True)] * 3
+
+
+def test_interleaved_scheme_resets_momentum_after_every_alpha_step(data, tmp_path, monkeypatch):
+    cfg = tiny(weight_steps_per_arch=2, iterations=6, lam=0.5)  # joint updates: one step per batch
+    _, events, _ = _record_search(monkeypatch, data, tmp_path / "run", cfg)
+    assert events == [("a", False), ("w", False), ("w", True), ("a", True), ("w", False), ("w", True),
+                      ("a", True), ("w", False), ("w", True)]  # α-Adam state kept
+
+
+@pytest.mark.parametrize("k", [None, 2])
+def test_alpha_and_theta_see_disjoint_splits(data, tmp_path, monkeypatch, k):
+    from branchsweep.search.bmtas import split_train
+
+    cfg = tiny(weight_steps_per_arch=k, iterations=10, lam=0.5)
+    ctx, _, seen = _record_search(monkeypatch, data, tmp_path / "run", cfg)
+    arch_set, weight_set = split_train(ctx, cfg)
+    prints = {name: {round(float(item["image"].sum()), 4) for item in subset}
+              for name, subset in (("arch", arch_set), ("weights", weight_set))}
+    assert not prints["arch"] & prints["weights"] and len(prints["arch"]) == 8 and len(prints["weights"]) == 32
+    by_phase = {p: {v for q, v in seen if q == p} for p in ("warmup", "arch", "weights")}
+    assert by_phase["arch"] and by_phase["arch"] <= prints["arch"]
+    assert by_phase["weights"] and by_phase["weights"] <= prints["weights"]
+    assert by_phase["warmup"] <= prints["weights"]  # the warm-up trains on the weight split too
+
+
+def test_resumed_phase_search_equals_uninterrupted(data, tmp_path):
+    """Stopping inside a θ phase and resuming replays the same α batches and θ steps."""
+    cfg = tiny(weight_steps_per_arch=None, lam=0.5, iterations=10)
+    full = run_search(cfg, context(data, tmp_path / "full"))
+    ctx = context(data, tmp_path / "parts")
+    assert run_search(cfg, ctx, stop_at=9) is None
+    ctx.resume = True
+    resumed = run_search(cfg, ctx)
+    a = torch.load(tmp_path / "full" / CHECKPOINT_NAME, weights_only=True)
+    b = torch.load(tmp_path / "parts" / CHECKPOINT_NAME, weights_only=True)
+    for key, value in a["model"].items():
+        torch.testing.assert_close(b["model"][key], value, rtol=0, atol=0, msg=key)
+    assert resumed.config == full.config
+
+
+def _resizable(size=16, resolution=1.0, search_resolution=0.5):
+    """synthetic-dense (size 16 = "full resolution") posing as a data set that rescales on load."""
+    import dataclasses
+
+    def make(factor):
+        data = create_data(DataConfig(dataset="synthetic-dense", size=round(size * factor), train_samples=40,
+                                      val_samples=8, seed=0))
+        return dataclasses.replace(data, info={**data.info, "resolution": factor,
+                                               "search_resolution": search_resolution}, rescale=make)
+    return make(resolution)
+
+
+def test_search_reads_the_paper_resolution_and_prices_at_full_resolution(tmp_path):
+    from branchsweep.search.bmtas import pricing_spec, search_data
+
+    full = _resizable()
+    ctx = context(full, tmp_path / "run")
+    result = run_search(tiny(lam=0.5), ctx)
+    start = json.loads(result.log_path.read_text().splitlines()[0])
+    assert start["search_input_shape"] == [3, 8, 8] and start["priced_input_shape"] == [3, 16, 16]
+    # λ's meaning does not depend on how the data were loaded: a half-resolution copy prices the same
+    half = full.rescale(0.5)
+    spec_half = create_backbone("mobilenet_v2", width=0.1, input_size=8)
+    assert pricing_spec(spec_half, half).input_shape == (3, 16, 16)
+    assert search_data(context(half, tmp_path / "h"), tiny()) is half  # already resized: read as given
+    assert search_data(ctx, tiny(search_resolution=1.0)) is full  # the 'w/o resizing' ablation
+    with pytest.raises(ConfigError, match="cannot be rescaled"):
+        plain = create_data(DataConfig(dataset="synthetic-dense", size=16, train_samples=40, val_samples=8))
+        search_data(context(plain, tmp_path / "p"), tiny(search_resolution=0.5))

@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 
 #: Tiny problem: 3 regression tasks of ltb-synthetic on a 4-layer MLP of 16 units; seconds per trial.
 TINY_DATA = DataConfig(dataset="ltb-synthetic", train_samples=64, val_samples=16, tasks=["bent_0", "square_0", "sinc_0"])
-TINY_MODEL = ModelConfig(width=0.16)
+TINY_MODEL = ModelConfig(backbone="mlp", width=0.16)
 TINY_TRAIN = TrainConfig(iterations=10, batch_size=16, eval_batch_size=16, progress=False)
 TINY_SEARCH = {"ltb": {"iterations": 10, "batch_size": 16},
                "bmtas": {"iterations": 10, "warmup_iterations": 4, "batch_size": 8, "checkpoint_every": 0}}

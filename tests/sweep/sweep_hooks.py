@@ -11,6 +11,8 @@ unchanged:
 * ``crash-after-export`` (its text: the sweep's run folder): the first search trial that reports its
   priced architecture then loses its exported files (as on another node: the Ray checkpoint is the only copy)
   and raises, once;
+* ``crash-mid-retrain`` (its text: the sweep's scratch root): the first search trial that reports a retrain
+  checkpoint then loses its whole scratch folder (as if its node were reclaimed) and raises, once;
 * ``warmup-saves.log`` / ``warmup-loads.log``: one line per ``torch.save`` / ``torch.load`` of a cached
   BMTAS warm-up (a ``bmtas-warmup-*`` file), written by whichever process did it.
 """
@@ -75,8 +77,24 @@ def _wrap_tune_report() -> None:
         shutil.rmtree(work / "search", ignore_errors=True)
         raise RuntimeError("crash injected by the test after the architecture was exported and reported")
 
-    report._branchsweep_test_hook = True
-    ray.tune.report = report
+    def report_then_crash_mid_retrain(metrics, *args, **kwargs):
+        report(metrics, *args, **kwargs)  # persisted before it returns
+        folder = hooks_dir()
+        arm = folder / "crash-mid-retrain" if folder else None
+        checkpoint = kwargs.get("checkpoint", args[0] if args else None)
+        if metrics.get("phase") != "retrain" or checkpoint is None or metrics.get("is_baseline") \
+                or arm is None or not arm.exists():
+            return
+        try:
+            scratch = Path(arm.read_text().strip())
+            arm.unlink()  # once
+        except FileNotFoundError:
+            return
+        shutil.rmtree(scratch, ignore_errors=True)  # as if the node were gone: only the Ray checkpoint is left
+        raise RuntimeError("crash injected by the test in the middle of a retrain")
+
+    report._branchsweep_test_hook = report_then_crash_mid_retrain._branchsweep_test_hook = True
+    ray.tune.report = report_then_crash_mid_retrain
 
 
 def _count_warmup_files() -> None:

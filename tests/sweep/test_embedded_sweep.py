@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -34,10 +35,22 @@ def test_smoke_sweep_runs_end_to_end_on_a_private_ray(tmp_path):
     assert "[sweep] Ray: started a private instance" in log and "1 node(s), 2 CPU" in log
     df = pd.read_parquet(out / "results.parquet")
     assert sorted(df[df.is_baseline].label) == ["Shared", "Single"]
-    search = df[~df.is_baseline]
-    assert len(search) == 2 and (df.status == "ok").all() and search.delta_m.notna().all()
+    assert (df.status == "ok").all() and df.delta_m.notna().all() and df["delta_m/se"].notna().all()
+    searched = df[~df.is_baseline & df.baseline_kind.isna()]
     # The smoke preset's points are evaluated first: one BMTAS and one LTB trial.
-    assert sorted(search.method) == ["bmtas", "ltb"]
+    assert sorted(searched.method) == ["bmtas", "ltb"]
+    # Controls: built for front points of the searched methods, at their MAdds.
+    controls = df[df.baseline_kind.notna()]
+    assert set(controls.method) <= {"permuted", "vanilla"} and "vanilla" in set(controls.method)
+    assert set(controls.baseline_of) <= set(searched.trial_id)
+    # Seeds are replicates: two retrain seeds per trial, and no seed among the sampled parameters.
+    assert (df.replicates == 2).all() and not [c for c in df.columns if c.startswith("hp/") and "seed" in c]
+    long = pd.read_parquet(out / "replicates.parquet")
+    assert len(long) == 2 * len(df) and sorted(set(long.retrain_seed)) == [0, 1]
+    trivial = json.loads((out / "trivial.json").read_text())
+    assert set(trivial) >= {"semseg/mIoU", "depth/rmse", "normals/mean"}
+    report = (out / "report" / "report.md").read_text()
+    assert "Margin over the trivial predictor" in report and "front vs" in report and "Single − Shared: Δm" in report
     for name in ("report.md", "report.html", "pareto.png"):
         assert (out / "report" / name).is_file(), name
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing written to the working directory

@@ -5,8 +5,11 @@ cluster."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -20,8 +23,8 @@ from branchsweep.sweep import SearchSpace, SweepConfig, run_sweep
 
 pytestmark = pytest.mark.ray
 
-LTB_POINT = {"method": "ltb", "seed": 0, "ltb.child_nodes": 2, "ltb.schedule": "inverse_sqrt", "ltb.tau0": 50.0}
-BMTAS_POINT = {"method": "bmtas", "seed": 0, "bmtas.lambda": 0.1, "bmtas.schedule": "linear", "bmtas.tau0": 5.0}
+LTB_POINT = {"method": "ltb", "ltb.child_nodes": 2, "ltb.schedule": "inverse_sqrt", "ltb.tau0": 50.0}
+BMTAS_POINT = {"method": "bmtas", "bmtas.lambda": 0.1, "bmtas.schedule": "linear", "bmtas.tau0": 5.0}
 
 
 def _config(out: Path, **kw) -> SweepConfig:
@@ -54,7 +57,7 @@ def test_failing_trial_is_recorded_and_duplicates_reuse_the_retrain(ray_local, t
     assert "retrain dedup: 1 of 4 trials reused a cached retrain" in log
     assert "failed 1" in log
     spec = json.loads((outcome.run_dir / "metrics.json").read_text())  # what the report reads
-    metric_columns = {c for c in df.columns if "/" in c and not c.startswith("hp/")}
+    metric_columns = {c for c in df.columns if "/" in c and not c.startswith(("hp/", "delta_m")) and not c.endswith("/se")}
     assert set(spec["primary"]) <= metric_columns <= set(spec["directions"])
 
 
@@ -133,6 +136,40 @@ def _probe(env: dict[str, str], local: bool) -> tuple[dict, str]:
     return json.loads(line[len("PROBE "):]), proc.stdout
 
 
+def test_retrain_retried_from_its_last_checkpoint_after_losing_its_scratch(ray_local, tmp_path, monkeypatch):
+    """A search trial crashes right after its retrain reported the checkpoint of iteration 4, and its
+    node-local scratch is gone (as on a reclaimed node): the retry restores the Ray checkpoint and
+    continues at iteration 5; iterations 1-4 and the search are not run again. Progress reports reach
+    Ray's MLflow logger (a local file store), several per trial."""
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps the file store behind this switch
+    hooks, scratch = ray_local / "hooks", tmp_path / "scratch"
+    (hooks / "crash-mid-retrain").write_text(str(scratch))
+    base = tiny_base()
+    base = dataclasses.replace(base, train=dataclasses.replace(base.train, checkpoint_every=4))
+    try:
+        outcome = run_sweep(_config(tmp_path / "run", base=base, num_trials=1, concurrency=1, max_failures=1,
+                                    baselines=("single",), points=[LTB_POINT], scratch=str(scratch),
+                                    progress_every_s=0.0, mlflow_uri=f"file://{tmp_path / 'mlruns'}"))
+    finally:
+        (hooks / "crash-mid-retrain").unlink(missing_ok=True)
+    df = pd.read_parquet(outcome.results_path)
+    search = df[~df.is_baseline]
+    assert len(search) == 1 and (search.status == "ok").all(), search.to_dict("records")
+    text = _log(outcome.run_dir / "trials" / search.trial_id.iloc[0])
+    first = re.findall(r"retrain: first step this attempt is iteration (\d+) \(node \w+\)", text)
+    assert first == ["1", "5"], text  # the retry resumed after the checkpoint of iteration 4
+    assert text.count("] search ltb") == 1 and "already exported by an earlier attempt" in text, text
+    assert text.count(" done: ") == 1
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"file://{tmp_path / 'mlruns'}")
+    experiment = client.get_experiment_by_name("t")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) >= 2  # the Single baseline and the search trial
+    history = max((client.get_metric_history(r.info.run_id, "retrain/loss") for r in runs), key=len)
+    assert len(history) >= 5 and all(math.isfinite(m.value) for m in history)
+
+
 def test_default_joins_a_ray_start_cluster_and_local_starts_a_private_one(foreign_cluster):
     address, env = foreign_cluster
     assert address.startswith("127.0.0.1:")  # tests keep Ray on the loopback interface (tests/conftest.py)
@@ -154,7 +191,7 @@ import sweep_hooks
 sweep_hooks.register_gate()
 from conftest import tiny_base
 from branchsweep.sweep import SearchSpace, SweepConfig, run_sweep
-point = {{"method": "ltb", "seed": 0, "ltb.schedule": "inverse_sqrt", "ltb.tau0": 50.0}}
+point = {{"method": "ltb", "ltb.schedule": "inverse_sqrt", "ltb.tau0": 50.0}}
 points = [{{**point, "ltb.child_nodes": 1}}, {{**point, "ltb.child_nodes": 2}},
           {{**point, "ltb.child_nodes": 2, "ltb.schedule": "gate"}}]
 cfg = SweepConfig(name="r", out=Path({out!r}), base=tiny_base(),

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from data.fixtures import write_celeba, write_nyud, write_pascal_context
+from data.taskonomy_fixture import write_taskonomy
 
 from branchsweep.data import create_data
 from branchsweep.factory import build_spec
@@ -24,6 +25,7 @@ from branchsweep.sweep import to_trial_config
 SWEEPS = Path(__file__).resolve().parents[2] / "sweeps"
 SCRIPTS = sorted(p.stem for p in SWEEPS.glob("*.py") if not p.stem.startswith("_") and p.stem != "fake_autoscale")
 FIXTURES = {"pascal-context": write_pascal_context, "nyud": write_nyud, "celeba": write_celeba}
+FIXTURES["taskonomy"] = write_taskonomy
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +76,7 @@ def test_preset_builds_a_valid_config(sweep_modules, script, smoke, tmp_path):
     assert spec.num_layers >= 2
     # Every trial this sweep can launch validates (TrialConfig.validate checks the method's settings):
     # the baselines, the preset's points and samples of the space.
-    launched = [{"method": b, "seed": 0} for b in cfg.baselines]
+    launched = [{"method": b} for b in cfg.baselines]
     trials = [to_trial_config(p, cfg.base, baseline=True) for p in launched]
     trials += [to_trial_config(p, cfg.base) for p in [*cfg.points, *_sampled_params(cfg.space, 8)]]
     assert {t.method for t in trials} == {*cfg.baselines, *cfg.space.methods}  # (seeded samples)
@@ -96,4 +98,31 @@ def test_local_beside_a_cluster_address_exits_2_with_one_line(sweep_modules, mon
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("error: --local starts a private Ray instance"), err
+    assert not (tmp_path / "run").exists()
+
+
+#: Sweep-script user mistakes and the one line each must end in (exit 2, no traceback, nothing started).
+SWEEP_MISTAKES = [
+    (["--resume"], "--resume needs the sweep's prefix or run folder"),
+    (["--resume", "{tmp}/nothing"], "holds no sweep to resume (no sweep.json)"),
+    (["--time-budget", "0"], "--time-budget must be > 0 seconds"),
+    (["--num-trials", "0"], "--num-trials and --concurrency must be >= 1"),
+    (["--max-failures", "-1"], "--max-failures must be >= 0"),
+    (["--backend", "direct", "--gpus-per-trial", "1"], "GPU trials need --backend train or auto"),
+    (["--cpus-per-trial", "0"], "--cpus-per-trial must be > 0"),
+    (["--plugin", "no_such_plugin_module"], "no_such_plugin_module"),
+]
+
+
+@pytest.mark.parametrize("argv, message", SWEEP_MISTAKES)
+def test_sweep_flag_mistakes_exit_2_with_one_line(sweep_modules, capsys, tmp_path, argv, message):
+    from _common import main
+
+    module = sweep_modules["synthetic_pareto"]
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    out = ["--out", str(tmp_path / "run")] if argv != ["--resume"] else []
+    code = main(module.PRESET, module.SMOKE, argv=["--smoke", *out, *argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
     assert not (tmp_path / "run").exists()

@@ -23,13 +23,13 @@ def test_trial_through_torch_trainer(ray_local, tmp_path):
     base = tiny_base()
     # The Single baseline in the trial's cache (run here, without Ray): the Shared trial's Δm is then
     # measured against it, so Δm is a real comparison and not 0 by definition.
-    single = run_trial(to_trial_config({"method": "single", "seed": 0}, base, baseline=True), tmp_path / "single",
+    single = run_trial(to_trial_config({"method": "single"}, base, baseline=True), tmp_path / "single",
                        SweepCaches(tmp_path / "cache"))
     settings = TrialSettings(base=base, run_dir=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"),
                              backend="train", cpus_per_trial=1.0, baseline=True)
     assert settings.resolved_backend == "train"
     trainable = tune.with_resources(tune.with_parameters(sweep_trial, settings=settings), settings.tune_resources())
-    grid = tune.Tuner(trainable, param_space={"method": "shared", "seed": 0},
+    grid = tune.Tuner(trainable, param_space={"method": "shared"},
                       run_config=tune.RunConfig(storage_path=str(tmp_path / "tune"), name="one", verbose=0)).fit()
     result = grid[0]
     assert result.error is None

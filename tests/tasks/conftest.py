@@ -35,6 +35,11 @@ def _depth(task: Task, g: torch.Generator, labelled: bool) -> Batch:
     return torch.randn(B, 1, H, W, generator=g), target if labelled else torch.zeros_like(target)
 
 
+def _continuous(task: Task, g: torch.Generator, labelled: bool) -> Batch:
+    target = torch.rand(B, 1, H, W, generator=g) * 2 - 1
+    return torch.randn(B, 1, H, W, generator=g), target if labelled else torch.full_like(target, torch.nan)
+
+
 def _vector(task: Task, g: torch.Generator, labelled: bool) -> Batch:
     target = torch.randn(B, task.out_channels, generator=g)
     return torch.randn(B, task.out_channels, generator=g), target if labelled else torch.full_like(target, torch.nan)
@@ -49,6 +54,8 @@ def _attribute(task: Task, g: torch.Generator, labelled: bool) -> Batch:
 SAMPLERS: dict[str, Callable[[Task, torch.Generator, bool], Batch]] = {
     "semseg": _classes, "human_parts": _classes, "parts": _classes, "sal": _binary_map, "edge": _binary_map,
     "normals": _normals, "depth": _depth, "regression": _vector, "binary": _attribute,
+    "segment_semantic": _classes, "normal": _normals, "depth_zbuffer": _depth, "keypoints2d": _continuous,
+    "edge_texture": _continuous,
 }
 
 

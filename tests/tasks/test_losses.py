@@ -76,11 +76,21 @@ def test_edge_task_loss_takes_its_positive_weight():
 
 def test_normals_l1_normalises_predictions_and_skips_invalid_pixels():
     # pixel 0: prediction (3, 4, 0) → (0.6, 0.8, 0), label (1, 0, 0): |0.4| + |0.8| + 0 = 1.2
-    # pixel 1: label is the zero vector (invalid) → left out; mean over 3 channels of pixel 0
+    # pixel 1: label is the zero vector (invalid) → left out; sum over the 3 channels / 1 valid pixel
     pred = torch.tensor([[[[3.0, 9.0]], [[4.0, 9.0]], [[0.0, 9.0]]]])
     target = torch.tensor([[[[1.0, 0.0]], [[0.0, 0.0]], [[0.0, 0.0]]]])
-    assert losses.normals_l1(pred, target).item() == pytest.approx(1.2 / 3)
-    assert losses.normals_l1(pred * 7.0, target).item() == pytest.approx(1.2 / 3)
+    assert losses.normals_l1(pred, target).item() == pytest.approx(1.2)
+    assert losses.normals_l1(pred * 7.0, target).item() == pytest.approx(1.2)
+
+
+def test_normals_l1_sums_channels_and_averages_over_valid_pixels():
+    """The reference code's reduction (ω = 10 was tuned on it): (2,0,0) vs (0,1,0) → |1| + |−1| + 0 = 2."""
+    assert losses.normals_l1(torch.tensor([[[[2.0]], [[0.0]], [[0.0]]]]),
+                             torch.tensor([[[[0.0]], [[1.0]], [[0.0]]]])).item() == pytest.approx(2.0)
+    # two valid pixels with losses 2 and 0 → 1 (the divisor counts pixels, not channel entries)
+    pred = torch.tensor([[[[2.0, 0.0]], [[0.0, 1.0]], [[0.0, 0.0]]]])
+    target = torch.tensor([[[[0.0, 0.0]], [[1.0, 1.0]], [[0.0, 0.0]]]])
+    assert losses.normals_l1(pred, target).item() == pytest.approx(1.0)
 
 
 def test_depth_l1_over_valid_pixels_only():
