@@ -8,6 +8,8 @@ on the MobileNetV2 supergraph with the five PASCAL-Context tasks, timed with eac
 * ``no fusion``: candidates never fused (``FUSE_LIMIT`` below any tensor);
 * ``no dilated input gradient``: dilated depthwise convolutions back-propagate through PyTorch's own
   CPU kernel;
+* ``no shifted weight gradient``: their weight gradient is PyTorch's kernel on small maps too
+  (``SMALL_MAP`` below any map);
 * ``plain``: ``Supergraph(fuse=False)``, plain module calls.
 
 Every variant holds the same parameters and computes the same values; the variants run interleaved
@@ -36,21 +38,23 @@ from branchsweep.search.supergraph import Supergraph, gumbel_softmax_weights
 from branchsweep.tasks import create_task
 
 TASKS = ("semseg", "human_parts", "sal", "normals", "edge")
-VARIANTS = ("all", "no fusion", "no dilated input gradient", "plain")
+VARIANTS = ("all", "no fusion", "no dilated input gradient", "no shifted weight gradient", "plain")
 
 
 @contextlib.contextmanager
 def switched_off(variant: str) -> Iterator[None]:
     """Patch :mod:`branchsweep.search.fused` so that ``variant``'s part is not used."""
-    saved = fused.FUSE_LIMIT, fused._fast_depthwise
+    saved = fused.FUSE_LIMIT, fused._fast_depthwise, fused.SMALL_MAP
     if variant == "no fusion":
         fused.FUSE_LIMIT = -1
     elif variant == "no dilated input gradient":
         fused._fast_depthwise = lambda *args: False
+    elif variant == "no shifted weight gradient":
+        fused.SMALL_MAP = -1
     try:
         yield
     finally:
-        fused.FUSE_LIMIT, fused._fast_depthwise = saved
+        fused.FUSE_LIMIT, fused._fast_depthwise, fused.SMALL_MAP = saved
 
 
 def weight_step(size: int, width: float, batch: int, channels_last: bool, plain: bool) -> Callable[[], None]:
