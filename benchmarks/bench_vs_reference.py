@@ -16,11 +16,14 @@ tensors (labels in each code base's own format) and each code base's own losses 
   (α-only gradient, exact expected-MAdds loss, Adam), followed by what the search does after every
   α step (BatchNorm statistics and momentum reset). Configurations:
 
-  - ``soft``: relaxed Gumbel-softmax samples, one task after the other (``per_task``: the paper's
-    sequential update, one task's graph alive at a time), the supergraph's fused evaluation and CPU
-    kernels (:mod:`branchsweep.search.fused`), channels-last (``Runtime(channels_last=True)``);
+  - ``soft``: relaxed Gumbel-softmax samples, one task after the other as the search runs by
+    default (the paper's sequential update: per task a forward and backward pass and an SGD step, one
+    task's graph alive at a time; the α step per task too, ``per_task``), the supergraph's fused
+    evaluation and CPU kernels (:mod:`branchsweep.search.fused`), channels-last
+    (``Runtime(channels_last=True)``);
   - ``soft-nchw``: the same in the default (NCHW) memory format;
-  - ``soft-joint``: ``soft`` with one joint forward/backward of all tasks (more memory);
+  - ``soft-joint``: one joint forward/backward of all tasks and one SGD step (``task_updates
+    joint``; more memory);
   - ``soft-before``: the implementation before this work (joint, candidate by candidate:
     ``Supergraph(fuse=False)``, NCHW);
   - ``hard``: straight-through hard samples, joint, fused, channels-last.
@@ -274,7 +277,11 @@ def branchsweep_harness(config: str, size: int, batch: int, cache_dir: str) -> H
     model = runtime.prepare(Supergraph(spec, tasks, fuse=config != "soft-before").train())
     w_opt, w_sched = _sgd(model, cfg, cfg.iterations)
     arch_opt = torch.optim.Adam([model.alpha], lr=cfg.arch_lr, weight_decay=cfg.arch_weight_decay)
-    step = TrainStep([w_opt], tasks, runtime, schedulers=[w_sched], per_task=cfg.per_task)
+    sequential = config in ("soft", "soft-nchw")  # the search's default: one SGD step per task and batch
+    if sequential:
+        task_steps = [TrainStep([w_opt], [t], runtime) for t in tasks]
+    else:
+        step = TrainStep([w_opt], tasks, runtime, schedulers=[w_sched], per_task=cfg.per_task)
     layer_madds = table.layer_tensor()
     scale = resource_scale(cfg, layer_madds, len(tasks))
     gen = torch.Generator().manual_seed(0)
@@ -284,7 +291,12 @@ def branchsweep_harness(config: str, size: int, batch: int, cache_dir: str) -> H
 
     def weight_step() -> None:
         w = gumbel_softmax_weights(model.alpha.detach(), TAU, cfg.hard, gen)
-        step(lambda x, tasks=None: model(x, weights=w, tasks=tasks), data)
+        if sequential:  # as run_search does with the paper's phases (task_updates "sequential")
+            for t, task_step in zip(tasks, task_steps):
+                task_step(lambda x, name=t.name: model(x, weights=w, tasks=[name]), data)
+            w_sched.step()
+        else:
+            step(lambda x, tasks=None: model(x, weights=w, tasks=tasks), data)
 
     def arch_step() -> None:
         _arch_step(model, ctx, cfg, data, runtime, TAU, gen, layer_madds, scale, "exact", arch_opt)  # type: ignore[arg-type]

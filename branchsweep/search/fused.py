@@ -26,15 +26,13 @@ candidates qualifies, and anything else runs candidate by candidate. Random oper
 training) draw their masks candidate by candidate in order, so even the random number stream is the
 one of the sequential evaluation.
 
-When to fuse is :func:`worth_fusing`: always on a GPU (fewer, larger kernels), on a CPU only for small
-tensors, where the calls are short and many. The same handlers evaluate single candidates too
-(``k = 1``), for two CPU kernels that compute the same values faster than PyTorch's defaults on
-small maps:
-
-* 1×1 convolutions as one matrix product over all pixels of the batch (``_pointwise_conv``; PyTorch
-  multiplies image by image, group by group);
-* dilated depthwise convolutions with their input gradient computed as a convolution with the flipped
-  kernel (``_DilatedDepthwise``; PyTorch's CPU backward takes 10–40 times the forward's time).
+When to fuse is :func:`worth_fusing`: on a GPU when all candidates of a layer read the input (fewer,
+larger kernels, shapes that stay the same from step to step), on a CPU only for small tensors, where
+the calls are short and many. On a CPU, dilated depthwise convolutions take their input
+gradient as a convolution with the flipped kernel (``_DilatedDepthwise``): PyTorch's CPU backward of
+these takes 10–40 times the forward's time, most of all on the wide tensors of fused candidates; on
+small channels-last maps their weight gradient is a sum of shifted products
+(:func:`depthwise_weight_grad`). The same handlers evaluate single candidates too (``k = 1``), so this applies without fusion as well.
 """
 
 from __future__ import annotations
@@ -59,8 +57,6 @@ _DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.FeatureA
 _RANDOM = (*_DROPOUT, nn.RReLU)
 #: CPU: candidates are fused while their inputs together hold at most this many elements (:func:`worth_fusing`).
 FUSE_LIMIT = 1 << 16
-#: CPU: NCHW feature maps with fewer pixels than this take the 1×1-convolution-as-one-product path.
-SMALL_MAP = 256
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -95,8 +91,8 @@ class _DilatedDepthwise(torch.autograd.Function):
 
     The input gradient of a stride-1 convolution with "same" padding is the convolution of the output
     gradient with the flipped kernel; computed that way it costs what the forward costs, where
-    PyTorch's CPU backward of dilated depthwise convolutions takes 10-40 times as long. The weight and
-    bias gradients are PyTorch's own.
+    PyTorch's CPU backward of dilated depthwise convolutions takes 10-40 times as long. The weight
+    gradient is :func:`depthwise_weight_grad`.
     """
 
     @staticmethod
@@ -112,12 +108,50 @@ class _DilatedDepthwise(torch.autograd.Function):
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             grad_x = F.conv2d(grad, weight.flip(-2, -1), None, 1, padding, dilation, x.shape[1])
-        if ctx.needs_input_grad[1] or (has_bias and ctx.needs_input_grad[2]):
-            # PyTorch's CPU weight gradient of these convolutions is about twice as fast in NCHW
-            _, grad_w, grad_b = torch.ops.aten.convolution_backward(
-                grad.contiguous(), x.contiguous(), weight, [weight.shape[0]] if has_bias else None, [1, 1], list(padding), list(dilation),
-                False, [0, 0], x.shape[1], [False, ctx.needs_input_grad[1], has_bias and ctx.needs_input_grad[2]])
+        if has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad.sum((0, 2, 3))
+        if ctx.needs_input_grad[1]:
+            grad_w = depthwise_weight_grad(grad, x, weight, padding, dilation)
         return grad_x, grad_w, grad_b, None, None
+
+
+#: Channels-last maps with at most this many positions (batch × height × width) take the depthwise
+#: weight gradient by shifted slices (:func:`depthwise_weight_grad`).
+SMALL_MAP = 512
+
+
+def depthwise_weight_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, padding: tuple[int, int],
+                          dilation: tuple[int, int]) -> torch.Tensor:
+    """The gradient of ``weight`` ``[C, 1, kh, kw]`` in a stride-1 depthwise convolution with "same" padding.
+
+    ``dW[c, 0, i, j] = Σ_{n,y,x} g[n, c, y, x] · x[n, c, y + i·d_h - p_h, x + j·d_w - p_w]`` (out-of-range
+    positions are the zero padding). On small channels-last maps (at most :data:`SMALL_MAP` positions)
+    each tap is one product of the two overlapping windows, reduced over batch and space with the
+    channels contiguous: 3–8× faster than PyTorch's CPU kernel there (its NCHW kernel pays per channel,
+    its channels-last one more). Larger maps use PyTorch's kernel in the tensors' own memory format,
+    which is the faster one there.
+    """
+    n, c, h, w = x.shape
+    kh, kw = weight.shape[-2:]
+    if not (x.is_contiguous(memory_format=torch.channels_last) and n * h * w <= SMALL_MAP):
+        cl = x.is_contiguous(memory_format=torch.channels_last)
+        fmt = torch.channels_last if cl else torch.contiguous_format
+        return torch.ops.aten.convolution_backward(
+            grad.contiguous(memory_format=fmt), x.contiguous(memory_format=fmt), weight, None, [1, 1],
+            list(padding), list(dilation), False, [0, 0], c, [False, True, False])[1]
+    grad = grad.contiguous(memory_format=torch.channels_last)
+    g_nhwc, x_nhwc = grad.permute(0, 2, 3, 1), x.permute(0, 2, 3, 1)  # contiguous: channels innermost
+    out = x.new_zeros(kh, kw, c)
+    for i in range(kh):
+        dy = i * dilation[0] - padding[0]
+        y0, y1 = max(0, -dy), min(h, h - dy)
+        for j in range(kw):
+            dx = j * dilation[1] - padding[1]
+            x0, x1 = max(0, -dx), min(w, w - dx)
+            if y1 > y0 and x1 > x0:
+                prod = g_nhwc[:, y0:y1, x0:x1] * x_nhwc[:, y0 + dy:y1 + dy, x0 + dx:x1 + dx]
+                torch.sum(prod, (0, 1, 2), out=out[i, j])
+    return out.permute(2, 0, 1).unsqueeze(1).contiguous()
 
 
 def _fast_depthwise(conv: nn.Conv2d, x: torch.Tensor, groups: int) -> bool:
@@ -132,43 +166,8 @@ def _fast_depthwise(conv: nn.Conv2d, x: torch.Tensor, groups: int) -> bool:
     return 2 * conv.padding[0] == conv.dilation[0] * (kh - 1) and 2 * conv.padding[1] == conv.dilation[1] * (kw - 1)
 
 
-def _is_pointwise(conv: nn.Module) -> bool:
-    """A 1×1 convolution without stride, padding, dilation or groups: a matrix product per pixel."""
-    return (isinstance(conv, nn.Conv2d) and conv.kernel_size == (1, 1) and conv.stride == (1, 1)
-            and conv.padding == (0, 0) and conv.dilation == (1, 1) and conv.groups == 1)
-
-
-def _pointwise_conv(mods: Sequence[nn.Conv2d], x: torch.Tensor, shared: bool) -> torch.Tensor:
-    """``k`` 1×1 convolutions as matrix products over all pixels of the batch (CPU).
-
-    PyTorch's CPU path for 1×1 convolutions multiplies one image at a time (and one group at a time):
-    on small maps these are thin products; one product over the ``B·H·W`` pixels of the batch per
-    candidate is the same sum in a few large products. A channels-last input is already a
-    ``[B·H·W, C]`` matrix, and so is the output.
-    """
-    k = len(mods)
-    batch, _, height, width = x.shape
-    bias = _cat([m.bias for m in mods])
-    if x.is_contiguous(memory_format=torch.channels_last):
-        rows = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])  # [B·H·W, k·C_in] (a view)
-        if shared:
-            y = F.linear(rows, _cat([m.weight.flatten(1) for m in mods]), bias)
-        else:
-            parts = rows.chunk(k, dim=1)
-            y = torch.cat([F.linear(p, m.weight.flatten(1)) for p, m in zip(parts, mods)], dim=1)
-            y = y if bias is None else y + bias
-        return y.view(batch, height, width, -1).permute(0, 3, 1, 2)
-    weight = mods[0].weight.flatten(1)[None] if k == 1 else torch.stack([m.weight for m in mods]).flatten(2)
-    cols = x.flatten(2).transpose(0, 1).flatten(1)  # [k·C_in, B·H·W]
-    if shared:
-        y = weight.flatten(0, 1) @ cols  # [k·C_out, B·H·W]
-    else:
-        y = torch.bmm(weight, cols.unflatten(0, (k, -1))).flatten(0, 1)
-    y = y.unflatten(1, (batch, height * width)).transpose(0, 1).unflatten(2, (height, width))
-    return y.contiguous() + bias.view(1, -1, 1, 1) if bias is not None else y.contiguous()
-
-
 def _cat(tensors: Sequence[torch.Tensor | None]) -> torch.Tensor | None:
+    """The tensors concatenated along dimension 0 (one of them as it is; None for absent parameters)."""
     if tensors[0] is None:
         return None
     return tensors[0] if len(tensors) == 1 else torch.cat(list(tensors))  # type: ignore[arg-type]
@@ -183,17 +182,16 @@ def _one_by_one(mods: Sequence[nn.Module], value: Wide) -> Wide:
 
 # ----------------------------------------------------------------------------------------- handlers
 def _sequential(mods: Sequence[nn.Module], value: Wide) -> Wide:
+    """Sequential containers: their children, position by position."""
     for children in zip(*(list(m) for m in mods)):
         value = run(children, value)
     return value
 
 
 def _conv(mods: Sequence[nn.Conv2d | nn.Conv1d], value: Wide) -> Wide:
+    """Convolutions: concatenated weights; ``k`` times the groups on a wide input."""
     c0, k = mods[0], len(mods)
     x, shared = value
-    if x.device.type == "cpu" and x.dim() == 4 and _is_pointwise(c0) and (
-            x.shape[-1] * x.shape[-2] < SMALL_MAP or x.is_contiguous(memory_format=torch.channels_last)):
-        return _pointwise_conv(mods, x, shared), False  # type: ignore[arg-type]
     weight = _cat([m.weight for m in mods])
     bias = _cat([m.bias for m in mods])
     conv = F.conv2d if isinstance(c0, nn.Conv2d) else F.conv1d
@@ -206,6 +204,7 @@ def _conv(mods: Sequence[nn.Conv2d | nn.Conv1d], value: Wide) -> Wide:
 
 
 def _batchnorm(mods: Sequence[nn.modules.batchnorm._BatchNorm], value: Wide) -> Wide:
+    """BatchNorm over ``k·C`` channels, running statistics updated as ``k`` BatchNorms would."""
     b0, k = mods[0], len(mods)
     x = as_wide(value, k)
     factor = 0.0 if b0.momentum is None else b0.momentum
@@ -234,6 +233,7 @@ def _batchnorm(mods: Sequence[nn.modules.batchnorm._BatchNorm], value: Wide) -> 
 
 
 def _linear(mods: Sequence[nn.Linear], value: Wide) -> Wide:
+    """Linear layers: one product on a shared input, a batched product on a wide one."""
     k = len(mods)
     x, shared = value
     bias = _cat([m.bias for m in mods])
@@ -247,16 +247,19 @@ def _linear(mods: Sequence[nn.Linear], value: Wide) -> Wide:
 
 
 def _pointwise(mods: Sequence[nn.Module], value: Wide) -> Wide:
+    """Parameter-free element-wise or per-channel modules: applied as they are (a shared input stays shared)."""
     x, shared = value
     return mods[0](x), shared
 
 
 def _flatten(mods: Sequence[nn.Flatten], value: Wide) -> Wide:
+    """``Flatten(1)``."""
     x, shared = value
     return mods[0](x), shared  # start_dim 1: candidate j's flattened features stay block j
 
 
 def _dropout(mods: Sequence[nn.Module], value: Wide) -> Wide:
+    """Dropout: nothing in evaluation or at p = 0, else masks drawn candidate by candidate."""
     m0 = mods[0]
     if not m0.training or getattr(m0, "p", 1.0) == 0.0:
         return value
@@ -264,11 +267,13 @@ def _dropout(mods: Sequence[nn.Module], value: Wide) -> Wide:
 
 
 def _inverted_residual(mods: Sequence[InvertedResidual], value: Wide) -> Wide:
+    """torchvision's ``InvertedResidual``: its ``conv`` sequence plus the residual."""
     out = run([m.conv for m in mods], value)
     return add_residual(out, value, len(mods)) if mods[0].use_res_connect else out
 
 
 def _bottleneck(mods: Sequence[Bottleneck | BasicBlock], value: Wide) -> Wide:
+    """torchvision's ``Bottleneck`` and ``BasicBlock``, as their ``forward`` does it."""
     k = len(mods)
     names = ("conv1", "bn1", "relu", "conv2", "bn2", "relu", "conv3", "bn3")
     if isinstance(mods[0], BasicBlock):
@@ -282,6 +287,7 @@ def _bottleneck(mods: Sequence[Bottleneck | BasicBlock], value: Wide) -> Wide:
 
 
 def _aspp(mods: Sequence[ASPP], value: Wide) -> Wide:
+    """torchvision's ``ASPP``: branches concatenated per candidate, then the projection."""
     k = len(mods)
     branches = [as_wide(run(group, value), k) for group in zip(*(list(m.convs) for m in mods))]
     res = torch.cat([b.unflatten(1, (k, -1)) for b in branches], dim=2).flatten(1, 2)
@@ -289,6 +295,7 @@ def _aspp(mods: Sequence[ASPP], value: Wide) -> Wide:
 
 
 def _aspp_pooling(mods: Sequence[ASPPPooling], value: Wide) -> Wide:
+    """torchvision's ``ASPPPooling``: pooled branch, upsampled back to the input size."""
     size = value[0].shape[-2:]
     x, shared = _sequential(mods, value)
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False), shared
@@ -330,15 +337,19 @@ def run(mods: Sequence[nn.Module], value: Wide) -> Wide:
     return handler(mods, value)
 
 
-def worth_fusing(x: torch.Tensor, k: int) -> bool:
-    """Whether ``k`` candidates reading ``x`` should run as one wide call rather than one by one.
+def worth_fusing(x: torch.Tensor, k: int, total: int) -> bool:
+    """Whether ``k`` of a layer's ``total`` candidates, reading ``x``, should run as one wide call.
 
-    On a GPU always (fewer, larger kernels). On a CPU only while the ``k`` inputs together stay small
-    (at most :data:`FUSE_LIMIT` elements): there the calls are many and short, and fusing saves their
-    overhead; on larger tensors one candidate's activations already fill the caches and a ``k`` times
-    wider tensor is slower.
+    On a GPU when all candidates do (``k == total``: relaxed samples), so that the fused shapes are the
+    same at every step — ``cudnn.benchmark`` tunes every new shape, and hard samples would give a new
+    ``k`` per stream and step; partial groups run one by one. On a CPU while the ``k`` inputs together
+    stay small (at most :data:`FUSE_LIMIT` elements): there the calls are many and short, and fusing
+    saves their overhead; on larger tensors one candidate's activations already fill the caches and a
+    ``k`` times wider tensor is slower.
     """
-    return x.device.type != "cpu" or k * x.numel() <= FUSE_LIMIT
+    if x.device.type != "cpu":
+        return k == total
+    return k * x.numel() <= FUSE_LIMIT
 
 
 # ------------------------------------------------------------------------------------------ planning
@@ -350,6 +361,8 @@ def _supported(module: nn.Module) -> bool:
         if isinstance(m, (nn.Conv1d, nn.Conv2d)) and (m.padding_mode != "zeros" or isinstance(m.padding, str)):
             return False
         if isinstance(m, nn.Flatten) and (m.start_dim != 1 or m.end_dim != -1):
+            return False
+        if getattr(m, "return_indices", False):  # pooling that returns (values, indices)
             return False
     return True
 

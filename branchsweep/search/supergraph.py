@@ -24,11 +24,12 @@ calls, the implementation the tests compare against):
 
 * with weighted routing, the candidates one stream reads in a row run as **one wide call** — ``k``
   copies of a convolution as one convolution over ``k`` times the channels, their BatchNorms as one —
-  on a GPU always, on a CPU while the tensors are small (:func:`~branchsweep.search.fused.worth_fusing`);
+  on a GPU when all candidates of the layer are needed (stable shapes for ``cudnn.benchmark``), on a CPU
+  while the tensors are small (:func:`~branchsweep.search.fused.worth_fusing`);
   the mixture ``Σ_j w_j · out_j`` is then one reduction over the wide output. Discrete routing runs
   candidates one by one, so a candidate that is not used keeps a ``None`` gradient;
-* on a CPU, 1×1 convolutions are matrix products over all pixels of the batch and dilated depthwise
-  convolutions take their input gradient as a convolution (PyTorch's own is 10–40× slower);
+* on a CPU, dilated depthwise convolutions take their input gradient as a convolution (PyTorch's own
+  is 10–40× slower);
 * evaluation order (hence BatchNorm running statistics and dropout masks) is that of the
   candidate-by-candidate code; outputs and gradients equal it up to floating-point summation order.
 
@@ -217,7 +218,7 @@ class Supergraph(nn.Module):
         for s, js in runs:
             self.evaluations += len(js)
             x = feats[s]
-            if len(js) > 1 and together and fused.worth_fusing(x, len(js)):
+            if len(js) > 1 and together and fused.worth_fusing(x, len(js), len(blocks)):
                 out = fused.evaluate([blocks[j] for j in js], x)
                 wide[(s, tuple(js))] = out
                 outputs.update(((s, j), part) for j, part in zip(js, fused.split(out, len(js))))

@@ -58,7 +58,7 @@ def test_inverted_residual_with_and_without_residual():
     _compare(lambda: InvertedResidual(8, 8, 1, 6), x.repeat(1, 3, 1, 1), shared=False)  # wide input
 
 
-def test_dilated_depthwise_and_pointwise_paths():
+def test_dilated_depthwise_path():
     def dilated():
         block = InvertedResidual(8, 8, 1, 6)
         dw = block.conv[1][0]
@@ -68,7 +68,28 @@ def test_dilated_depthwise_and_pointwise_paths():
     x = torch.randn(2, 8, 4, 4, dtype=torch.float64)
     _compare(dilated, x)
     _compare(dilated, x.contiguous(memory_format=torch.channels_last))
-    _compare(dilated, torch.randn(2, 8, 20, 20, dtype=torch.float64))  # large map: conv path for 1×1
+    _compare(dilated, torch.randn(2, 8, 20, 20, dtype=torch.float64))
+    _compare(dilated, torch.randn(2, 8, 20, 20, dtype=torch.float64).contiguous(memory_format=torch.channels_last))
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize("size,kernel,dilation", [((2, 5, 4, 4), 3, (2, 2)), ((3, 4, 6, 5), 3, (1, 3)),
+                                                  ((1, 6, 7, 7), 5, (2, 1)), ((2, 3, 3, 3), 3, (4, 4)),
+                                                  ((4, 3, 12, 12), 3, (2, 2))])
+def test_depthwise_weight_grad_equals_pytorchs(size, kernel, dilation, channels_last):
+    # shifted-slice taps on small channels-last maps (incl. taps wholly in the padding), PyTorch's kernel
+    # otherwise (the last size has 576 > SMALL_MAP positions)
+    x = torch.randn(size, dtype=torch.float64)
+    g = torch.randn(size, dtype=torch.float64)
+    if channels_last:
+        x, g = x.contiguous(memory_format=torch.channels_last), g.contiguous(memory_format=torch.channels_last)
+    w = torch.randn(size[1], 1, kernel, kernel, dtype=torch.float64)
+    padding = (dilation[0] * (kernel - 1) // 2, dilation[1] * (kernel - 1) // 2)
+    expected = torch.ops.aten.convolution_backward(g.contiguous(), x.contiguous(), w, None, [1, 1], list(padding),
+                                                   list(dilation), False, [0, 0], size[1], [False, True, False])[1]
+    got = fused.depthwise_weight_grad(g, x, w, padding, dilation)
+    assert got.shape == w.shape and got.is_contiguous()
+    torch.testing.assert_close(got, expected)
 
 
 @pytest.mark.parametrize("block", ["bottleneck", "bottleneck-down", "basic"])
@@ -120,6 +141,8 @@ def test_dilated_depthwise_gradcheck():
     fn = lambda x, w, b: fused._DilatedDepthwise.apply(x, w, b, (2, 2), (2, 2))  # noqa: E731
     assert torch.autograd.gradcheck(fn, (x, w, b))
     torch.testing.assert_close(fn(x, w, b), F.conv2d(x, w, b, 1, 2, 2, 3))
+    xc = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    assert torch.autograd.gradcheck(fn, (xc, w, b))
 
 
 def test_what_is_not_fusable():
@@ -134,5 +157,7 @@ def test_what_is_not_fusable():
 
 
 def test_fusion_policy():
-    assert fused.worth_fusing(torch.zeros(4, 16, 4, 4), 5)
-    assert not fused.worth_fusing(torch.zeros(4, 32, 64, 64), 5)
+    assert fused.worth_fusing(torch.zeros(4, 16, 4, 4), 3, 5)  # CPU: small tensors
+    assert not fused.worth_fusing(torch.zeros(4, 32, 64, 64), 5, 5)
+    meta = torch.zeros(4, 32, 64, 64, device="meta")  # not a CPU tensor: all candidates or none
+    assert fused.worth_fusing(meta, 5, 5) and not fused.worth_fusing(meta, 3, 5)
