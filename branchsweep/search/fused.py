@@ -32,7 +32,8 @@ the calls are short and many. On a CPU, dilated depthwise convolutions take thei
 gradient as a convolution with the flipped kernel (``_DilatedDepthwise``): PyTorch's CPU backward of
 these takes 10–40 times the forward's time, most of all on the wide tensors of fused candidates; on
 small channels-last maps their weight gradient is a sum of shifted products
-(:func:`depthwise_weight_grad`). The same handlers evaluate single candidates too (``k = 1``), so this applies without fusion as well.
+(:func:`depthwise_weight_grad`). The same handlers evaluate single candidates too (``k = 1``), so this
+applies without fusion as well.
 """
 
 from __future__ import annotations
@@ -395,6 +396,6 @@ def evaluate(candidates: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
 
     Equals ``torch.cat([c(x) for c in candidates], dim=1)`` (see the module docstring); the caller
     checks :func:`fusable` first. With one candidate this is that candidate's forward pass, with the
-    CPU kernels chosen here (1×1 convolutions as one product, dilated depthwise backward).
+    CPU kernels chosen here (the dilated depthwise backward).
     """
     return as_wide(run(candidates, (x, True)), len(candidates))
