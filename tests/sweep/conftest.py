@@ -115,21 +115,32 @@ def ray_local():
     (tmp / "hooks").mkdir()
     saved = {k: os.environ.get(k) for k in ray_env(tmp)}
     os.environ.update(ray_env(tmp))
-    pythonpath = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p)
     try:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1",
-                 runtime_env={"worker_process_setup_hook": "sweep_hooks.install",
-                              "env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "OMP_NUM_THREADS": "1",
-                                           "BRANCHSWEEP_TEST_HOOKS": str(tmp / "hooks"), "PYTHONPATH": pythonpath}})
+                 runtime_env=hooked_runtime_env(tmp / "hooks"))
         yield tmp
     finally:
         ray.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        restore_env(saved)
+
+
+def hooked_runtime_env(hooks: Path) -> dict:
+    """The ``runtime_env`` of a test's Ray: :mod:`sweep_hooks` installed in every worker, armed from
+    ``hooks``; fast Train health checks; one OpenMP thread; this folder importable."""
+    pythonpath = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p)
+    return {"worker_process_setup_hook": "sweep_hooks.install",
+            "env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "OMP_NUM_THREADS": "1",
+                         "BRANCHSWEEP_TEST_HOOKS": str(hooks), "PYTHONPATH": pythonpath}}
+
+
+def restore_env(saved: dict[str, str | None]) -> None:
+    """Put back the environment variables ``saved`` (None: the variable was not set)."""
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 def free_port() -> int:

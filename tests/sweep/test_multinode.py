@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import HERE, free_port, ray_env, short_tmp, tiny_base
+from conftest import free_port, hooked_runtime_env, ray_env, restore_env, short_tmp, tiny_base
 
 from branchsweep.sweep import SearchSpace, SweepConfig, run_sweep
 
@@ -50,7 +50,6 @@ def fake_cluster():
     (hooks / "hidden").write_text(str(driver_disk))  # read by each worker process when it starts
     saved = {k: os.environ.get(k) for k in ray_env(tmp)}
     os.environ.update(ray_env(tmp))  # raylets inherit this environment: Ray's files stay under tmp
-    pythonpath = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p)
 
     def ports() -> dict[str, int]:  # instead of the fixed defaults (8265, 52365) another Ray may hold
         return {"dashboard_agent_listen_port": free_port(), "dashboard_port": free_port()}
@@ -67,10 +66,7 @@ def fake_cluster():
             node = made.add_node(**common, **ports(), num_cpus=1, env_vars={"BRANCHSWEEP_SCRATCH": str(scratch)})
             workers[node.node_id] = (node, scratch)
         made.wait_for_nodes()
-        ray.init(address=made.address, log_to_driver=False,
-                 runtime_env={"worker_process_setup_hook": "sweep_hooks.install",
-                              "env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "OMP_NUM_THREADS": "1",
-                                           "BRANCHSWEEP_TEST_HOOKS": str(hooks), "PYTHONPATH": pythonpath}})
+        ray.init(address=made.address, log_to_driver=False, runtime_env=hooked_runtime_env(hooks))
         assert ray.get_runtime_context().get_node_id() == made.head_node.node_id  # the driver is on the head
         yield FakeCluster(made, workers, hooks, tmp, driver_disk)
     finally:
@@ -79,11 +75,7 @@ def fake_cluster():
         if made is not None:
             made.shutdown()  # every node's processes, head last
         shutil.rmtree(tmp, ignore_errors=True)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        restore_env(saved)
 
 
 def _kill_held_node(fake: FakeCluster, killed: list[str], errors: list[Exception],
