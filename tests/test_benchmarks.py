@@ -115,3 +115,22 @@ def test_embedded_evidence_helpers_and_bad_input(capsys):
     assert ev.deepest_grouping(BranchConfig.single(tasks, 7)) is None
     assert ev.deepest_grouping(BranchConfig.shared(tasks, 7)) == [sorted(tasks)]
     assert ev.load_preset().RELATED_BRANCH_AT == 3
+
+
+@pytest.mark.parametrize("config,sgd_steps", [("soft", 5), ("soft-joint", 1)])
+def test_reference_benchmark_branchsweep_side_runs_the_searchs_steps(bench_ref, config, sgd_steps, tmp_path,
+                                                                     monkeypatch):
+    # the side that needs no checkout: "soft" is the search's default, one SGD step per task (5 tasks)
+    import torch
+
+    torch.set_num_threads(1)
+    steps = {"sgd": 0, "adam": 0}
+    for name, cls in (("sgd", torch.optim.SGD), ("adam", torch.optim.Adam)):
+        real = cls.step
+        monkeypatch.setattr(cls, "step", lambda self, *a, _real=real, _n=name, **k: (
+            steps.__setitem__(_n, steps[_n] + 1), _real(self, *a, **k))[1])
+    harness = bench_ref.branchsweep_harness(config, 32, 2, str(tmp_path))
+    harness.weight_step()
+    assert steps == {"sgd": sgd_steps, "adam": 0}
+    harness.arch_step()
+    assert steps == {"sgd": sgd_steps, "adam": 1}  # one α update for all tasks
