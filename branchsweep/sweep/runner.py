@@ -331,6 +331,11 @@ def _tuner(cfg: SweepConfig, experiment: str, baseline: bool, progress, baseline
         log.info("restoring %s", path)
         return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False,
                                   restart_errored=False)
+    if not sweep_storage.is_uri(cfg.storage):
+        # Every retrain checkpoint beyond num_to_keep forces a snapshot of the experiment state; Tune warns
+        # when that happens within 5 s, meant for cloud storage. On a local folder the snapshot is a file
+        # copy of milliseconds, and the warning repeated itself ~10 times in the embedded sweep.
+        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     run_config = tune.RunConfig(
         name=experiment, storage_path=cfg.storage, verbose=0, callbacks=[progress, *_logger_callbacks(cfg)],
         failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
