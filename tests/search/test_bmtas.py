@@ -78,11 +78,12 @@ def test_search_exports_config_and_log(data, tmp_path):
     assert lines[-1]["event"] == "end" and lines[-1]["madds"] == result.info["madds"]
 
 
-def test_resumed_search_equals_uninterrupted(data, tmp_path):
-    cfg = tiny(lam=0.5, hard=False, iterations=4)
+def _stopped_and_resumed(cfg, data, tmp_path, stop_at):
+    """Run ``cfg`` once through and once stopped at ``stop_at`` then resumed; assert the final supergraphs
+    are bit-identical and the exports equal; return both final checkpoints."""
     full = run_search(cfg, context(data, tmp_path / "full"))
     ctx = context(data, tmp_path / "parts")
-    assert run_search(cfg, ctx, stop_at=2) is None
+    assert run_search(cfg, ctx, stop_at=stop_at) is None
     assert (tmp_path / "parts" / CHECKPOINT_NAME).is_file()
     ctx.resume = True
     resumed = run_search(cfg, ctx)
@@ -91,6 +92,11 @@ def test_resumed_search_equals_uninterrupted(data, tmp_path):
     for key, value in a["model"].items():
         torch.testing.assert_close(b["model"][key], value, rtol=0, atol=0, msg=key)
     assert resumed.config == full.config
+    return a, b
+
+
+def test_resumed_search_equals_uninterrupted(data, tmp_path):
+    a, b = _stopped_and_resumed(tiny(lam=0.5, hard=False, iterations=4), data, tmp_path, stop_at=2)
     drop = ("config", "warmup_cache")
     strip = [{k: v for k, v in e.items() if k not in drop} for e in a["log"]]
     assert strip == [{k: v for k, v in e.items() if k not in drop} for e in b["log"]]
@@ -260,17 +266,7 @@ def test_alpha_and_theta_see_disjoint_splits(data, tmp_path, monkeypatch, k):
 
 def test_resumed_phase_search_equals_uninterrupted(data, tmp_path):
     """Stopping inside a θ phase and resuming replays the same α batches and θ steps."""
-    cfg = tiny(weight_steps_per_arch=None, lam=0.5, iterations=10)
-    full = run_search(cfg, context(data, tmp_path / "full"))
-    ctx = context(data, tmp_path / "parts")
-    assert run_search(cfg, ctx, stop_at=9) is None
-    ctx.resume = True
-    resumed = run_search(cfg, ctx)
-    a = torch.load(tmp_path / "full" / CHECKPOINT_NAME, weights_only=True)
-    b = torch.load(tmp_path / "parts" / CHECKPOINT_NAME, weights_only=True)
-    for key, value in a["model"].items():
-        torch.testing.assert_close(b["model"][key], value, rtol=0, atol=0, msg=key)
-    assert resumed.config == full.config
+    _stopped_and_resumed(tiny(weight_steps_per_arch=None, lam=0.5, iterations=10), data, tmp_path, stop_at=9)
 
 
 def _resizable(size=16, resolution=1.0, search_resolution=0.5):

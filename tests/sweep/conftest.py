@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
 import shutil
 import signal
@@ -26,6 +28,7 @@ from branchsweep.config import DataConfig, ModelConfig, TrainConfig
 from branchsweep.sweep import SweepBase
 
 HERE = Path(__file__).resolve().parent
+SWEEPS = HERE.parents[1] / "sweeps"
 
 #: Tiny problem: 3 regression tasks of ltb-synthetic on a 4-layer MLP of 16 units; seconds per trial.
 TINY_DATA = DataConfig(dataset="ltb-synthetic", train_samples=64, val_samples=16, tasks=["bent_0", "square_0", "sinc_0"])
@@ -141,6 +144,17 @@ def restore_env(saved: dict[str, str | None]) -> None:
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+@contextlib.contextmanager
+def sweep_scripts(*names: str):
+    """The scripts ``names`` of ``sweeps/`` imported as modules (``{name: module}``), with the folder on
+    ``sys.path`` while they are in use."""
+    sys.path.insert(0, str(SWEEPS))
+    try:
+        yield {name: importlib.import_module(name) for name in names}
+    finally:
+        sys.path.remove(str(SWEEPS))
 
 
 def free_port() -> int:

@@ -87,13 +87,20 @@ def _wrap_tune_report() -> None:
         shutil.rmtree(work / "search", ignore_errors=True)
         raise RuntimeError("crash injected by the test after the architecture was exported and reported")
 
-    def report_then_crash_mid_retrain(metrics, *args, **kwargs):
-        report(metrics, *args, **kwargs)  # persisted before it returns
+    def armed_at_retrain_checkpoint(name, metrics, args, kwargs) -> Path | None:
+        """The arming file ``name`` when it exists and this report is a search trial's retrain checkpoint."""
         folder = hooks_dir()
-        arm = folder / "crash-mid-retrain" if folder else None
+        arm = folder / name if folder else None
         checkpoint = kwargs.get("checkpoint", args[0] if args else None)
         if metrics.get("phase") != "retrain" or checkpoint is None or metrics.get("is_baseline") \
                 or arm is None or not arm.exists():
+            return None
+        return arm
+
+    def report_then_crash_mid_retrain(metrics, *args, **kwargs):
+        report(metrics, *args, **kwargs)  # persisted before it returns
+        arm = armed_at_retrain_checkpoint("crash-mid-retrain", metrics, args, kwargs)
+        if arm is None:
             return
         try:
             scratch = Path(arm.read_text().strip())
@@ -107,12 +114,10 @@ def _wrap_tune_report() -> None:
         # A function trainable's report returns when Tune asks for the next result, i.e. after Tune has
         # processed this one: the checkpoint is the trial's latest when the node is killed.
         report_then_crash_mid_retrain(metrics, *args, **kwargs)
-        folder = hooks_dir()
-        arm = folder / "hold-mid-retrain" if folder else None
-        checkpoint = kwargs.get("checkpoint", args[0] if args else None)
-        if metrics.get("phase") != "retrain" or checkpoint is None or metrics.get("is_baseline") \
-                or arm is None or not arm.exists():
+        arm = armed_at_retrain_checkpoint("hold-mid-retrain", metrics, args, kwargs)
+        if arm is None:
             return
+        folder = arm.parent
         try:
             arm.unlink()  # once
         except FileNotFoundError:

@@ -6,12 +6,11 @@ resolution; and the table smoke variant runs end to end on a CPU (no Ray) on the
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import sweep_scripts
 from data.fixtures import write_nyud, write_pascal_context
 
 from branchsweep.data import create_data
@@ -20,17 +19,13 @@ from branchsweep.search import SearchContext
 from branchsweep.search.bmtas import pricing_spec, search_data
 from branchsweep.sweep import to_trial_config
 
-SWEEPS = Path(__file__).resolve().parents[2] / "sweeps"
 FIXTURES = {"pascal-context": write_pascal_context, "nyud": write_nyud}
 
 
 @pytest.fixture(scope="module")
 def scripts():
-    sys.path.insert(0, str(SWEEPS))
-    try:
-        yield {n: importlib.import_module(n) for n in ("_common", "bmtas_tables", "pascal_pareto", "nyud_pareto")}
-    finally:
-        sys.path.remove(str(SWEEPS))
+    with sweep_scripts("_common", "bmtas_tables", "pascal_pareto", "nyud_pareto") as modules:
+        yield modules
 
 
 def grow(root: Path, split_file: Path, copies: int) -> Path:

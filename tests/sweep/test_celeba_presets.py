@@ -3,12 +3,10 @@ the backbones at the presets' input sizes match the published baselines' paramet
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
-from pathlib import Path
 
 import pytest
+from conftest import sweep_scripts
 from data.fixtures import write_celeba
 
 from branchsweep.backbones import create_backbone
@@ -17,18 +15,14 @@ from branchsweep.search.ltb import BranchingNetwork, resolve_child_nodes
 from branchsweep.sweep import to_trial_config
 from branchsweep.tasks import create_task
 
-SWEEPS = Path(__file__).resolve().parents[2] / "sweeps"
 #: Published parameter counts of the baselines LearnToBranch-VGG / -Deep-Wide are compared with (Table 1).
 PUBLISHED = {"vgg": 2.09e6, "deep-wide": 6.41e6}
 
 
 @pytest.fixture(scope="module")
 def celeba_ltb():
-    sys.path.insert(0, str(SWEEPS))
-    try:
-        yield importlib.import_module("celeba_ltb")
-    finally:
-        sys.path.remove(str(SWEEPS))
+    with sweep_scripts("celeba_ltb") as scripts:
+        yield scripts["celeba_ltb"]
 
 
 @pytest.mark.parametrize("model", ["vgg", "deep-wide"])

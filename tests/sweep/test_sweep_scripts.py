@@ -10,11 +10,9 @@ The embedded sweep also runs end to end (tests/sweep/test_embedded_sweep.py).
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import sys
-from pathlib import Path
 
 import pytest
+from conftest import SWEEPS, sweep_scripts
 from data.fixtures import write_celeba, write_nyud, write_pascal_context
 from data.taskonomy_fixture import write_taskonomy
 
@@ -22,7 +20,6 @@ from branchsweep.data import create_data
 from branchsweep.factory import build_spec
 from branchsweep.sweep import to_trial_config
 
-SWEEPS = Path(__file__).resolve().parents[2] / "sweeps"
 SCRIPTS = sorted(p.stem for p in SWEEPS.glob("*.py") if not p.stem.startswith("_") and p.stem != "fake_autoscale")
 FIXTURES = {"pascal-context": write_pascal_context, "nyud": write_nyud, "celeba": write_celeba}
 FIXTURES["taskonomy"] = write_taskonomy
@@ -30,11 +27,8 @@ FIXTURES["taskonomy"] = write_taskonomy
 
 @pytest.fixture(scope="module")
 def sweep_modules():
-    sys.path.insert(0, str(SWEEPS))
-    try:
-        yield {name: importlib.import_module(name) for name in SCRIPTS}
-    finally:
-        sys.path.remove(str(SWEEPS))
+    with sweep_scripts(*SCRIPTS) as modules:
+        yield modules
 
 
 def test_every_documented_script_is_found():

@@ -4,28 +4,21 @@ at ``size`` → evaluate), without starting Ray."""
 
 from __future__ import annotations
 
-import importlib
 import math
-import sys
-from pathlib import Path
 
 import pytest
+from conftest import sweep_scripts
 from data.taskonomy_fixture import write_taskonomy
 
 from branchsweep.pipeline import SweepCaches, run_trial
 from branchsweep.search import ltb
 from branchsweep.sweep import to_trial_config
 
-SWEEPS = Path(__file__).resolve().parents[2] / "sweeps"
-
 
 @pytest.fixture(scope="module")
 def preset_module():
-    sys.path.insert(0, str(SWEEPS))
-    try:
-        yield importlib.import_module("taskonomy_ltb")
-    finally:
-        sys.path.remove(str(SWEEPS))
+    with sweep_scripts("taskonomy_ltb") as scripts:
+        yield scripts["taskonomy_ltb"]
 
 
 def test_paper_settings(preset_module):
