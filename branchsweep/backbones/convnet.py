@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from branchsweep.backbones.base import BackboneSpec, fresh_copy
+from branchsweep.backbones.heads import to_label_size
 from branchsweep.errors import ConfigError
 from branchsweep.tasks import Task
 
@@ -58,10 +59,7 @@ class ConvHead(nn.Module):
         self.logits = nn.Conv2d(channels, out_channels, 1)
 
     def forward(self, final: torch.Tensor, skips: Sequence[torch.Tensor], out_size) -> torch.Tensor:
-        x = self.logits(self.refine(final))
-        if out_size is not None:
-            x = F.interpolate(x, size=tuple(out_size), mode="bilinear", align_corners=False)
-        return x
+        return to_label_size(self.logits(self.refine(final)), out_size)
 
 
 def convnet(width: float = 1.0, input_size: int = 32, channels: int = 32, num_layers: int = 6,

@@ -15,6 +15,13 @@ from torchvision.ops import Conv2dNormActivation
 ASPP_DROPOUT = 0.1
 
 
+def to_label_size(x: torch.Tensor, out_size) -> torch.Tensor:
+    """Dense head output ``x`` upsampled bilinearly to the label resolution ``out_size`` (None: as it is)."""
+    if out_size is None:
+        return x
+    return F.interpolate(x, size=tuple(out_size), mode="bilinear", align_corners=False)
+
+
 def aspp(in_channels: int, atrous_rates: Sequence[int], out_channels: int, activation: type[nn.Module] = nn.ReLU,
          dropout: float = ASPP_DROPOUT) -> ASPP:
     """torchvision's ASPP with the BMTAS reference layout: ``activation`` everywhere and ``dropout`` on the
@@ -74,10 +81,7 @@ class DeepLabV3PlusDecoder(nn.Module):
         low = skips[0]
         x = F.interpolate(final, size=low.shape[-2:], mode="bilinear", align_corners=False)
         x = torch.cat([self.low_reduce(low), x], dim=1)
-        x = self.logits(self.refine(x))
-        if out_size is not None:
-            x = F.interpolate(x, size=tuple(out_size), mode="bilinear", align_corners=False)
-        return x
+        return to_label_size(self.logits(self.refine(x)), out_size)
 
 
 class ASPPHead(nn.Module):
@@ -94,10 +98,7 @@ class ASPPHead(nn.Module):
         self.logits = nn.Conv2d(channels, out_channels, 1)
 
     def forward(self, final: torch.Tensor, skips: Sequence[torch.Tensor], out_size) -> torch.Tensor:
-        x = self.logits(self.aspp(final))
-        if out_size is not None:
-            x = F.interpolate(x, size=tuple(out_size), mode="bilinear", align_corners=False)
-        return x
+        return to_label_size(self.logits(self.aspp(final)), out_size)
 
 
 class LinearHead(nn.Module):

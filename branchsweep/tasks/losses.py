@@ -23,6 +23,13 @@ def _zero(pred: torch.Tensor) -> torch.Tensor:
     return pred.sum() * 0.0
 
 
+def _mean_over(loss, pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """``loss(pred[V], target[V])`` (a mean) over the entries ``V = valid``; :func:`_zero` when there are none."""
+    if not valid.any():
+        return _zero(pred)
+    return loss(pred[valid], target[valid].float())
+
+
 def binary_valid(target: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """Valid pixels of a {0, 1} map: not ``ignore_index`` and finite."""
     return (target != ignore_index) & torch.isfinite(target)
@@ -120,10 +127,7 @@ def depth_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     >>> float(depth_l1(torch.tensor([[[[1.0, 5.0]]]]), torch.tensor([[[[3.0, 0.0]]]])))  # 0 = invalid
     2.0
     """
-    valid = depth_valid(target)
-    if not valid.any():
-        return _zero(pred)
-    return F.l1_loss(pred[valid], target[valid].float())
+    return _mean_over(F.l1_loss, pred, target, depth_valid(target))
 
 
 def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -135,10 +139,7 @@ def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     2.0
     """
     target = target.reshape(pred.shape)
-    valid = torch.isfinite(target)
-    if not valid.any():
-        return _zero(pred)
-    return F.mse_loss(pred[valid], target[valid].float())
+    return _mean_over(F.mse_loss, pred, target, torch.isfinite(target))
 
 
 def binary_bce(pred: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
@@ -150,10 +151,7 @@ def binary_bce(pred: torch.Tensor, target: torch.Tensor, ignore_index: int = IGN
     0.6931
     """
     target = target.reshape(pred.shape)
-    valid = binary_valid(target, ignore_index)
-    if not valid.any():
-        return _zero(pred)
-    return F.binary_cross_entropy_with_logits(pred[valid], target[valid].float())
+    return _mean_over(F.binary_cross_entropy_with_logits, pred, target, binary_valid(target, ignore_index))
 
 
 def cosine_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -183,7 +181,4 @@ def l1_finite(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     1.0
     """
     target = target.reshape(pred.shape)
-    valid = torch.isfinite(target)
-    if not valid.any():
-        return _zero(pred)
-    return F.l1_loss(pred[valid], target[valid].float())
+    return _mean_over(F.l1_loss, pred, target, torch.isfinite(target))
