@@ -452,12 +452,12 @@ def _trained_time(row: dict[str, Any], ok: list[dict[str, Any]]) -> float:
     return max(times, default=0.0)
 
 
-def _metric_spec(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+def _metric_spec(rows: list[dict[str, Any]], known: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """Pop every row's ``metric_spec`` (the trials know their tasks; the driver holds no data set) and
-    return the first: ``{"primary": [...], "directions": {metric: "max"|"min"}}``."""
+    return ``known`` or else the first: ``{"primary": [...], "directions": {metric: "max"|"min"}}``."""
     specs = [r.pop("metric_spec", None) for r in rows]
     specs = [json.loads(v) if isinstance(v, str) else v for v in specs if v]
-    return specs[0] if specs else None
+    return known or (specs[0] if specs else None)
 
 
 def _single_metrics(rows: list[dict[str, Any]], spec: dict[str, Any] | None) -> dict[str, float] | None:
@@ -625,8 +625,7 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
         study = _open_study(cfg, run_dir, progress)
         grid = _tuner(cfg, SEARCH_EXPERIMENT, False, progress, _single_metrics(rows, spec), study).fit()
         search_rows = _rows(grid)
-        spec = spec or _metric_spec(search_rows)
-        _metric_spec(search_rows)
+        spec = _metric_spec(search_rows, spec)
         rows += search_rows
         _fill_delta_m(rows, spec)
         controls = control_points(rows, cfg.controls, cfg.permutations, cfg.base.search_seed) if cfg.controls else []
@@ -634,8 +633,10 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
             say = _progress_callback(logfile, len(controls), cfg.verbose)
             say._line(f"controls: {len(controls)} trials ({', '.join(cfg.controls)}) at the MAdds of "
                       f"{len({c['control']['tags']['baseline_of'] for c in controls})} front point(s)")
-            rows += _rows(_tuner(cfg, CONTROL_EXPERIMENT, False, say, _single_metrics(rows, spec),
-                                 controls=controls).fit())
+            control_rows = _rows(_tuner(cfg, CONTROL_EXPERIMENT, False, say, _single_metrics(rows, spec),
+                                        controls=controls).fit())
+            spec = _metric_spec(control_rows, spec)
+            rows += control_rows
     finally:
         if started:
             import ray
