@@ -142,7 +142,7 @@ def depthwise_weight_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Ten
             list(padding), list(dilation), False, [0, 0], c, [False, True, False])[1]
     grad = grad.contiguous(memory_format=torch.channels_last)
     g_nhwc, x_nhwc = grad.permute(0, 2, 3, 1), x.permute(0, 2, 3, 1)  # contiguous: channels innermost
-    out = x.new_zeros(kh, kw, c)
+    out = x.new_zeros(kh * kw, c)  # a tap that reads only padding stays 0
     for i in range(kh):
         dy = i * dilation[0] - padding[0]
         y0, y1 = max(0, -dy), min(h, h - dy)
@@ -150,9 +150,8 @@ def depthwise_weight_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Ten
             dx = j * dilation[1] - padding[1]
             x0, x1 = max(0, -dx), min(w, w - dx)
             if y1 > y0 and x1 > x0:
-                prod = g_nhwc[:, y0:y1, x0:x1] * x_nhwc[:, y0 + dy:y1 + dy, x0 + dx:x1 + dx]
-                torch.sum(prod, (0, 1, 2), out=out[i, j])
-    return out.permute(2, 0, 1).unsqueeze(1).contiguous()
+                out[i * kw + j] = (g_nhwc[:, y0:y1, x0:x1] * x_nhwc[:, y0 + dy:y1 + dy, x0 + dx:x1 + dx]).sum((0, 1, 2))
+    return out.t().contiguous().view(c, 1, kh, kw)
 
 
 def _fast_depthwise(conv: nn.Conv2d, x: torch.Tensor, groups: int) -> bool:
