@@ -134,3 +134,14 @@ def test_reference_benchmark_branchsweep_side_runs_the_searchs_steps(bench_ref, 
     assert steps == {"sgd": sgd_steps, "adam": 0}
     harness.arch_step()
     assert steps == {"sgd": sgd_steps, "adam": 1}  # one α update for all tasks
+
+
+def test_cpu_profile_benchmark_kernels_and_bad_input(capsys):
+    prof = load("supergraph_cpu_profile")
+    assert prof.main(["--what", "kernels", "--reps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("| [") == len(prof.DEPTHWISE) and "depthwise_weight_grad" in out
+    for argv in (["--what", "flops"], ["--what", ""], ["--reps", "0"], ["--size", "8"]):
+        assert prof.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1

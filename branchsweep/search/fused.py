@@ -128,9 +128,10 @@ def depthwise_weight_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Ten
     ``dW[c, 0, i, j] = Σ_{n,y,x} g[n, c, y, x] · x[n, c, y + i·d_h - p_h, x + j·d_w - p_w]`` (out-of-range
     positions are the zero padding). On small channels-last maps (at most :data:`SMALL_MAP` positions)
     each tap is one product of the two overlapping windows, reduced over batch and space with the
-    channels contiguous: 3–8× faster than PyTorch's CPU kernel there (its NCHW kernel pays per channel,
-    its channels-last one more). Larger maps use PyTorch's kernel in the tensors' own memory format,
-    which is the faster one there.
+    channels contiguous: on the 4×4 maps of the fused MobileNetV2 layers 4× faster than PyTorch's NCHW
+    kernel and 8× its channels-last one, as fast as the latter on 8×8
+    (``benchmarks/supergraph_cpu_profile.py --what kernels``). Larger maps use PyTorch's kernel in the
+    tensors' own memory format, the faster one there.
     """
     n, c, h, w = x.shape
     kh, kw = weight.shape[-2:]
