@@ -14,7 +14,7 @@ Rows (each a *setting*; ``--backbones``, ``--phases``, ``--routing``, ``--amp`` 
 * ``search soft`` / ``search hard``: one *iteration* = a weight step plus a quarter of an α step,
   timed over whole cycles (an α step and 4 weight steps); soft steps run one task after the other
   (the paper's sequential update, ``per_task``), hard steps jointly; the steps are the search's own
-  (:class:`branchsweep.loop.TrainStep`, :func:`branchsweep.search.bmtas._arch_step`);
+  (:class:`branchsweep.loop.TrainStep`, :func:`branchsweep.search.bmtas.arch_step`);
   ``search soft-joint`` (``--phases soft-joint``, not in the default set) runs the soft steps as one
   joint pass of all tasks (faster where memory allows);
 * ``retrain shared`` / ``retrain single``: the cheapest and the most expensive tree (every found
@@ -60,7 +60,7 @@ from branchsweep.errors import ConfigError
 from branchsweep.loop import AMP_MODES, Runtime, TrainStep
 from branchsweep.madds import madds_table
 from branchsweep.network import BranchedNetwork
-from branchsweep.search.bmtas import BMTASConfig, _arch_step, _sgd, resource_scale
+from branchsweep.search.bmtas import BMTASConfig, arch_step, resource_scale, weight_optimizer
 from branchsweep.search.supergraph import (
     NaiveSupergraph,
     Supergraph,
@@ -202,7 +202,7 @@ def supergraph_cycle(model: Supergraph, setting: Setting, tasks, runtime: Runtim
     """A function running one cycle of the warm-up or the search, and the iterations per cycle."""
     hard = setting.variant == "hard"
     cfg = BMTASConfig(hard=hard, per_task=setting.variant == "soft", batch_size=pool[0]["image"].shape[0])
-    w_opt, w_sched = _sgd(model, cfg, cfg.iterations)
+    w_opt, w_sched = weight_optimizer(model, cfg, cfg.iterations)
     step = TrainStep([w_opt], tasks, runtime, schedulers=[w_sched], per_task=cfg.per_task)
     if setting.phase == "warm-up":
         ops = model.warmup_ops()
@@ -218,7 +218,7 @@ def supergraph_cycle(model: Supergraph, setting: Setting, tasks, runtime: Runtim
     ctx = SimpleNamespace(tasks=tasks)
 
     def cycle(i: int) -> None:
-        _arch_step(model, ctx, cfg, pool[0], runtime, TAU, gen, layer_madds, scale, "exact", arch_opt)  # type: ignore[arg-type]
+        arch_step(model, ctx, cfg, pool[0], runtime, TAU, gen, layer_madds, scale, "exact", arch_opt)  # type: ignore[arg-type]
         reset_batchnorm_stats(model)
         w_opt.state.clear()
         for j in range(WEIGHT_STEPS_PER_ARCH):

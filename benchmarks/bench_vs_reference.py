@@ -12,14 +12,14 @@ tensors (labels in each code base's own format) and each code base's own losses 
   download; neither time nor memory depends on the values) and its MAdds look-up table is computed by
   its own code at the benchmark's resolution.
 * **branchsweep** — ``Supergraph`` with the search's own steps: the weight step is
-  :class:`branchsweep.loop.TrainStep` (SGD) and the α step :func:`branchsweep.search.bmtas._arch_step`
+  :class:`branchsweep.loop.TrainStep` (SGD) and the α step :func:`branchsweep.search.bmtas.arch_step`
   (α-only gradient, exact expected-MAdds loss, Adam), followed by what the search does after every
   α step (BatchNorm statistics and momentum reset). Configurations:
 
   - ``soft``: relaxed Gumbel-softmax samples, one task after the other as the search runs by
     default (the paper's sequential update: per task a forward and backward pass and an SGD step, one
     task's graph alive at a time; the α step per task too, ``per_task``), the supergraph's fused
-    evaluation and CPU kernels (:mod:`branchsweep.search.fused`), channels-last
+    evaluation and CPU kernels (:mod:`branchsweep.fused`), channels-last
     (``Runtime(channels_last=True)``);
   - ``soft-nchw``: the same in the default (NCHW) memory format;
   - ``soft-joint``: one joint forward/backward of all tasks and one SGD step (``task_updates
@@ -267,7 +267,8 @@ def branchsweep_harness(config: str, size: int, batch: int, cache_dir: str) -> H
     from branchsweep.backbones import create_backbone
     from branchsweep.loop import Runtime, TrainStep
     from branchsweep.madds import madds_table
-    from branchsweep.search.bmtas import BMTASConfig, _arch_step, _sgd, resource_scale
+    from branchsweep.search import bmtas
+    from branchsweep.search.bmtas import BMTASConfig, resource_scale, weight_optimizer
     from branchsweep.search.supergraph import Supergraph, gumbel_softmax_weights, reset_batchnorm_stats
     from branchsweep.tasks import create_task
 
@@ -278,7 +279,7 @@ def branchsweep_harness(config: str, size: int, batch: int, cache_dir: str) -> H
     torch.manual_seed(0)
     runtime = Runtime("cpu", channels_last=config not in ("soft-before", "soft-nchw"))
     model = runtime.prepare(Supergraph(spec, tasks, fuse=config != "soft-before").train())
-    w_opt, w_sched = _sgd(model, cfg, cfg.iterations)
+    w_opt, w_sched = weight_optimizer(model, cfg, cfg.iterations)
     arch_opt = torch.optim.Adam([model.alpha], lr=cfg.arch_lr, weight_decay=cfg.arch_weight_decay)
     sequential = config in ("soft", "soft-nchw")  # the search's default: one SGD step per task and batch
     if sequential:
@@ -302,7 +303,7 @@ def branchsweep_harness(config: str, size: int, batch: int, cache_dir: str) -> H
             step(lambda x, tasks=None: model(x, weights=w, tasks=tasks), data)
 
     def arch_step() -> None:
-        _arch_step(model, ctx, cfg, data, runtime, TAU, gen, layer_madds, scale, "exact", arch_opt)  # type: ignore[arg-type]
+        bmtas.arch_step(model, ctx, cfg, data, runtime, TAU, gen, layer_madds, scale, "exact", arch_opt)  # type: ignore[arg-type]
         reset_batchnorm_stats(model)
         w_opt.state.clear()
 

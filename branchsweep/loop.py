@@ -19,19 +19,30 @@ A loop here is a few pieces, each written once:
   ``every_epochs`` epochs, staircase), ``step`` (Learning to Branch retrain: × ``gamma`` every
   ``every_epochs`` whole epochs), ``constant``.
 
+* :class:`Checkpoint` and :class:`ResumableLoop` — the frame around every loop, written once: resume
+  from a checkpoint that must match the run's settings, the iterations with a progress bar, progress
+  callbacks (``on_step``) on the host-synchronisation cadence, a checkpoint every ``checkpoint_every``
+  iterations, ``stop_at`` (checkpoint and pause) and the final checkpoint. Retraining
+  (:func:`branchsweep.train.train_network`), fused retraining (:mod:`branchsweep.fused_train`) and
+  both searches run inside it.
+
 A search method adds only what is its own (BMTAS: the α step and the alternation; Learning to
-Branch: the logits step) around a :class:`TrainStep`.
+Branch: the logits step) around a :class:`TrainStep`, inside a :class:`ResumableLoop`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
+from branchsweep.atomic import load_state, save_state
 from branchsweep.errors import BranchsweepError, ConfigError
 from branchsweep.registry import Registry
 
@@ -235,13 +246,17 @@ def lr_schedule(optimizer: torch.optim.Optimizer, name: str, iterations: int, pe
         optimizer, lambda it: float(fn(it, iterations, e, power, gamma, every_epochs)))
 
 
-Forward = Callable[..., Mapping[str, torch.Tensor]]
+Forward = Callable[..., Any]
+#: ``loss(outputs, batch, tasks, weights) -> (loss, parts)``: :func:`weighted_loss` unless a step is
+#: given another (fused retraining sums the losses of K networks).
+LossFn = Callable[[Any, Mapping[str, Any], Sequence, Mapping[str, float]], tuple[torch.Tensor, dict]]
 
 
 class TrainStep:
     """One weight update, shared by every training loop (see the module docstring).
 
     ``optimizers``: zeroed every step and stepped (unless a call names a subset in ``update``);
+    ``loss``: how outputs and batch make the loss (default :func:`weighted_loss`);
     ``schedulers``: stepped after them. ``per_task``: forward and backward one task at a time
     (``forward(images, tasks=[name])``), accumulating gradients — equal to the joint gradient, with
     one task's activations alive at a time. The loss is checked for NaN/inf every
@@ -250,7 +265,8 @@ class TrainStep:
 
     def __init__(self, optimizers: Sequence[torch.optim.Optimizer], tasks: Sequence, runtime: Runtime,
                  schedulers: Sequence[Any] = (), weights: Mapping[str, float] | None = None,
-                 per_task: bool = False) -> None:
+                 per_task: bool = False, loss: LossFn | None = None) -> None:
+        self.loss = loss or weighted_loss
         self.optimizers = list(optimizers)
         self.schedulers = list(schedulers)
         self.tasks = list(tasks)
@@ -270,7 +286,7 @@ class TrainStep:
         images = batch["image"]
         if not self.per_task:
             with self.runtime.autocast():
-                loss, parts = weighted_loss(forward(images), batch, self.tasks, self.weights)
+                loss, parts = self.loss(forward(images), batch, self.tasks, self.weights)
             self._check(loss.detach(), parts, where)
             for opt in self.optimizers:
                 opt.zero_grad(set_to_none=True)
@@ -282,7 +298,7 @@ class TrainStep:
             total, parts = None, {}
             for task in self.tasks:
                 with self.runtime.autocast():
-                    term, part = weighted_loss(forward(images, tasks=[task.name]), batch, [task], self.weights)
+                    term, part = self.loss(forward(images, tasks=[task.name]), batch, [task], self.weights)
                 self._backward(term)
                 parts.update(part)
                 total = term.detach() if total is None else total + term.detach()
@@ -317,3 +333,104 @@ class TrainStep:
             raise NonFiniteLossError(f"loss became NaN or infinite {where} (at or before; checked every "
                                      f"{self.runtime.sync_every} steps); lower the learning rate")
         self._bad = None
+
+
+# ------------------------------------------------------------------------------ the resumable frame
+#: The key under which a checkpoint records the settings it must match on resume.
+SETTINGS_KEY = "settings"
+
+
+class Checkpoint:
+    """One resumable checkpoint file: saved atomically with the run's ``settings``, loaded back only
+    into a run with the same settings.
+
+    ``settings`` holds what makes a checkpoint belong to a run (seed, tasks, iterations, a tree's hash,
+    child nodes …): resuming with other settings would silently continue another experiment, so it is
+    a :class:`ConfigError` naming the first difference. Checkpoints written before settings were
+    recorded load without the check.
+    """
+
+    def __init__(self, path: str | Path, what: str, settings: Mapping[str, Any] | None = None) -> None:
+        self.path = Path(path)
+        self.what = what
+        # Compared as JSON: tuples and lists, ints and floats of a config compare as they are written.
+        self.settings = json.loads(json.dumps(dict(settings or {}), default=str))
+
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    def load(self, map_location: Any = "cpu") -> dict:
+        """The saved state; a missing file or one of other settings is a one-line :class:`ConfigError`."""
+        if not self.path.is_file():
+            raise ConfigError(f"--resume: no {self.what} checkpoint {self.path} to continue from")
+        state = load_state(self.path, f"{self.what} checkpoint", map_location=map_location)
+        saved = state.get(SETTINGS_KEY)
+        if saved is not None:
+            for key in sorted(set(saved) | set(self.settings)):
+                if saved.get(key) != self.settings.get(key):
+                    raise ConfigError(f"{self.path}: the checkpoint is for {key}={saved.get(key)!r}, this run has "
+                                      f"{key}={self.settings.get(key)!r}; resume with its settings or use a new --out")
+        return state
+
+    def save(self, state: Mapping[str, Any]) -> None:
+        save_state(self.path, {**state, SETTINGS_KEY: self.settings})
+
+
+class ResumableLoop:
+    """The frame around a training loop: progress bar, ``on_step``, checkpoints, ``stop_at``.
+
+    ``run(start, step)`` calls ``step(it)`` for ``it`` in ``[start, end)`` (``end``: ``iterations``, or
+    ``stop_at`` when smaller). After step ``it`` (``done = it + 1``):
+
+    * at ``end`` first ``flush(end)`` (e.g. :meth:`TrainStep.flush`: a NaN loss is never saved);
+    * every ``checkpoint_every`` iterations (0: never; before the last) and at ``end``, ``save(done)``
+      writes a checkpoint;
+    * every ``report_every`` iterations, at a checkpoint and at ``end``, the ``info`` dict that ``step``
+      returned, updated with ``report(done)`` when given, is read to floats (a host synchronisation:
+      ``report_every`` is the sync cadence), its ``postfix`` keys shown on the bar, and
+      ``on_step(done, {**info, "checkpoint": periodic})`` called — ``checkpoint`` is True after a
+      periodic checkpoint (a caller such as a Ray trial persists it), not after the quiet one at ``end``.
+
+    ``run`` returns True when all ``iterations`` are done, False when it paused at ``stop_at`` (the
+    checkpoint lets a resumed run take exactly the step an uninterrupted one would have taken).
+    """
+
+    def __init__(self, iterations: int, *, save: Callable[[int], None] | None = None, desc: str = "train",
+                 progress: bool = False, checkpoint_every: int = 0, report_every: int = 1,
+                 on_step: Callable[[int, dict], None] | None = None, flush: Callable[[int], None] | None = None,
+                 report: Callable[[int], Mapping[str, Any]] | None = None, postfix: Sequence[str] = ("loss",)) -> None:
+        self.iterations = iterations
+        self.save = save
+        self.desc = desc
+        self.progress = progress
+        self.checkpoint_every = checkpoint_every if save is not None else 0
+        self.report_every = max(1, report_every)
+        self.on_step = on_step
+        self.flush = flush
+        self.report = report
+        self.postfix = tuple(postfix)
+
+    def run(self, start: int, step: Callable[[int], Mapping[str, Any] | None], stop_at: int | None = None) -> bool:
+        end = self.iterations if stop_at is None else min(stop_at, self.iterations)
+        bar = tqdm(range(start, end), initial=start, total=self.iterations, desc=self.desc,
+                   disable=not self.progress, leave=False, mininterval=1.0)
+        for it in bar:
+            info = step(it)
+            done = it + 1
+            last = done == end
+            # A periodic checkpoint is announced (on_step: a Ray trial persists it); the one at the end
+            # of the run is written quietly (what follows, an export or an evaluation, reports itself).
+            checkpoint = bool(self.checkpoint_every) and done % self.checkpoint_every == 0 and done < self.iterations
+            if last and self.flush is not None:
+                self.flush(end)
+            if self.save is not None and (checkpoint or last):
+                self.save(done)
+            if checkpoint or last or done % self.report_every == 0:
+                values = to_floats({**(info or {}), **(self.report(done) if self.report is not None else {})})
+                shown = {k: f"{values[k]:.4g}" for k in self.postfix if isinstance(values.get(k), float)}
+                if shown:
+                    bar.set_postfix(shown, refresh=False)
+                if self.on_step is not None:
+                    self.on_step(done, {**values, "checkpoint": checkpoint})
+        bar.close()
+        return end >= self.iterations

@@ -129,7 +129,7 @@ def test_compiled_retrain_matches_eager():
 def test_per_task_arch_step_equals_the_joint_alpha_gradient(dense):
     from branchsweep.madds import madds_table
     from branchsweep.search.base import SearchContext
-    from branchsweep.search.bmtas import BMTASConfig, _arch_step
+    from branchsweep.search.bmtas import BMTASConfig, arch_step
 
     data, tasks, spec = dense
     batch = next(epoch_batches(data.split("train", train=False), 4, seed=0))
@@ -150,8 +150,8 @@ def test_per_task_arch_step_equals_the_joint_alpha_gradient(dense):
         opt = Capture()
         cfg = BMTASConfig(lam=3.0, per_task=per_task)
         ctx = SearchContext(data, spec, tasks, Path("unused"))
-        _arch_step(model, ctx, cfg, batch, Runtime("cpu"), 1.0, torch.Generator().manual_seed(1), layer_madds,
-                   1e6, "exact", opt)
+        arch_step(model, ctx, cfg, batch, Runtime("cpu"), 1.0, torch.Generator().manual_seed(1), layer_madds,
+                  1e6, "exact", opt)
         grads[per_task] = opt.grad
     torch.testing.assert_close(grads[True], grads[False], rtol=1e-4, atol=1e-7)
     assert grads[False].abs().sum() > 0

@@ -47,7 +47,15 @@ from branchsweep.backbones import BackboneSpec
 from branchsweep.config import to_dict
 from branchsweep.data.base import MultiTaskData
 from branchsweep.errors import ConfigError
-from branchsweep.loop import Runtime, TrainStep, poly_schedule, to_floats, weighted_loss
+from branchsweep.loop import (
+    Checkpoint,
+    ResumableLoop,
+    Runtime,
+    TrainStep,
+    poly_schedule,
+    to_floats,
+    weighted_loss,
+)
 from branchsweep.madds import madds_table
 from branchsweep.search.base import SEARCH_METHODS, SearchContext, SearchMethod, SearchResult, setting
 from branchsweep.search.resource import EXACT_MAX_TASKS, expected_madds
@@ -60,6 +68,8 @@ RESOURCE_MODES = ("absolute", "normalized")
 ESTIMATORS = ("auto", "exact", "mc")
 TASK_UPDATES = ("auto", "sequential", "joint")
 WARMUP_FORMAT = 2  # bump when the supergraph's parameter layout changes (invalidates cached warm-ups)
+#: Settings that say how a search runs, not what it computes: a resumed search may change them.
+RUN_SETTINGS = ("per_task", "checkpoint_every", "log_alpha_every", "warmup_cache")
 
 
 @dataclass
@@ -208,7 +218,10 @@ def phase_lengths(cfg: BMTASConfig, arch_set: Dataset, weight_set: Dataset) -> t
     return len(arch_set) // cfg.batch_size, len(weight_set) // cfg.batch_size  # type: ignore[arg-type]
 
 
-def _sgd(model: Supergraph, cfg: BMTASConfig, iterations: int) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.LambdaLR]:
+def weight_optimizer(model: Supergraph, cfg: BMTASConfig,
+                     iterations: int) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.LambdaLR]:
+    """The supergraph weights' optimiser (SGD with ``cfg``'s momentum and weight decay, never ``α``) and
+    its poly lr schedule over ``iterations`` steps: the warm-up's and the search's θ updates."""
     opt = torch.optim.SGD(model.weight_parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     return opt, poly_schedule(opt, iterations, cfg.poly_power)
 
@@ -267,7 +280,7 @@ def warm_up(model: Supergraph, ctx: SearchContext, cfg: BMTASConfig, weight_set:
     if cfg.warmup_iterations == 0:
         return
     model.train()
-    opt, sched = _sgd(model, cfg, cfg.warmup_iterations)
+    opt, sched = weight_optimizer(model, cfg, cfg.warmup_iterations)
     step = TrainStep([opt], ctx.tasks, runtime, schedulers=[sched])
     ops = model.warmup_ops()
     batches = runtime.batches(weight_set, cfg.batch_size, ctx.seed + 7919)
@@ -304,11 +317,21 @@ def resource_scale(cfg: BMTASConfig, layer_madds: torch.Tensor, num_tasks: int) 
     return float(num_tasks * layer_madds.sum())
 
 
+def search_checkpoint(out_dir: Path, cfg: BMTASConfig, ctx: SearchContext) -> Checkpoint:
+    """The search checkpoint in ``out_dir``: it belongs to one task list, seed and backbone and to the
+    settings that define the result (every field of ``cfg`` but :data:`RUN_SETTINGS`: λ, the schedule,
+    the iterations …), so resuming it with others is a :class:`ConfigError`."""
+    settings = {k: v for k, v in to_dict(cfg).items() if k not in RUN_SETTINGS}
+    return Checkpoint(Path(out_dir) / CHECKPOINT_NAME, "BMTAS", {
+        "tasks": [t.name for t in ctx.tasks], "seed": ctx.seed, "backbone": ctx.spec.cache_key(), **settings})
+
+
 def run_search(cfg: BMTASConfig, ctx: SearchContext, stop_at: int | None = None) -> SearchResult | None:
     """Run (or with ``ctx.resume`` continue) a BMTAS search; see the module docstring.
 
     ``stop_at``: checkpoint after that many weight updates and return None (a paused search, which
-    ``ctx.resume`` continues exactly where it stopped).
+    ``ctx.resume`` continues exactly where it stopped). Resuming a checkpoint of other settings
+    (:func:`search_checkpoint`) is a :class:`ConfigError`.
     """
     cfg.validate()
     t0 = time.perf_counter()
@@ -331,15 +354,13 @@ def run_search(cfg: BMTASConfig, ctx: SearchContext, stop_at: int | None = None)
     schedule = make_schedule(cfg.schedule, cfg.tau0, cfg.tau1)
     arch_set, weight_set = split_train(ctx, cfg)
     arch_opt = torch.optim.Adam([model.alpha], lr=cfg.arch_lr, weight_decay=cfg.arch_weight_decay)
-    w_opt, w_sched = _sgd(model, cfg, cfg.iterations)
+    w_opt, w_sched = weight_optimizer(model, cfg, cfg.iterations)
     gen = torch.Generator(device=device).manual_seed(ctx.seed + 104729)
-    ckpt_path = out_dir / CHECKPOINT_NAME
+    ckpt = search_checkpoint(out_dir, cfg, ctx)
     log: list[dict] = []
     start = 0
     if ctx.resume:
-        if not ckpt_path.is_file():
-            raise ConfigError(f"--resume: no BMTAS checkpoint in {out_dir} ({CHECKPOINT_NAME} is missing)")
-        state = load_state(ckpt_path, "BMTAS checkpoint", map_location=device)
+        state = ckpt.load(map_location=device)
         model.load_state_dict(state["model"])
         arch_opt.load_state_dict(state["arch_opt"])
         w_opt.load_state_dict(state["w_opt"])
@@ -366,29 +387,27 @@ def run_search(cfg: BMTASConfig, ctx: SearchContext, stop_at: int | None = None)
 
     def save(step: int) -> None:
         sync()
-        save_state(ckpt_path, {"model": model.state_dict(), "arch_opt": arch_opt.state_dict(),
-                               "w_opt": w_opt.state_dict(), "w_sched": w_sched.state_dict(),
-                               "rng": torch.get_rng_state(), "gen": gen.get_state(), "step": step, "log": log})
+        ckpt.save({"model": model.state_dict(), "arch_opt": arch_opt.state_dict(), "w_opt": w_opt.state_dict(),
+                   "w_sched": w_sched.state_dict(), "rng": torch.get_rng_state(), "gen": gen.get_state(),
+                   "step": step, "log": log})
 
     n_arch, n_weights = phase_lengths(cfg, arch_set, weight_set)
     if cfg.sequential:  # one optimiser step per task and batch; the lr schedule advances once per batch
-        task_steps = [TrainStep([w_opt], [task], runtime) for task in ctx.tasks]
+        w_steps = [TrainStep([w_opt], [task], runtime) for task in ctx.tasks]
     else:
-        w_step = TrainStep([w_opt], ctx.tasks, runtime, schedulers=[w_sched], per_task=cfg.per_task)
+        w_steps = [TrainStep([w_opt], ctx.tasks, runtime, schedulers=[w_sched], per_task=cfg.per_task)]
     weight_batches = runtime.batches(weight_set, cfg.batch_size, ctx.seed, start)
     arch_batches = runtime.batches(arch_set, cfg.batch_size, ctx.seed + 1, math.ceil(start / n_weights) * n_arch)
-    end = cfg.iterations if stop_at is None else min(stop_at, cfg.iterations)
-    bar = tqdm(range(start, end), initial=start, total=cfg.iterations, desc="bmtas search",
-               disable=not ctx.progress, leave=False, mininterval=1.0)
-    model.train()
-    for step in bar:
+
+    def search_step(step: int) -> dict:
+        """One weight update (preceded, at the start of a cycle, by the α phase)."""
         tau = schedule(step, cfg.iterations)
         if step % n_weights == 0:  # an architecture (α) phase, then θ momentum and BN statistics restart
             if cfg.resets_arch_optimizer:
                 arch_opt.state.clear()
             for i in range(n_arch):
-                entry = _arch_step(model, ctx, cfg, runtime.batch(next(arch_batches)), runtime, tau, gen,
-                                   layer_madds, scale, estimator, arch_opt)
+                entry = arch_step(model, ctx, cfg, runtime.batch(next(arch_batches)), runtime, tau, gen,
+                                  layer_madds, scale, estimator, arch_opt)
                 entry.update(step=step, tau=tau)
                 if ((step // n_weights) * n_arch + i) % cfg.log_alpha_every == 0:
                     entry["alpha"] = model.alpha.detach().clone()
@@ -400,31 +419,36 @@ def run_search(cfg: BMTASConfig, ctx: SearchContext, stop_at: int | None = None)
         where = f"in the bmtas search at step {step}"
         if cfg.sequential:
             parts = {}
-            for task, task_step in zip(ctx.tasks, task_steps):
+            for task, task_step in zip(ctx.tasks, w_steps):
                 parts.update(task_step(lambda x, w=weights, t=task.name: model(x, weights=w, tasks=[t]), batch,
                                        where)[1])
             w_sched.step()
         else:
-            _, parts = w_step(lambda x, tasks=None, w=weights: model(x, weights=w, tasks=tasks), batch, where)
+            _, parts = w_steps[0](lambda x, tasks=None, w=weights: model(x, weights=w, tasks=tasks), batch,
+                                  where)
         log.append({"phase": "weights", "step": step, "tau": tau, "task_losses": parts})
-        if (step + 1) % runtime.sync_every == 0:
-            sync()
-            arch = next((e for e in reversed(log) if e.get("phase") == "arch"), None)
-            if arch is not None:
-                bar.set_postfix(gmadds=f"{arch['expected_madds'] / 1e9:.3f}", refresh=False)
-            if ctx.on_step is not None:
-                _report_step(ctx, table, model, step + 1, tau, parts, checkpoint=False)
-        if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
-            save(step + 1)
-            if ctx.on_step is not None:
-                _report_step(ctx, table, model, step + 1, tau, parts, checkpoint=True)
-    bar.close()
-    for flushing in (task_steps if cfg.sequential else [w_step]):
-        flushing.flush(f"in the bmtas search before step {end}")
-    if end < cfg.iterations:
-        save(end)
+        return {"tau": tau, "task_losses": parts}
+
+    def report(done: int) -> dict:
+        """Read the log so far (the host synchronisation) and the expected GMAdds of the last α step."""
+        sync()
+        arch = next((e for e in reversed(log) if e.get("phase") == "arch"), None)
+        return {"gmadds": arch["expected_madds"] / 1e9} if arch is not None else {}
+
+    def flush(end: int) -> None:
+        for w_step in w_steps:
+            w_step.flush(f"in the bmtas search before step {end}")
+
+    def on_step(done: int, info: dict) -> None:
+        _report_step(ctx, table, model, done, info["tau"], info["task_losses"], info["checkpoint"])
+
+    loop = ResumableLoop(cfg.iterations, save=save, desc="bmtas search", progress=ctx.progress,
+                         checkpoint_every=cfg.checkpoint_every, report_every=runtime.sync_every,
+                         on_step=on_step if ctx.on_step is not None else None, flush=flush, report=report,
+                         postfix=("gmadds",))
+    model.train()
+    if not loop.run(start, search_step, stop_at):
         return None
-    save(cfg.iterations)
     ops = model.argmax_ops().cpu().tolist()
     config = BranchConfig.from_op_indices([t.name for t in ctx.tasks], ops)
     config.save(out_dir / "branch_config.json")
@@ -440,13 +464,17 @@ def run_search(cfg: BMTASConfig, ctx: SearchContext, stop_at: int | None = None)
                               "estimator": estimator, "op_indices": ops})
 
 
-def _arch_step(model: Supergraph, ctx: SearchContext, cfg: BMTASConfig, batch: dict, runtime: Runtime, tau: float,
-               gen: torch.Generator, layer_madds: torch.Tensor, scale: float, estimator: str,
-               arch_opt: torch.optim.Optimizer) -> dict:
+def arch_step(model: Supergraph, ctx: SearchContext, cfg: BMTASConfig, batch: dict, runtime: Runtime,
+              tau: float, gen: torch.Generator, layer_madds: torch.Tensor, scale: float, estimator: str,
+              arch_opt: torch.optim.Optimizer) -> dict:
     """One ``α`` update: task losses through Gumbel-softmax routes + λ · E[C] / scale (once).
 
-    Only ``α``'s gradient is computed (``torch.autograd.grad``); with ``per_task`` each task's loss is
-    differentiated on its own forward pass and the gradients are summed.
+    ``batch``: an α batch on the device; ``tau``: the temperature; ``gen``: the generator of the Gumbel
+    noise (and of Monte-Carlo resource samples); ``layer_madds``, ``scale``, ``estimator``: the resource
+    term (:func:`resource_scale`, ``"exact"`` or ``"mc"``); ``arch_opt``: the optimiser of ``α``. Only
+    ``α``'s gradient is computed (``torch.autograd.grad``); with ``per_task`` each task's loss is
+    differentiated on its own forward pass and the gradients are summed. Returns the search-log entry
+    (tensors: reading them is left to the caller's cadence).
     """
     weights = gumbel_softmax_weights(model.alpha, tau, cfg.hard, gen)
     images = batch["image"]

@@ -46,14 +46,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from branchsweep.arch import BranchConfig
-from branchsweep.atomic import load_state, save_state, write_text
+from branchsweep.atomic import write_text
 from branchsweep.backbones import BackboneSpec
 from branchsweep.config import to_dict
 from branchsweep.errors import ConfigError
-from branchsweep.loop import Runtime, TrainStep, check_lr_schedule, lr_factor, to_floats, weighted_loss
+from branchsweep.loop import (
+    Checkpoint,
+    ResumableLoop,
+    Runtime,
+    TrainStep,
+    check_lr_schedule,
+    lr_factor,
+    to_floats,
+    weighted_loss,
+)
 from branchsweep.registry import Registry
 from branchsweep.search.base import SEARCH_METHODS, SearchContext, SearchMethod, SearchResult, setting
 from branchsweep.search.gumbel import gumbel_noise
@@ -62,6 +70,8 @@ from branchsweep.tasks import Task
 
 CHECKPOINT_NAME = "ltb_checkpoint.pt"
 LOG_NAME = "search_log.jsonl"
+#: Settings that say how a search runs, not what it computes: a resumed search may change them.
+RUN_SETTINGS = ("log_every", "checkpoint_every")
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -349,11 +359,25 @@ def _val_loss(model: BranchingNetwork, dataset, tasks: Sequence[Task], runtime: 
     return total / max(n, 1)
 
 
+def search_checkpoint(out_dir: Path, cfg: LTBConfig, ctx: SearchContext, child_nodes: Sequence[int],
+                      iterations: int, warmup: int) -> Checkpoint:
+    """The search checkpoint in ``out_dir``: it belongs to one tree (``child_nodes``, resolved), task list,
+    seed, backbone and length (``iterations`` and ``warmup``, resolved from epochs) and to the settings
+    that define the result (every other field of ``cfg`` but :data:`RUN_SETTINGS`), so resuming it with
+    others is a :class:`ConfigError`."""
+    lengths = ("iterations", "warmup_iterations", "epochs", "warmup_epochs")
+    settings = {k: v for k, v in to_dict(cfg).items() if k not in RUN_SETTINGS + lengths}
+    return Checkpoint(Path(out_dir) / CHECKPOINT_NAME, "Learning-to-Branch", {
+        **settings, "child_nodes": list(child_nodes), "tasks": [t.name for t in ctx.tasks], "seed": ctx.seed,
+        "backbone": ctx.spec.cache_key(), "iterations": iterations, "warmup_iterations": warmup})
+
+
 def run_search(cfg: LTBConfig, ctx: SearchContext, stop_at: int | None = None) -> SearchResult | None:
     """Train weights and branching distributions jointly, export the argmax tree (module docstring).
 
     ``stop_at``: checkpoint after that many iterations and return None (a paused search, which
-    ``ctx.resume`` continues exactly where it stopped).
+    ``ctx.resume`` continues exactly where it stopped). Resuming a checkpoint of other settings
+    (:func:`search_checkpoint`: another tree, other tasks, seed …) is a :class:`ConfigError`.
     """
     start = time.perf_counter()
     runtime = ctx.runtime()
@@ -370,15 +394,11 @@ def run_search(cfg: LTBConfig, ctx: SearchContext, stop_at: int | None = None) -
     iterations, warmup = cfg.length(per_epoch)
     out_dir = Path(ctx.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out_dir / CHECKPOINT_NAME
+    ckpt = search_checkpoint(out_dir, cfg, ctx, counts, iterations, warmup)
     log_every = cfg.log_every or max(1, iterations // 100)
     it0, records = 0, []
     if ctx.resume:
-        if not ckpt_path.exists():
-            raise ConfigError(f"--resume: no checkpoint {ckpt_path} to continue from")
-        state = load_state(ckpt_path, "Learning-to-Branch checkpoint")
-        if state["child_nodes"] != counts or state["tasks"] != model.task_names:
-            raise ConfigError(f"{ckpt_path}: checkpoint is for other child nodes or tasks; use a new --out")
+        state = ckpt.load()
         model.load_state_dict(state["model"])
         w_opt.load_state_dict(state["w_opt"])
         arch_opt.load_state_dict(state["arch_opt"])
@@ -388,19 +408,17 @@ def run_search(cfg: LTBConfig, ctx: SearchContext, stop_at: int | None = None) -
 
     def save(iteration: int) -> None:
         records[:] = to_floats(records)
-        save_state(ckpt_path, {"model": model.state_dict(), "w_opt": w_opt.state_dict(),
-                               "arch_opt": arch_opt.state_dict(), "iteration": iteration, "records": records,
-                               "child_nodes": counts, "tasks": model.task_names, "rng": torch.get_rng_state(),
-                               "gumbel_rng": model.generator.get_state()})
+        ckpt.save({"model": model.state_dict(), "w_opt": w_opt.state_dict(), "arch_opt": arch_opt.state_dict(),
+                   "iteration": iteration, "records": records, "child_nodes": counts,
+                   "tasks": model.task_names, "rng": torch.get_rng_state(),
+                   "gumbel_rng": model.generator.get_state()})
 
     total_steps = iterations if cfg.tau_unit == "iteration" else iterations / per_epoch
     step = TrainStep([w_opt, arch_opt], tasks, runtime)
     batches = runtime.batches(train_set, cfg.batch_size, ctx.seed, it0)
-    end = iterations if stop_at is None else min(stop_at, iterations)
-    model.train()
-    bar = tqdm(range(it0, end), initial=it0, total=iterations, desc="ltb search", disable=not ctx.progress,
-               leave=False, mininterval=1.0)
-    for it in bar:
+
+    def search_step(it: int) -> dict:
+        """One joint update of weights and logits (weights only during the warm-up)."""
         model.tau = schedule(it if cfg.tau_unit == "iteration" else it // per_epoch, total_steps)
         factor = lr_factor(cfg.lr_schedule, it, iterations, per_epoch, gamma=cfg.lr_gamma, every_epochs=cfg.lr_every_epochs)
         for opt, base in ((w_opt, cfg.lr), (arch_opt, cfg.arch_lr)):
@@ -415,15 +433,13 @@ def run_search(cfg: LTBConfig, ctx: SearchContext, stop_at: int | None = None) -
                 "loss": loss, "task_losses": parts,
                 "probabilities": [p.tolist() for p in model.probabilities()[1:]],
             })
-        if cfg.checkpoint_every and (it + 1) % cfg.checkpoint_every == 0 and it + 1 < iterations:
-            save(it + 1)
-            ctx.step(it + 1, tau=float(model.tau), loss=float(loss), checkpoint=True)
-        elif ctx.on_step is not None and (it + 1) % log_every == 0:
-            ctx.step(it + 1, tau=float(model.tau), loss=float(loss), checkpoint=False)
-    bar.close()
-    step.flush(f"in the ltb search before iteration {end}")
-    if end < iterations:
-        save(end)
+        return {"tau": float(model.tau), "loss": loss}
+
+    loop = ResumableLoop(iterations, save=save, desc="ltb search", progress=ctx.progress,
+                         checkpoint_every=cfg.checkpoint_every, report_every=log_every, on_step=ctx.on_step,
+                         flush=lambda end: step.flush(f"in the ltb search before iteration {end}"))
+    model.train()
+    if not loop.run(it0, search_step, stop_at):
         return None
     val_loss = _val_loss(model, ctx.data.split("val", train=False), tasks, runtime, max(cfg.batch_size, 64))
     config = model.export()
@@ -434,7 +450,6 @@ def run_search(cfg: LTBConfig, ctx: SearchContext, stop_at: int | None = None) -
     summary = {"final": True, "val_loss": val_loss, "parents": model.selected_parents(),
                "probabilities": [p.tolist() for p in model.probabilities()[1:]],
                "branch_config": config.to_dict(), "arch_hash": config.arch_hash()}
-    save(iterations)
     log_path = write_text(out_dir / LOG_NAME, "".join(json.dumps(rec) + "\n"
                                                        for rec in [{"header": header}, *records, summary]))
     return SearchResult(config=config, log_path=log_path, wall_time_s=time.perf_counter() - start,

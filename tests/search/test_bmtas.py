@@ -107,6 +107,19 @@ def test_resume_without_checkpoint_is_a_config_error(data, tmp_path):
         run_search(tiny(), context(data, tmp_path / "empty", resume=True))
 
 
+def test_resume_with_other_settings_is_a_config_error(data, tmp_path):
+    """A checkpoint belongs to its λ, seed …: resuming it with others names the setting; a run setting
+    (the checkpoint cadence) may change."""
+    cfg = tiny(lam=0.5, iterations=4)
+    assert run_search(cfg, context(data, tmp_path / "run"), stop_at=2) is None
+    with pytest.raises(ConfigError, match="lam=0.5, this run has lam=0.1"):
+        run_search(tiny(lam=0.1, iterations=4), context(data, tmp_path / "run", resume=True))
+    with pytest.raises(ConfigError, match="seed=0, this run has seed=1"):
+        run_search(cfg, context(data, tmp_path / "run", resume=True, seed=1))
+    assert run_search(tiny(lam=0.5, iterations=4, checkpoint_every=1),
+                      context(data, tmp_path / "run", resume=True)) is not None
+
+
 def test_warmup_cache_is_shared_across_lambdas(data, tmp_path):
     cache = tmp_path / "warm"
     ctx = context(data, tmp_path / "a")
@@ -191,7 +204,7 @@ def _record_search(monkeypatch, data, out, cfg):
     from branchsweep.search import bmtas
 
     events, seen, phase = [], [], ["warmup"]
-    real_arch_step, real_sgd = bmtas._arch_step, bmtas._sgd
+    real_arch_step, real_sgd = bmtas.arch_step, bmtas.weight_optimizer
     calls = []
 
     def arch_step(*args, **kw):
@@ -215,8 +228,8 @@ def _record_search(monkeypatch, data, out, cfg):
             seen.extend((phase[0], round(float(v), 4)) for v in x.flatten(1).sum(1))
             return super().forward(x, *a, **k)
 
-    monkeypatch.setattr(bmtas, "_arch_step", arch_step)
-    monkeypatch.setattr(bmtas, "_sgd", sgd)
+    monkeypatch.setattr(bmtas, "arch_step", arch_step)
+    monkeypatch.setattr(bmtas, "weight_optimizer", sgd)
     monkeypatch.setattr(bmtas, "Supergraph", Recording)
     ctx = context(data, out)
     run_search(cfg, ctx)

@@ -281,9 +281,26 @@ def test_resume_without_checkpoint_is_an_error(tmp_path):
     data = create_data(DataConfig(dataset="ltb-synthetic", train_samples=16, val_samples=8,
                                   options={"input_dim": 12, "output_dim": 16, "tasks_per_activation": 1}))
     spec = create_backbone("mlp", input_dim=12, hidden=16)
-    with pytest.raises(ConfigError, match="no checkpoint"):
+    with pytest.raises(ConfigError, match="no Learning-to-Branch checkpoint"):
         run_search(LTBConfig(iterations=2, batch_size=8),
                    SearchContext(data, spec, list(data.tasks.values()), tmp_path, resume=True, progress=False))
+
+
+def test_resume_with_other_settings_is_a_config_error(tmp_path):
+    from branchsweep.config import DataConfig
+    from branchsweep.data import create_data
+
+    data = create_data(DataConfig(dataset="ltb-synthetic", train_samples=16, val_samples=8,
+                                  options={"input_dim": 12, "output_dim": 16, "tasks_per_activation": 1}))
+    spec = create_backbone("mlp", input_dim=12, hidden=16)
+    tasks = list(data.tasks.values())
+    cfg = LTBConfig(iterations=4, batch_size=8, child_nodes=2)
+    assert run_search(cfg, SearchContext(data, spec, tasks, tmp_path, progress=False), stop_at=1) is None
+    with pytest.raises(ConfigError, match=r"child_nodes=\[2, 2, 2, \d+\], this run has child_nodes=\[3, 3, 3,"):
+        run_search(LTBConfig(iterations=4, batch_size=8, child_nodes=3),
+                   SearchContext(data, spec, tasks, tmp_path, resume=True, progress=False))
+    with pytest.raises(ConfigError, match="seed=0, this run has seed=1"):
+        run_search(cfg, SearchContext(data, spec, tasks, tmp_path, resume=True, progress=False, seed=1))
 
 
 def test_cli_search_writes_config_and_log(tmp_path, capsys, one_thread):
