@@ -2,7 +2,7 @@
 
 The per-task soft weight step of BMTAS (``TrainStep(per_task=True)``, relaxed Gumbel-softmax weights)
 on the MobileNetV2 supergraph with the five PASCAL-Context tasks, timed with each part of
-:mod:`branchsweep.search.fused` switched off in turn:
+:mod:`branchsweep.fused` switched off in turn:
 
 * ``all``: the default;
 * ``no fusion``: candidates never fused (``FUSE_LIMIT`` below any tensor);
@@ -30,10 +30,10 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from branchsweep import fused
 from branchsweep.backbones import create_backbone
 from branchsweep.loop import Runtime, TrainStep
-from branchsweep.search import fused
-from branchsweep.search.bmtas import BMTASConfig, _sgd
+from branchsweep.search.bmtas import BMTASConfig, weight_optimizer
 from branchsweep.search.supergraph import Supergraph, gumbel_softmax_weights
 from branchsweep.tasks import create_task
 
@@ -43,7 +43,7 @@ VARIANTS = ("all", "no fusion", "no dilated input gradient", "no shifted weight 
 
 @contextlib.contextmanager
 def switched_off(variant: str) -> Iterator[None]:
-    """Patch :mod:`branchsweep.search.fused` so that ``variant``'s part is not used."""
+    """Patch :mod:`branchsweep.fused` so that ``variant``'s part is not used."""
     saved = fused.FUSE_LIMIT, fused._fast_depthwise, fused.SMALL_MAP
     if variant == "no fusion":
         fused.FUSE_LIMIT = -1
@@ -65,7 +65,7 @@ def weight_step(size: int, width: float, batch: int, channels_last: bool, plain:
     torch.manual_seed(0)
     model = runtime.prepare(Supergraph(spec, tasks, fuse=not plain).train())
     cfg = BMTASConfig(per_task=True)
-    opt, sched = _sgd(model, cfg, cfg.iterations)
+    opt, sched = weight_optimizer(model, cfg, cfg.iterations)
     step = TrainStep([opt], tasks, runtime, schedulers=[sched], per_task=True)
     g = torch.Generator().manual_seed(0)
     batch_data = runtime.batch({

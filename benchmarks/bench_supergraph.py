@@ -4,7 +4,7 @@ One *iteration* is what the BMTAS loop does per weight update: a weight step (fo
 Gumbel-softmax routing, α detached) and, every ``--weight-steps-per-arch`` steps, an α step (forward +
 backward with α in the graph). All supergraphs hold identical parameters and compute identical
 outputs (tests/search/test_supergraph.py): ``routed`` (the default ``Supergraph``: routing, fused wide
-calls and the CPU kernels of ``branchsweep.search.fused``), ``routed, plain`` (the same routing with
+calls and the CPU kernels of ``branchsweep.fused``), ``routed, plain`` (the same routing with
 plain module calls, ``fuse=False``) and ``naive`` (every candidate for every task).
 
 Run: ``.venv/bin/python benchmarks/bench_supergraph.py [--tasks 6] [--size 32] [--width 0.25] [--steps 10]``

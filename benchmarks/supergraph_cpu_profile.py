@@ -94,7 +94,7 @@ def kernels(reps: int) -> None:
 
 
 def _kernel_times(shape: tuple[int, ...], d: int, reps: int) -> list[float]:
-    from branchsweep.search.fused import depthwise_weight_grad
+    from branchsweep.fused import depthwise_weight_grad
 
     x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
     g = torch.randn(shape).contiguous(memory_format=torch.channels_last)

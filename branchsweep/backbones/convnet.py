@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from branchsweep import fused
 from branchsweep.backbones.base import BackboneSpec, fresh_copy
 from branchsweep.backbones.heads import to_label_size
 from branchsweep.errors import ConfigError
@@ -60,6 +61,27 @@ class ConvHead(nn.Module):
 
     def forward(self, final: torch.Tensor, skips: Sequence[torch.Tensor], out_size) -> torch.Tensor:
         return to_label_size(self.logits(self.refine(final)), out_size)
+
+
+def _fused_basic_block(mods: Sequence[BasicBlock], value: fused.Wide) -> fused.Wide:
+    """``k`` :class:`BasicBlock` copies as one wide block (:mod:`branchsweep.fused`), as their ``forward``."""
+    out = fused.run([m.conv1 for m in mods], value)
+    out = fused.run([m.bn1 for m in mods], out)
+    out = fused.run([m.conv2 for m in mods], (F.relu(out[0]), out[1]))
+    out = fused.run([m.bn2 for m in mods], out)
+    identity = value if mods[0].project is None else fused.run([m.project for m in mods], value)
+    y, shared = fused.add_residual(out, identity, len(mods))
+    return F.relu(y), shared
+
+
+def _fused_conv_head(heads: Sequence[ConvHead], final: torch.Tensor, skips, out_size) -> torch.Tensor:
+    """``k`` :class:`ConvHead` copies on a wide input, as their ``forward``."""
+    x = fused.run([h.refine for h in heads], (final, False))
+    return to_label_size(fused.as_wide(fused.run([h.logits for h in heads], x), len(heads)), out_size)
+
+
+fused.register(BasicBlock, _fused_basic_block)
+fused.register_head(ConvHead, _fused_conv_head)
 
 
 def convnet(width: float = 1.0, input_size: int = 32, channels: int = 32, num_layers: int = 6,

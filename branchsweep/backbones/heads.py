@@ -10,6 +10,8 @@ from torch import nn
 from torchvision.models.segmentation.deeplabv3 import ASPP
 from torchvision.ops import Conv2dNormActivation
 
+from branchsweep import fused
+
 #: Dropout of the (R-)ASPP module when a branched network is trained (the BMTAS reference code's
 #: ``drop_rate=0.1`` on the retrained network; the supergraph runs without dropout).
 ASPP_DROPOUT = 0.1
@@ -121,3 +123,16 @@ class BiasHead(nn.Module):
 
     def forward(self, final: torch.Tensor, skips: Sequence[torch.Tensor], out_size) -> torch.Tensor:
         return final + self.bias
+
+
+# ------------------------------------------------------------------------------- fused forms (k copies)
+def _fused_linear_head(heads: Sequence[LinearHead], final: torch.Tensor, skips, out_size) -> torch.Tensor:
+    return fused.as_wide(fused.run([h.fc for h in heads], (torch.flatten(final, 1), False)), len(heads))
+
+
+def _fused_bias_head(heads: Sequence[BiasHead], final: torch.Tensor, skips, out_size) -> torch.Tensor:
+    return final + torch.cat([h.bias for h in heads])
+
+
+fused.register_head(LinearHead, _fused_linear_head)
+fused.register_head(BiasHead, _fused_bias_head)

@@ -105,21 +105,30 @@ def _export(cfg: TrialConfig, data, spec, tasks, work: Path, caches: SweepCaches
     return config, seconds, info
 
 
-def _retrain(cfg: TrialConfig, config: BranchConfig, data, spec, tasks, work: Path, resume: bool,
-             device: str, seed: int, on_step: Callable[[str, int, dict], None] | None = None) -> dict[str, Any]:
+def _retrain(cfg: TrialConfig, config: BranchConfig, data, spec, tasks, work: Path, resume: bool, device: str,
+             seeds: list[int], hooks: list[Callable[[str, int, dict], None]], say: Callable[[str], None]
+             ) -> list[dict[str, Any]]:
+    """Retrain ``config`` once per seed, the seeds fused into one wide network where they can be
+    (:mod:`branchsweep.fused_train`), each with its own checkpoint folder ``work/retrain/seed<seed>``;
+    ``hooks[i]`` gets seed ``i``'s progress."""
     from branchsweep.factory import build_model
+    from branchsweep.fused_train import Replicate, evaluate_networks, train_replicates
     from branchsweep.network import count_parameters
-    from branchsweep.train import CHECKPOINT_NAME, evaluate_network, train_network
+    from branchsweep.train import CHECKPOINT_NAME
 
-    train_cfg = dataclasses.replace(cfg.train, seed=seed, device=device, progress=False)
-    model = build_model(spec, tasks, config, seed)
-    folder = work / "retrain" / f"seed{seed}"
-    again = resume and (folder / CHECKPOINT_NAME).is_file()
-    result = train_network(model, data, tasks, train_cfg, out_dir=folder, resume=again,
-                           on_step=None if on_step is None else lambda it, info: on_step("retrain", it, info))
-    metrics = evaluate_network(model, data, tasks, train_cfg, split=train_cfg.eval_split)
-    return {"metrics": metrics, "params": count_parameters(model), "retrain_time_s": result.wall_time_s,
-            "final_loss": result.losses[-1] if result.losses else math.nan, "resumed": again}
+    replicates = []
+    for seed, hook in zip(seeds, hooks):
+        folder = work / "retrain" / f"seed{seed}"
+        replicates.append(Replicate(
+            build_model(spec, tasks, config, seed), dataclasses.replace(cfg.train, seed=seed, device=device, progress=False),
+            folder, resume and (folder / CHECKPOINT_NAME).is_file(),
+            on_step=lambda it, info, hook=hook: hook("retrain", it, info)))
+    results = train_replicates(replicates, data, tasks, say=say)
+    eval_cfg = replicates[0].cfg
+    metrics = evaluate_networks([r.model for r in replicates], data, tasks, eval_cfg, split=eval_cfg.eval_split)
+    return [{"metrics": m, "params": count_parameters(r.model), "retrain_time_s": result.wall_time_s,
+             "final_loss": result.losses[-1] if result.losses else math.nan, "resumed": r.resume}
+            for r, result, m in zip(replicates, results, metrics)]
 
 
 def mean_and_se(values: list[float]) -> tuple[float, float]:
@@ -214,48 +223,63 @@ def run_trial(cfg: TrialConfig, work_dir: str | Path, caches: SweepCaches, resum
     if on_phase is not None:
         on_phase("priced", dict(row))
     cache = caches.retrain
-    entries, keys, cached = [], [], []
+    seeds = cfg.retrain_seeds()
+    entries: list[dict | None] = [None] * len(seeds)
+    keys = [retrain_key(cfg, config, spec.cache_key(), seed) for seed in seeds]
+    cached = [False] * len(seeds)
     done_before = {d["key"]: d for d in (deferred or {}).get("done", [])}
-    for seed in cfg.retrain_seeds():
-        key = retrain_key(cfg, config, spec.cache_key(), seed)
-        if key in done_before:  # settled before this trial deferred: as it was then
-            entries.append(done_before[key]["entry"])
-            keys.append(key)
-            cached.append(bool(done_before[key]["cached"]))
-            say(f"retrain seed {seed}: result from before the wait kept "
-                f"({'reused from the cache' if cached[-1] else 'trained by this trial'})")
-            continue
-        # The lock is held only to check the cache and claim the key; a second trial with the same
-        # architecture waits for the claimant's entry (RetrainCache.get_or_claim) instead of training
-        # twice, or with defer_claimed leaves (RetrainClaimed) to wait without holding its worker.
+    claimed: list[int] = []  # seeds (by position) this trial holds the claim of and has not trained yet
+
+    def train_claimed() -> None:
+        """Retrain the claimed seeds together (fused), cache each entry, release each claim."""
+        if not claimed:
+            return
+        say(f"retraining {row['arch_hash']} with seed{'s' if len(claimed) > 1 else ''} "
+            f"{', '.join(str(seeds[i]) for i in claimed)} for {cfg.train.iterations} iterations on {dev}")
+        hooks = [cache.heartbeat(keys[i], work.name, on_step if n == 0 else None) for n, i in enumerate(claimed)]
         try:
-            entry = cache.get_or_claim(key, owner=work.name, say=say, wait=not defer_claimed)
-        except RetrainClaimed as claimed:
-            write_json(work / DEFERRED_FILE, {
-                "retrain_key": key, "claimed_by": claimed.holder, "seed": seed,
-                "elapsed_s": time.perf_counter() - t0, "deferred_at": time.time(),
-                "done": [{"key": k, "entry": e, "cached": c} for k, e, c in zip(keys, entries, cached)]})
-            say(f"retrain of {key} (seed {seed}) claimed by trial {claimed.holder}: waiting for its result "
-                "without holding the worker (this attempt ends; the trial resumes once the result is cached)")
+            trained = _retrain(cfg, config, data, spec, tasks, work, resume, dev, [seeds[i] for i in claimed], hooks, say)
+        except BaseException:
+            for i in claimed:
+                cache.release(keys[i], work.name)
             raise
-        hit = entry is not None
-        if hit:
-            say(f"retrain seed {seed} skipped: architecture {row['arch_hash']} with these retrain settings "
-                f"was already trained by {entry['trained_by']!r} (cache {cache.path(key).name}); reusing it")
-        else:
-            say(f"retraining {row['arch_hash']} with seed {seed} for {cfg.train.iterations} iterations on {dev}")
-            try:
-                entry = _retrain(cfg, config, data, spec, tasks, work, resume, dev, seed,
-                                 cache.heartbeat(key, work.name, on_step))
-            except BaseException:
-                cache.release(key, work.name)
+        for i, entry in zip(claimed, trained):
+            entry.update(trained_by=cfg.display_label, arch_hash=row["arch_hash"], key=keys[i], seed=seeds[i])
+            cache.put(keys[i], entry)
+            cache.release(keys[i], work.name)
+            entries[i] = entry
+        claimed.clear()
+
+    for i, (seed, key) in enumerate(zip(seeds, keys)):
+        if key in done_before:  # settled before this trial deferred: as it was then
+            entries[i], cached[i] = done_before[key]["entry"], bool(done_before[key]["cached"])
+            say(f"retrain seed {seed}: result from before the wait kept "
+                f"({'reused from the cache' if cached[i] else 'trained by this trial'})")
+            continue
+        # The lock is held only to check the cache and claim the key. A key claimed by another live
+        # trial is waited for (RetrainCache.get_or_claim) instead of trained twice, or with
+        # defer_claimed left for (RetrainClaimed) without holding the worker; either way the seeds this
+        # trial claimed before it are trained first, so that no claim of its own goes stale meanwhile.
+        try:
+            entry = cache.get_or_claim(key, owner=work.name, say=say, wait=False)
+        except RetrainClaimed as claim:
+            train_claimed()
+            if defer_claimed:
+                write_json(work / DEFERRED_FILE, {
+                    "retrain_key": key, "claimed_by": claim.holder, "seed": seed,
+                    "elapsed_s": time.perf_counter() - t0, "deferred_at": time.time(),
+                    "done": [{"key": keys[j], "entry": entries[j], "cached": cached[j]} for j in range(i)]})
+                say(f"retrain of {key} (seed {seed}) claimed by trial {claim.holder}: waiting for its result "
+                    "without holding the worker (this attempt ends; the trial resumes once the result is cached)")
                 raise
-            entry.update(trained_by=cfg.display_label, arch_hash=row["arch_hash"], key=key, seed=seed)
-            cache.put(key, entry)
-            cache.release(key, work.name)
-        entries.append(entry)
-        keys.append(key)
-        cached.append(hit)
+            entry = cache.get_or_claim(key, owner=work.name, say=say, wait=True)
+        if entry is None:
+            claimed.append(i)
+            continue
+        say(f"retrain seed {seed} skipped: architecture {row['arch_hash']} with these retrain settings "
+            f"was already trained by {entry['trained_by']!r} (cache {cache.path(key).name}); reusing it")
+        entries[i], cached[i] = entry, True
+    train_claimed()
     directions = primary_directions(tasks)
     if cfg.method == "single":
         reference = mean_metrics(entries)

@@ -19,13 +19,13 @@ that needs it (weight non-zero for one of the stream's tasks), never once per ta
   are shared by the tasks of a stream, but mixtures differ per task, so after a weighted layer each
   task has its own stream (unless the weights carry no gradient and the rows are equal).
 
-How a candidate is evaluated (:mod:`branchsweep.search.fused`; ``fuse=False`` keeps plain module
+How a candidate is evaluated (:mod:`branchsweep.fused`; ``fuse=False`` keeps plain module
 calls, the implementation the tests compare against):
 
 * with weighted routing, the candidates one stream reads in a row run as **one wide call** — ``k``
   copies of a convolution as one convolution over ``k`` times the channels, their BatchNorms as one —
   on a GPU when all candidates of the layer are needed (stable shapes for ``cudnn.benchmark``), on a CPU
-  while the tensors are small (:func:`~branchsweep.search.fused.worth_fusing`);
+  while the tensors are small (:func:`~branchsweep.fused.worth_fusing`);
   the mixture ``Σ_j w_j · out_j`` is then one reduction over the wide output. Discrete routing runs
   candidates one by one, so a candidate that is not used keeps a ``None`` gradient;
 * on a CPU, dilated depthwise convolutions take their input gradient as a convolution (PyTorch's own
@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from branchsweep.backbones import BackboneSpec
-from branchsweep.search import fused
+from branchsweep import fused
 from branchsweep.search.gumbel import gumbel_noise
 from branchsweep.tasks import Task
 
@@ -196,7 +196,7 @@ class Supergraph(nn.Module):
         The evaluation order is that of the reads (stream by stream, candidate by candidate, first use
         first), so BatchNorm running statistics and random numbers advance exactly as in a
         candidate-by-candidate evaluation. With ``fuse``, consecutive candidates on one stream run as one
-        wide call when the layer allows it (:mod:`branchsweep.search.fused`). Returns every output by
+        wide call when the layer allows it (:mod:`branchsweep.fused`). Returns every output by
         ``(stream, candidate)`` and the wide outputs by ``(stream, candidates)``.
         """
         blocks = self.candidates[layer]

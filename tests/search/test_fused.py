@@ -12,7 +12,7 @@ from torchvision.models.mobilenetv2 import InvertedResidual
 from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
-from branchsweep.search import fused
+from branchsweep import fused
 
 
 def _blocks(make, k: int = 3) -> list[nn.Module]:

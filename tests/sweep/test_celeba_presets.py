@@ -74,17 +74,17 @@ def test_deep_wide_recipe_runs_a_trial_evaluated_on_test(celeba_ltb, tmp_path, m
     run through a trial: epochs-based lengths, step/exponential decays, the test split, one lr."""
     import dataclasses
 
-    from branchsweep import train as train_module
+    from branchsweep import fused_train
     from branchsweep.pipeline import SweepCaches, TrialConfig, run_trial
 
     preset, _ = celeba_ltb.presets("deep-wide")
-    splits, real = [], train_module.evaluate_network
+    splits, real = [], fused_train.evaluate_networks
 
     def spy(*args, split="val", **kwargs):
         splits.append(split)
         return real(*args, split=split, **kwargs)
 
-    monkeypatch.setattr(train_module, "evaluate_network", spy)
+    monkeypatch.setattr(fused_train, "evaluate_networks", spy)
     search = {**preset.search_defaults["ltb"], "child_nodes": "deep_wide", "epochs": 2.0, "warmup_epochs": 1.0,
               "batch_size": 2, "checkpoint_every": 0, "schedule": "inverse", "tau0": 10.0}
     cfg = TrialConfig(

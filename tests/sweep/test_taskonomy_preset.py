@@ -49,16 +49,16 @@ def test_smoke_trial_searches_small_and_retrains_large(preset_module, tmp_path, 
         return real(search_cfg, ctx, stop_at)
 
     monkeypatch.setattr(ltb, "run_search", spy)
-    import branchsweep.train as train
+    import branchsweep.fused_train as fused_train
 
     retrained = []
-    real_train = train.train_network
+    real_train = fused_train.train_replicates
 
-    def spy_train(model, data, *args, **kwargs):
+    def spy_train(replicates, data, *args, **kwargs):
         retrained.append(data.split("train", train=True)[0]["image"].shape)
-        return real_train(model, data, *args, **kwargs)
+        return real_train(replicates, data, *args, **kwargs)
 
-    monkeypatch.setattr(train, "train_network", spy_train)
+    monkeypatch.setattr(fused_train, "train_replicates", spy_train)
     trial = to_trial_config(cfg.points[0], cfg.base)
     row = run_trial(trial, tmp_path / "trial", SweepCaches(tmp_path / "cache"))
     assert seen == [((3, 8, 8), [5] * 16)]  # searched at search_size with 5 child nodes per residual block

@@ -1,7 +1,8 @@
-"""Evaluate ``k`` candidate copies of one layer in a single *wide* call (horizontal fusion).
+"""Evaluate ``k`` copies of one layer in a single *wide* call (horizontal fusion).
 
 The BMTAS supergraph holds ``T`` copies of every backbone layer with the same structure and different
-weights. Where several of them read the same input (the tasks of one stream), running them one after
+weights; fused retraining (:mod:`branchsweep.fused_train`) trains ``K`` networks of one backbone at
+once, whose blocks of one layer are copies too. Where several of them read the same input (the tasks of one stream), running them one after
 the other costs ``k`` small calls per operation; here they run as one operation over ``k`` times the
 channels:
 
@@ -39,6 +40,7 @@ applies without fusion as well.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -320,6 +322,41 @@ _HANDLERS: dict[type, Callable[[Sequence, Wide], Wide]] = {
 }
 
 
+def register(kind: type, handler: Callable[[Sequence, Wide], Wide]) -> None:
+    """Give module type ``kind`` a fused form: ``handler(mods, value) -> value`` over ``k`` copies
+    (a backbone registers its own block types next to their definition, e.g. ``convnet.BasicBlock``)."""
+    _HANDLERS[kind] = handler
+
+
+HeadHandler = Callable[[Sequence[nn.Module], torch.Tensor, Sequence[torch.Tensor], Any], torch.Tensor]
+#: Fused forms of task heads (called ``head(final, skips, out_size)``): ``handler(heads, final, skips,
+#: out_size)`` on wide tensors; heads without one run one by one (:func:`run_heads`).
+_HEAD_HANDLERS: dict[type, HeadHandler] = {}
+
+
+def register_head(kind: type, handler: HeadHandler) -> None:
+    """Give head type ``kind`` a fused form (see :data:`_HEAD_HANDLERS`)."""
+    _HEAD_HANDLERS[kind] = handler
+
+
+def run_heads(heads: Sequence[nn.Module], final: torch.Tensor, skips: Sequence[torch.Tensor], out_size) -> torch.Tensor:
+    """The ``k`` heads on their parts of the wide ``final`` and ``skips``, as one wide output."""
+    handler = _HEAD_HANDLERS.get(type(heads[0]))
+    if handler is not None and all(_supported(h) for h in heads):
+        return handler(heads, final, skips, out_size)
+    k = len(heads)
+    parts = [split(s, k) for s in skips]
+    return torch.cat([h(x, [p[j] for p in parts], out_size)
+                      for j, (h, x) in enumerate(zip(heads, split(final, k)))], dim=1)
+
+
+def unsupported(module: nn.Module) -> list[str]:
+    """Names of the module types in ``module``'s tree that run copy by copy (no fused form)."""
+    return sorted({type(m).__name__ for m in module.modules()
+                   if _handler(m) is None and type(m) not in (nn.ModuleList, nn.ModuleDict)
+                   and type(m) not in _HEAD_HANDLERS})
+
+
 def _handler(module: nn.Module) -> Callable[[Sequence, Wide], Wide] | None:
     """The handler of ``module``'s type; ``Sequential`` subclasses that keep its ``forward`` count as one."""
     kind = type(module)
@@ -357,7 +394,8 @@ def worth_fusing(x: torch.Tensor, k: int, total: int) -> bool:
 def _supported(module: nn.Module) -> bool:
     """Whether every module in ``module``'s tree has a fused form."""
     for m in module.modules():
-        if _handler(m) is None and type(m) is not nn.ModuleList:  # module lists: the containers handled above
+        if _handler(m) is None and type(m) is not nn.ModuleList and type(m) not in _HEAD_HANDLERS:
+            # module lists: the containers handled above; heads: their registered forms
             return False
         if isinstance(m, (nn.Conv1d, nn.Conv2d)) and (m.padding_mode != "zeros" or isinstance(m.padding, str)):
             return False
