@@ -45,8 +45,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from branchsweep.backbones import BackboneSpec
 from branchsweep import fused
+from branchsweep.backbones import BackboneSpec
 from branchsweep.search.gumbel import gumbel_noise
 from branchsweep.tasks import Task
 
