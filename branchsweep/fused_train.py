@@ -45,7 +45,9 @@ from branchsweep.loop import ResumableLoop, TrainStep, lr_schedule, to_floats, w
 from branchsweep.network import BranchedNetwork
 from branchsweep.tasks import Task
 from branchsweep.train import (
+    CHECKPOINT_NAME,
     TrainResult,
+    load_checkpoint,
     make_optimizer,
     metric_values,
     retrain_checkpoint,
@@ -290,8 +292,8 @@ def _start(r: Replicate) -> int:
     """The iteration ``r`` resumes at (0 when fresh)."""
     if not r.resume or r.out_dir is None:
         return 0
-    ckpt = retrain_checkpoint(r.out_dir, r.model, [], r.cfg)
-    return int(torch.load(ckpt.path, map_location="cpu", weights_only=True)["iteration"]) if ckpt.exists() else 0
+    path = Path(r.out_dir) / CHECKPOINT_NAME
+    return int(load_checkpoint(path)["iteration"]) if path.is_file() else 0
 
 
 def train_replicates(replicates: Sequence[Replicate], data: MultiTaskData, tasks: Sequence[Task],
