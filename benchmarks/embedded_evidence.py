@@ -103,6 +103,7 @@ def _search(payload: dict[str, Any]) -> dict[str, Any]:
     from branchsweep.factory import build_spec
     from branchsweep.pipeline import SweepCaches, TrialConfig
     from branchsweep.search import SEARCH_METHODS, SearchContext
+    from branchsweep.search.base import run_method
 
     cfg = TrialConfig.from_dict(payload["trial"])
     caches = SweepCaches(Path(payload["cache"]))
@@ -110,9 +111,9 @@ def _search(payload: dict[str, Any]) -> dict[str, Any]:
     tasks = data.select_tasks(cfg.data.tasks)
     spec = build_spec(cfg.model, data)
     ctx = SearchContext(data=data, spec=spec, tasks=tasks, out_dir=Path(payload["work"]), seed=cfg.seed,
-                        progress=False, cache_dir=caches.madds)
+                        progress=False, cache_dir=caches.madds, branch_points=cfg.branch_points)
     t0 = time.perf_counter()
-    result = SEARCH_METHODS.get(cfg.method).run(cfg.method_config(caches.method_dir(cfg.method)), ctx)
+    result = run_method(SEARCH_METHODS.get(cfg.method), cfg.method_config(caches.method_dir(cfg.method)), ctx)
     return {"arch_json": result.config.to_json(indent=None), "seconds": time.perf_counter() - t0}
 
 

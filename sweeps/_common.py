@@ -23,6 +23,7 @@ from branchsweep import paper
 from branchsweep.config import DataConfig, ModelConfig, TrainConfig
 from branchsweep.errors import BranchsweepError
 from branchsweep.sweep import SearchSpace, SweepBase, SweepConfig, run_sweep
+from branchsweep.tree_space import parse_branch_points
 
 
 @dataclass
@@ -126,6 +127,9 @@ def parser(preset: SweepPreset, doc: str | None) -> argparse.ArgumentParser:
                    help=f"retrain seeds per architecture; results are mean ± s.e. over them (default {preset.replicates})")
     p.add_argument("--search-seed", type=int, default=0,
                    help="seed of every search of the sweep (a different search seed is a different sweep; default 0)")
+    p.add_argument("--branch-points", type=parse_branch_points, default=None, metavar="L1,L2,...",
+                   help="layer indices at which searched and control trees may split (0: the input; default: every "
+                        "layer)")
     p.add_argument("--permutations", type=int, default=None,
                    help=f"permuted trees per front point (default {preset.permutations})")
     p.add_argument("--controls", default=None, metavar="KINDS",
@@ -162,7 +166,8 @@ def build_config(preset: SweepPreset, args: argparse.Namespace) -> SweepConfig:
     cfg = SweepConfig(
         name=preset.name, out=out,
         base=SweepBase(data=data, model=preset.model, train=preset.train, search_defaults=preset.search_defaults,
-                       replicates=pick(args.replicates, preset.replicates), search_seed=args.search_seed),
+                       replicates=pick(args.replicates, preset.replicates), search_seed=args.search_seed,
+                       branch_points=args.branch_points or None),
         controls=controls, permutations=pick(args.permutations, preset.permutations),
         space=preset.space, num_trials=pick(args.num_trials, preset.num_trials),
         concurrency=pick(args.concurrency, preset.concurrency),

@@ -23,7 +23,8 @@ from branchsweep.errors import ConfigError
 from branchsweep.factory import build_spec
 from branchsweep.madds import format_madds, madds_table
 from branchsweep.search import SEARCH_METHODS, SearchContext
-from branchsweep.search.base import add_method_flags, parse_settings
+from branchsweep.search.base import add_method_flags, parse_settings, run_method
+from branchsweep.tree_space import parse_branch_points
 
 NAME = "search"
 HELP = "search a branched architecture (BMTAS, Learning to Branch, ...) and write branch_config.json"
@@ -35,6 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder (branch_config.json, search log, checkpoints)")
     p.add_argument("--resume", action="store_true", help="continue the search in --out from its checkpoint")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--branch-points", type=parse_branch_points, default=None, metavar="L1,L2,...",
+                   help="layer indices at which the tree may split (0: the input; layers before the first are "
+                        "shared by every task; default: every layer)")
     p.add_argument("--no-progress", action="store_true")
     add_runtime_arguments(p)
     add_data_arguments(p)
@@ -54,10 +58,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = method.make_config({**method.data_defaults(data.name, spec.name, len(tasks)), **settings})
     ctx = SearchContext(data=data, spec=spec, tasks=tasks, out_dir=args.out, seed=args.seed, device=args.device,
                         resume=args.resume, progress=not args.no_progress, amp=args.amp,
-                        channels_last=args.channels_last)
+                        channels_last=args.channels_last, branch_points=args.branch_points)
     ctx.runtime()  # a bad device or precision fails here, before anything is written
     args.out.mkdir(parents=True, exist_ok=True)
-    result = method.run(cfg, ctx)
+    result = run_method(method, cfg, ctx)
     madds = madds_table(spec, tasks).madds(result.config)
     print(result.config.draw(spec.layer_names))
     print(f"{args.method} search finished in {result.wall_time_s:.1f} s: {format_madds(madds)}, "

@@ -28,6 +28,7 @@ class TrialConfig:
     config dataclass). ``seed`` is the *search* seed (a different search seed is a different trial);
     the exported architecture is retrained ``replicates`` times, with seeds ``train.seed + r``
     (:meth:`retrain_seeds`), and its metrics are reported as mean and standard error over them.
+    ``branch_points``: where a searched tree may split (every search method and baseline honours it).
     ``hp``: the hyperparameters to record as ``hp/<name>``; ``tags``: other values recorded as columns
     of the result row (e.g. ``baseline_of`` of a control trial).
     """
@@ -44,6 +45,8 @@ class TrialConfig:
     hp: dict[str, Any] = field(default_factory=dict)
     replicates: int = 1
     tags: dict[str, Any] = field(default_factory=dict)
+    #: Layer boundaries at which a searched tree may split (:mod:`branchsweep.tree_space`); None: every layer.
+    branch_points: list[int] | None = None
 
     def validate(self) -> None:
         from branchsweep.search import SEARCH_METHODS

@@ -73,6 +73,7 @@ def _export(cfg: TrialConfig, data, spec, tasks, work: Path, caches: SweepCaches
     """The trial's architecture: a baseline, a fixed JSON, or a search (resumed from ``work/search``)."""
     from branchsweep.factory import resolve_arch
     from branchsweep.search import SEARCH_METHODS, SearchContext
+    from branchsweep.search.base import run_method
 
     names = [t.name for t in tasks]
     exported = work / ARCH_FILE
@@ -90,13 +91,13 @@ def _export(cfg: TrialConfig, data, spec, tasks, work: Path, caches: SweepCaches
         again = resume and search_dir.is_dir() and any(search_dir.glob("*.pt"))
         ctx = SearchContext(data=data, spec=spec, tasks=tasks, out_dir=search_dir, seed=cfg.seed, device=device,
                             resume=again, progress=False, cache_dir=caches.madds, amp=cfg.train.amp,
-                            channels_last=cfg.train.channels_last,
+                            channels_last=cfg.train.channels_last, branch_points=cfg.branch_points,
                             on_step=None if on_step is None else lambda it, info: on_step("search", it, info))
         shared = method.sweep_settings(caches.method_dir(cfg.method))
         say(f"search {cfg.method} {'(resumed from checkpoint) ' if again else ''}with "
             f"{json.dumps(dict(cfg.search), default=str)}"
             + (f"; shared by the sweep: {json.dumps(shared, default=str)}" if shared else ""))
-        result = method.run(cfg.method_config(caches.method_dir(cfg.method)), ctx)
+        result = run_method(method, cfg.method_config(caches.method_dir(cfg.method)), ctx)
         config = result.config.reorder(names)
         seconds = float(result.wall_time_s)
         info = {k: v for k, v in result.info.items() if isinstance(v, (int, float, str, bool))}

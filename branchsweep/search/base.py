@@ -119,6 +119,9 @@ class SearchContext:
     cache_dir: Path | None = None
     amp: str = "off"
     channels_last: bool = False
+    #: Layer boundaries at which the exported tree may split (:mod:`branchsweep.tree_space`); None: every
+    #: layer. Checked against the backbone and stored sorted and complete (every layer when None).
+    branch_points: tuple[int, ...] | None = None
     #: ``on_step(iteration, info)``: progress for callers such as Ray trials, called on host synchronisations
     #: (``info``: ``tau``, ``loss`` and, where the method has them, ``madds`` of the architecture it would
     #: export now) and after every resumable checkpoint (``info["checkpoint"]`` True).
@@ -130,6 +133,9 @@ class SearchContext:
             self.on_step(iteration, info)
 
     def __post_init__(self) -> None:
+        from branchsweep.tree_space import check_branch_points
+
+        self.branch_points = check_branch_points(self.branch_points, self.spec.num_layers)
         for_search = getattr(self.data, "for_search", None)
         if for_search is not None:
             self.data = for_search()
@@ -203,6 +209,16 @@ class SearchMethod(abc.ABC):
 
 
 SEARCH_METHODS: Registry[SearchMethod] = Registry("search method")
+
+
+def run_method(method: SearchMethod, cfg: Any, ctx: SearchContext) -> SearchResult:
+    """Run ``method`` and check that its tree splits only at ``ctx.branch_points`` (every caller runs a
+    method through here, so no method, present or future, exports a tree off the branch points)."""
+    from branchsweep.tree_space import check_respects
+
+    result = method.run(cfg, ctx)
+    check_respects(result.config, ctx.branch_points, method.name)
+    return result
 
 
 def parse_settings(args: argparse.Namespace, method: SearchMethod, dest_of: Mapping[str, str]) -> dict[str, Any]:

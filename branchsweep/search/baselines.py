@@ -112,14 +112,24 @@ def vanilla_tree(tasks: Sequence[str], num_layers: int, branch_at: int) -> Branc
     return BranchConfig.from_groups(names, [[names]] * branch_at + [[[n] for n in names]] * (num_layers - branch_at))
 
 
-def closest_branch_layer(table: Any, tasks: Sequence[str], target: float) -> int:
-    """The ``k`` whose vanilla tree's MAdds are closest to ``target`` (ties: the smaller ``k``).
+def vanilla_layers(num_layers: int, points: Sequence[int] | None = None) -> list[int]:
+    """The ``k`` a vanilla tree may branch at: the branch points (default every layer) and ``num_layers``
+    (Shared)."""
+    from branchsweep.tree_space import check_branch_points
+
+    return [*check_branch_points(points, num_layers), num_layers]
+
+
+def closest_branch_layer(table: Any, tasks: Sequence[str], target: float, points: Sequence[int] | None = None) -> int:
+    """The ``k`` (a branch point, or Shared) whose vanilla tree's MAdds are closest to ``target`` (ties: the
+    smaller ``k``).
 
     MAdds fall as ``k`` grows (each shared layer runs once instead of ``T`` times).
     """
     num_layers = len(table.layers)
-    costs = [table.madds(vanilla_tree(tasks, num_layers, k)) for k in range(num_layers + 1)]
-    return min(range(num_layers + 1), key=lambda k: (abs(costs[k] - target), k))
+    options = vanilla_layers(num_layers, points)
+    costs = {k: table.madds(vanilla_tree(tasks, num_layers, k)) for k in options}
+    return min(options, key=lambda k: (abs(costs[k] - target), k))
 
 
 @dataclass
@@ -151,9 +161,13 @@ class VanillaMethod(SearchMethod):
         info: dict[str, Any] = {}
         if cfg.branch_at is not None:
             k = cfg.branch_at
+            allowed = vanilla_layers(ctx.spec.num_layers, ctx.branch_points)
+            if 0 <= k <= ctx.spec.num_layers and k not in allowed:
+                raise ConfigError(f"vanilla: --branch-at {k} is not a branch point (allowed: "
+                                  f"{', '.join(map(str, allowed))})")
         else:
             target, _ = _target(cfg, ctx, table)
-            k = closest_branch_layer(table, names, target)
+            k = closest_branch_layer(table, names, target, ctx.branch_points)
             info["target_madds"] = target
         config = vanilla_tree(names, ctx.spec.num_layers, k)
         return _export(ctx, config, t0, {**info, "branch_at": k, "madds": table.madds(config)})
@@ -264,6 +278,9 @@ class PermutedMethod(SearchMethod):
     def run(self, cfg: PermutedConfig, ctx: SearchContext) -> SearchResult:
         t0 = time.perf_counter()
         like = _fitted(load_like(cfg.like), ctx)  # type: ignore[arg-type]
+        from branchsweep.tree_space import check_respects
+
+        check_respects(like, ctx.branch_points, "permuted: --like")  # a permutation splits where its tree does
         perms = distinct_permutation_indices(like, cfg.permutations, ctx.seed)
         if not perms:
             raise ConfigError("permuted: every task assignment of the --like tree gives the same grouping "
@@ -321,6 +338,33 @@ def random_tree(tasks: Sequence[str], num_layers: int, rng: random.Random) -> Br
         raise ValueError("a tree needs at least one layer")
     layers = _random_partitions(len(tasks), num_layers, rng)
     return BranchConfig(tuple(tasks), tuple(tuple(tuple(g) for g in part) for part in layers))
+
+
+@dataclass(frozen=True)
+class SegmentTable:
+    """A MAdds table with one "layer" per free segment of a branch-point space (the shared layers before
+    the first branch point are folded into the stem): a tree's MAdds are additive over segments too."""
+
+    stem: float
+    layers: tuple[float, ...]
+    heads: dict[str, float]
+
+    @classmethod
+    def of(cls, table: Any, points: Sequence[int] | None) -> SegmentTable:
+        from branchsweep.tree_space import segments
+
+        segs = segments(points, len(table.layers))
+        return cls(table.stem + sum(table.layers[:segs[0][0]]),
+                   tuple(sum(table.layers[s:e]) for s, e in segs), dict(table.heads))
+
+
+def random_tree_in(table: Any, tasks: Sequence[str], target: float, tol: float, rng: random.Random,
+                   points: Sequence[int] | None = None, max_tries: int = 20000) -> BranchConfig:
+    """:func:`random_tree_near` in the space of trees that split only at ``points`` (None: every layer)."""
+    from branchsweep.tree_space import from_segments
+
+    coarse = random_tree_near(SegmentTable.of(table, points), tasks, target, tol, rng, max_tries)
+    return from_segments(list(tasks), points, len(table.layers), coarse.partitions)
 
 
 def random_tree_near(table: Any, tasks: Sequence[str], target: float, tol: float, rng: random.Random,
@@ -398,7 +442,7 @@ class RandomMethod(SearchMethod):
         config = None
         for _ in range(cfg.index + 1):  # the index-th distinct tree (other than ``like``) of the seeded stream
             for _ in range(1000):
-                config = random_tree_near(table, names, target, cfg.tolerance, rng, cfg.max_tries)
+                config = random_tree_in(table, names, target, cfg.tolerance, rng, ctx.branch_points, cfg.max_tries)
                 if config not in seen:
                     break
             else:

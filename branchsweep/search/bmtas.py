@@ -60,7 +60,7 @@ from branchsweep.madds import madds_table
 from branchsweep.search.base import SEARCH_METHODS, SearchContext, SearchMethod, SearchResult, setting
 from branchsweep.search.resource import EXACT_MAX_TASKS, expected_madds
 from branchsweep.search.schedules import SCHEDULES, make_schedule
-from branchsweep.search.supergraph import Supergraph, gumbel_softmax_weights, reset_batchnorm_stats
+from branchsweep.search.supergraph import Supergraph, reset_batchnorm_stats
 
 CHECKPOINT_NAME = "bmtas_checkpoint.pt"
 LOG_NAME = "search_log.jsonl"
@@ -302,10 +302,15 @@ def warm_up_cached(model: Supergraph, ctx: SearchContext, cfg: BMTASConfig, weig
     path = Path(cfg.warmup_cache) / f"bmtas-warmup-{warmup_key(ctx, cfg)}.pt"
     with file_lock(path.with_suffix(".lock")):  # concurrent trials: one warms up, the others load its result
         if path.is_file():
-            model.load_state_dict(load_state(path, "warm-up cache", map_location=runtime.device))
+            state = load_state(path, "warm-up cache", map_location=runtime.device)
+            state.pop("alpha", None)  # α is not warmed up, and its shape depends on the branch points
+            missing, unexpected = model.load_state_dict(state, strict=False)
+            if [k for k in missing if k != "alpha"] or unexpected:
+                raise ConfigError(f"warm-up cache {path} does not fit this supergraph "
+                                  f"(missing {missing}, unexpected {unexpected}); delete it")
             return path
         warm_up(model, ctx, cfg, weight_set, runtime)
-        save_state(path, model.state_dict())
+        save_state(path, {k: v for k, v in model.state_dict().items() if k != "alpha"})
     return path
 
 
@@ -323,7 +328,8 @@ def search_checkpoint(out_dir: Path, cfg: BMTASConfig, ctx: SearchContext) -> Ch
     the iterations …), so resuming it with others is a :class:`ConfigError`."""
     settings = {k: v for k, v in to_dict(cfg).items() if k not in RUN_SETTINGS}
     return Checkpoint(Path(out_dir) / CHECKPOINT_NAME, "BMTAS", {
-        "tasks": [t.name for t in ctx.tasks], "seed": ctx.seed, "backbone": ctx.spec.cache_key(), **settings})
+        "tasks": [t.name for t in ctx.tasks], "seed": ctx.seed, "backbone": ctx.spec.cache_key(),
+        "branch_points": list(ctx.branch_points or ()), **settings})
 
 
 def run_search(cfg: BMTASConfig, ctx: SearchContext, stop_at: int | None = None) -> SearchResult | None:
@@ -345,7 +351,7 @@ def run_search(cfg: BMTASConfig, ctx: SearchContext, stop_at: int | None = None)
     table = madds_table(priced, ctx.tasks, cache_dir=ctx.cache_dir)
     ctx = dataclasses.replace(ctx, data=search_data(ctx, cfg))
     torch.manual_seed(ctx.seed)
-    model = runtime.prepare(Supergraph(ctx.spec, ctx.tasks))
+    model = runtime.prepare(Supergraph(ctx.spec, ctx.tasks, branch_points=ctx.branch_points))
     layer_madds = table.layer_tensor().to(device)
     scale = resource_scale(cfg, layer_madds, len(ctx.tasks))
     estimator = cfg.resource_estimator
@@ -415,7 +421,7 @@ def run_search(cfg: BMTASConfig, ctx: SearchContext, stop_at: int | None = None)
             reset_batchnorm_stats(model)
             w_opt.state.clear()  # momentum restarts once per architecture change
         batch = runtime.batch(next(weight_batches))
-        weights = gumbel_softmax_weights(model.alpha.detach(), tau, cfg.hard, gen)
+        weights = model.sample_weights(tau, cfg.hard, gen, model.alpha.detach())
         where = f"in the bmtas search at step {step}"
         if cfg.sequential:
             parts = {}
@@ -452,7 +458,7 @@ def run_search(cfg: BMTASConfig, ctx: SearchContext, stop_at: int | None = None)
     ops = model.argmax_ops().cpu().tolist()
     config = BranchConfig.from_op_indices([t.name for t in ctx.tasks], ops)
     config.save(out_dir / "branch_config.json")
-    probs = torch.softmax(model.alpha.detach().double(), dim=-1)
+    probs = torch.softmax(model.layer_alpha(model.alpha.detach()).double(), dim=-1)
     final = {"event": "end", "op_indices": ops, "madds": table.madds(config),
              "expected_madds": float(expected_madds(probs, layer_madds, "exact" if estimator == "exact" else "mc",
                                                     cfg.mc_samples, gen)),
@@ -476,9 +482,9 @@ def arch_step(model: Supergraph, ctx: SearchContext, cfg: BMTASConfig, batch: di
     differentiated on its own forward pass and the gradients are summed. Returns the search-log entry
     (tensors: reading them is left to the caller's cadence).
     """
-    weights = gumbel_softmax_weights(model.alpha, tau, cfg.hard, gen)
+    weights = model.sample_weights(tau, cfg.hard, gen)
     images = batch["image"]
-    probs = torch.softmax(model.alpha.double(), dim=-1)
+    probs = torch.softmax(model.layer_alpha().double(), dim=-1)
     parts: dict[str, torch.Tensor] = {}
     if not cfg.per_task:
         with runtime.autocast():

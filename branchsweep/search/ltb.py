@@ -165,8 +165,12 @@ class LTBConfig:
         return total, warmup
 
 
-def resolve_child_nodes(child_nodes: Sequence[int | str] | int | None, num_layers: int, num_tasks: int) -> list[int]:
-    """Child-node counts per layer, checked against the backbone depth and the task count.
+def resolve_child_nodes(child_nodes: Sequence[int | str] | int | None, num_layers: int, num_tasks: int,
+                        what: str = "the backbone has {n} branchable layers") -> list[int]:
+    """Child-node counts per branching layer, checked against their number and the task count.
+
+    ``num_layers`` is the number of branching layers: every layer of the backbone, or, with
+    ``--branch-points``, one per branch point (``what`` words the error).
 
     >>> resolve_child_nodes([3, 3, 3, "T"], 4, 15)
     [3, 3, 3, 15]
@@ -184,7 +188,7 @@ def resolve_child_nodes(child_nodes: Sequence[int | str] | int | None, num_layer
     counts = [num_tasks if c == "T" else int(c) for c in child_nodes]
     if len(counts) != num_layers:
         raise ConfigError(
-            f"--child-nodes has {len(counts)} entries but the backbone has {num_layers} branchable layers"
+            f"--child-nodes has {len(counts)} entries but {what.format(n=num_layers)}"
         )
     if any(c < 1 for c in counts):
         raise ConfigError(f"--child-nodes entries must be >= 1, got {counts}")
@@ -269,6 +273,35 @@ def straight_through_select(
     return parents[index] + correction, index
 
 
+def layer_counts(point_counts: Sequence[int], points: Sequence[int] | None, num_layers: int) -> list[int]:
+    """Child nodes per backbone layer from the counts per branch point: one node on the shared layers before
+    the first branch point, a branch point's count on its layers up to the next one.
+
+    >>> layer_counts([2, 4], [1, 3], 5)
+    [1, 2, 2, 4, 4]
+    """
+    from branchsweep.tree_space import check_branch_points, segments
+
+    if len(point_counts) != len(check_branch_points(points, num_layers)):
+        raise ConfigError(f"{len(point_counts)} child-node counts for {len(check_branch_points(points, num_layers))} "
+                          "branch points")
+    out = [1] * num_layers
+    for (start, end), count in zip(segments(points, num_layers), point_counts, strict=True):
+        out[start:end] = [count] * (end - start)
+    return out
+
+
+def resolve_tree(child_nodes: Sequence[int | str] | int | None, points: Sequence[int] | None, num_layers: int,
+                 num_tasks: int) -> list[int]:
+    """The counts per branch point (:func:`resolve_child_nodes`); with ``--branch-points`` one entry per point."""
+    from branchsweep.tree_space import check_branch_points
+
+    n = len(check_branch_points(points, num_layers))
+    what = ("the backbone has {n} branchable layers" if n == num_layers
+            else "--branch-points gives {n} branch points (one count per branch point)")
+    return resolve_child_nodes(child_nodes, n, num_tasks, what)
+
+
 class BranchingNetwork(nn.Module):
     """All child nodes of all layers plus one head per task (see the module docstring).
 
@@ -277,9 +310,17 @@ class BranchingNetwork(nn.Module):
     argmax without noise (Eq. 7). ``last_choice`` records the parents used by the last forward pass.
     """
 
-    def __init__(self, spec: BackboneSpec, tasks: Sequence[Task], child_nodes: Sequence[int]) -> None:
+    def __init__(self, spec: BackboneSpec, tasks: Sequence[Task], child_nodes: Sequence[int],
+                 branch_points: Sequence[int] | None = None) -> None:
         super().__init__()
-        counts = resolve_child_nodes(list(child_nodes), spec.num_layers, len(tasks))
+        from branchsweep.tree_space import check_branch_points
+
+        points = check_branch_points(branch_points, spec.num_layers)
+        self.point_counts = resolve_tree(list(child_nodes), points, spec.num_layers, len(tasks))
+        counts = layer_counts(self.point_counts, points, spec.num_layers)
+        #: Layers whose children choose a parent (branch points after the input); on the others child ``j``
+        #: reads node ``j`` of the layer before (same count), so the tree splits only at branch points.
+        self.choosing = frozenset(p for p in points if p > 0)
         self.spec = spec
         self.task_names = [t.name for t in tasks]
         self.counts = counts
@@ -298,7 +339,7 @@ class BranchingNetwork(nn.Module):
         return [p for p in self.parameters() if id(p) not in arch]
 
     def arch_parameters(self) -> list[nn.Parameter]:
-        return list(self.logits)
+        return [a for layer, a in enumerate(self.logits) if layer in self.choosing]
 
     def probabilities(self) -> list[torch.Tensor]:
         """``softmax(α)`` per layer (row ``j``: child ``j``'s distribution over its parents)."""
@@ -306,7 +347,9 @@ class BranchingNetwork(nn.Module):
 
     def selected_parents(self) -> list[list[int]]:
         """Eq. 7: every child's most probable parent (layer 0: the stem, index 0)."""
-        return [[0] * self.counts[0]] + [a.detach().argmax(dim=1).tolist() for a in list(self.logits)[1:]]
+        return [[0] * self.counts[0]] + [a.detach().argmax(dim=1).tolist() if layer in self.choosing
+                                         else list(range(self.counts[layer]))
+                                         for layer, a in enumerate(self.logits) if layer > 0]
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         out_size = tuple(x.shape[2:]) if x.dim() == 4 else None
@@ -317,7 +360,9 @@ class BranchingNetwork(nn.Module):
         for layer in range(1, len(self.counts)):
             row, new = [], []
             for j, node in enumerate(self.nodes[layer]):
-                if self.training:
+                if layer not in self.choosing:
+                    i, inp = j, outs[j]
+                elif self.training:
                     inp, i = straight_through_select(outs, self.logits[layer][j], self.tau, generator=self.generator)
                 else:
                     i = int(self.logits[layer][j].argmax())
@@ -368,7 +413,8 @@ def search_checkpoint(out_dir: Path, cfg: LTBConfig, ctx: SearchContext, child_n
     lengths = ("iterations", "warmup_iterations", "epochs", "warmup_epochs")
     settings = {k: v for k, v in to_dict(cfg).items() if k not in RUN_SETTINGS + lengths}
     return Checkpoint(Path(out_dir) / CHECKPOINT_NAME, "Learning-to-Branch", {
-        **settings, "child_nodes": list(child_nodes), "tasks": [t.name for t in ctx.tasks], "seed": ctx.seed,
+        **settings, "child_nodes": list(child_nodes), "branch_points": list(ctx.branch_points or ()),
+        "tasks": [t.name for t in ctx.tasks], "seed": ctx.seed,
         "backbone": ctx.spec.cache_key(), "iterations": iterations, "warmup_iterations": warmup})
 
 
@@ -382,9 +428,9 @@ def run_search(cfg: LTBConfig, ctx: SearchContext, stop_at: int | None = None) -
     start = time.perf_counter()
     runtime = ctx.runtime()
     tasks = list(ctx.tasks)
-    counts = resolve_child_nodes(cfg.child_nodes, ctx.spec.num_layers, len(tasks))
+    counts = resolve_tree(cfg.child_nodes, ctx.branch_points, ctx.spec.num_layers, len(tasks))
     torch.manual_seed(ctx.seed)
-    model = runtime.prepare(BranchingNetwork(ctx.spec, tasks, counts))
+    model = runtime.prepare(BranchingNetwork(ctx.spec, tasks, counts, ctx.branch_points))
     model.generator = torch.Generator().manual_seed(ctx.seed + 7919)
     w_opt = torch.optim.Adam(model.weight_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     arch_opt = torch.optim.Adam(model.arch_parameters(), lr=cfg.arch_lr)

@@ -92,8 +92,10 @@ def reset_batchnorm_stats(module: nn.Module) -> None:
 class Supergraph(nn.Module):
     """Stem + ``L × T`` candidate blocks + per-task heads + ``α`` (see the module docstring)."""
 
-    def __init__(self, spec: BackboneSpec, tasks: Sequence[Task], strip_affine: bool = True, fuse: bool = True) -> None:
+    def __init__(self, spec: BackboneSpec, tasks: Sequence[Task], strip_affine: bool = True, fuse: bool = True,
+                 branch_points: Sequence[int] | None = None) -> None:
         super().__init__()
+        from branchsweep.tree_space import segment_of_layer, segments
         self.spec = spec
         self.task_names = [t.name for t in tasks]
         num_tasks = len(tasks)
@@ -107,7 +109,14 @@ class Supergraph(nn.Module):
                     strip_last_bn_affine(block)
         self.heads = nn.ModuleDict({t.name: spec.make_head(t) for t in tasks})
         strip_dropout(self)
-        self.alpha = nn.Parameter(torch.zeros(spec.num_layers, num_tasks, num_tasks))
+        # One α per free segment (:mod:`branchsweep.tree_space`): the layers between two branch points share
+        # their α and their Gumbel sample, so a routing can only change at a branch point; the layers
+        # before the first branch point route every task through candidate 0 (one shared block).
+        self.branch_points = tuple(p for p, _ in segments(branch_points, spec.num_layers))
+        seg = segment_of_layer(branch_points, spec.num_layers)
+        self.num_shared = sum(s is None for s in seg)
+        self.register_buffer("segment_index", torch.tensor([s or 0 for s in seg], dtype=torch.long), persistent=False)
+        self.alpha = nn.Parameter(torch.zeros(len(self.branch_points), num_tasks, num_tasks))
         self.evaluations = 0  # candidate block evaluations, for tests and benchmarks
         self.fuse = fuse  # evaluate the candidates one stream reads in one wide call where possible
         self._fusable = [fused.fusable(list(layer)) for layer in self.candidates]
@@ -131,7 +140,28 @@ class Supergraph(nn.Module):
 
     def argmax_ops(self) -> torch.Tensor:
         """The discretised architecture: ``argmax_j α[l, t, j]`` as op indices ``[L, T]``."""
-        return self.alpha.detach().argmax(dim=-1)
+        return self.layer_alpha(self.alpha.detach()).argmax(dim=-1)
+
+    def expand(self, per_segment: torch.Tensor, shared_value: float = 1.0, other_value: float = 0.0) -> torch.Tensor:
+        """``[S, T, T]`` (one row per segment) -> ``[L, T, T]`` (one per layer); the shared layers before the
+        first branch point get ``shared_value`` at candidate 0 and ``other_value`` elsewhere."""
+        full = per_segment.index_select(0, self.segment_index)
+        if self.num_shared == 0:
+            return full
+        fixed = torch.full((self.num_shared, self.num_tasks, self.num_tasks), other_value,
+                           dtype=per_segment.dtype, device=per_segment.device)
+        fixed[..., 0] = shared_value
+        return torch.cat([fixed, full[self.num_shared:]], dim=0)
+
+    def layer_alpha(self, alpha: torch.Tensor | None = None) -> torch.Tensor:
+        """``α`` per layer ``[L, T, T]`` (default: the parameter; differentiable): a segment's α on each of its
+        layers, and on the shared layers logits that put all probability on candidate 0."""
+        return self.expand(self.alpha if alpha is None else alpha, 0.0, -1e4)
+
+    def sample_weights(self, tau: float, hard: bool = False, generator: torch.Generator | None = None,
+                       alpha: torch.Tensor | None = None) -> torch.Tensor:
+        """Gumbel-softmax routing weights ``[L, T, T]``: one sample per segment, repeated on its layers."""
+        return self.expand(gumbel_softmax_weights(self.alpha if alpha is None else alpha, tau, hard, generator))
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor | None = None, ops: torch.Tensor | None = None,
                 tasks: Sequence[str] | None = None) -> dict[str, torch.Tensor]:

@@ -72,7 +72,8 @@ class SweepBase:
 
     ``search_defaults[method]``: that method's settings before sampling (iterations, batch size, …).
     ``replicates``: retrain seeds per architecture (``train.seed``, ``train.seed + 1``, …); results
-    carry mean and standard error over them. ``search_seed``: the searches' seed.
+    carry mean and standard error over them. ``search_seed``: the searches' seed. ``branch_points``: the
+    layers at which searched and control trees may split.
     """
 
     data: DataConfig = field(default_factory=DataConfig)
@@ -81,6 +82,8 @@ class SweepBase:
     search_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
     replicates: int = 1
     search_seed: int = 0
+    #: Where every search and control tree of the sweep may split (:mod:`branchsweep.tree_space`); None: every layer.
+    branch_points: tuple[int, ...] | None = None
 
 
 def sampled(params: dict[str, Any]) -> dict[str, Any]:
@@ -131,6 +134,7 @@ def to_trial_config(params: dict[str, Any], base: SweepBase, baseline: bool = Fa
         method=method, data=dataclasses.replace(base.data), model=dataclasses.replace(base.model),
         train=dataclasses.replace(base.train), search=search, seed=seed, label=label, is_baseline=baseline,
         hp=hp, replicates=base.replicates, tags=dict(control.get("tags", {})) if control else {},
+        branch_points=list(base.branch_points) if base.branch_points else None,
     )
     cfg.validate()
     return cfg
