@@ -43,6 +43,8 @@ TINY_SETTINGS: dict[str, dict] = {
     "vanilla": {"like": SPLIT_TREE},
     "permuted": {"like": SPLIT_TREE, "permutations": 2},
     "random": {"like": SPLIT_TREE, "tolerance": 0.5},
+    "fafs": {"like": SPLIT_TREE, "pretrain_iterations": 4, "batch_size": 8, "affinity_images": 16},
+    "bmn": {"like": SPLIT_TREE, "pretrain_iterations": 4, "batch_size": 8, "affinity_images": 16},
 }
 POINTS = (1, 2)
 
