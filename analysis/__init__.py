@@ -21,6 +21,19 @@ Mistakes in the input raise :class:`AnalysisError` (a ``ValueError``) with a one
 from analysis.delta_m import delta_m, metric_columns, primary_metric_columns, task_of_column
 from analysis.directions import resolve_directions, split_header
 from analysis.errors import AnalysisError
+from analysis.exhaustive import (
+    designed_gap,
+    exhaustive_front,
+    front_value,
+    grouping_evidence,
+    hypervolume_fraction,
+    matched_gaps,
+    regret,
+    score_trees,
+    seed_fractions,
+    table_reference,
+    tree_means,
+)
 from analysis.pareto import front_steps, hypervolume_2d, pareto_front
 from analysis.plots import (
     id_table,
@@ -31,6 +44,7 @@ from analysis.plots import (
     place_labels,
     short_ids,
     tree_plot,
+    truth_plot,
 )
 from analysis.replicates import (
     baseline_gaps,
@@ -72,10 +86,15 @@ __all__ = [
     "build_report",
     "choose_baseline",
     "delta_m",
+    "designed_gap",
+    "exhaustive_front",
     "find_results_file",
     "format_mean_se",
     "front_steps",
+    "front_value",
+    "grouping_evidence",
     "hypervolume_2d",
+    "hypervolume_fraction",
     "hypervolume_replicates",
     "id_table",
     "lambda_plot",
@@ -83,6 +102,7 @@ __all__ = [
     "load_results",
     "madds_unit",
     "markdown_table",
+    "matched_gaps",
     "metric_columns",
     "near_ties",
     "overall_gap",
@@ -93,6 +113,11 @@ __all__ = [
     "parse_madds",
     "place_labels",
     "pool_trials",
+    "regret",
+    "score_trees",
+    "seed_fractions",
+    "table_reference",
+    "tree_means",
     "pooled_baselines",
     "primary_metric_columns",
     "read_metric_spec",
@@ -107,6 +132,7 @@ __all__ = [
     "summarize_replicates",
     "task_of_column",
     "tree_plot",
+    "truth_plot",
     "trivial_margins",
     "verdict_lines",
     "write_report",

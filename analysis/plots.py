@@ -1,4 +1,5 @@
-"""Figures of a report: MAdds-vs-Δm Pareto plot, λ-vs-MAdds, and branching-tree drawings.
+"""Figures of a report: MAdds-vs-Δm Pareto plot, λ-vs-MAdds, branching-tree drawings, and the searched
+trees among every tree of an exhaustive table (:func:`truth_plot`).
 
 Figures are built with the object-oriented matplotlib API (``Figure`` + Agg canvas), never pyplot, so
 importing :mod:`analysis` does not change a notebook's backend and nothing needs a display. Every
@@ -8,7 +9,7 @@ function returns the ``Figure``; :func:`save` writes it.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from analysis.exhaustive import exhaustive_front
 from analysis.pareto import front_steps
 from analysis.replicates import format_mean_se, near_ties
 from analysis.trees import BranchTree, branch_tree
@@ -386,6 +388,68 @@ def lambda_plot(df: pd.DataFrame, lam: str = "hp/lambda", x: str = "madds") -> F
     ax.set_title("Resource weight vs cost of the found architecture")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
+    return fig
+
+
+#: Colour of the table's trees in :func:`truth_plot`.
+TABLE_COLOUR = "0.62"
+
+
+def truth_plot(means: pd.DataFrame, methods: Mapping[str, pd.DataFrame | Sequence[str]] | None = None,
+               front: pd.DataFrame | None = None, title: str | None = None) -> Figure:
+    """Every tree of an exhaustive table against cost, with the searched trees on top (BMTAS Figure 2).
+
+    ``means``: one row per tree with ``madds``, ``delta_m`` and optionally ``delta_m/se``
+    (:func:`analysis.exhaustive.tree_means`): grey points with their s.e. bars. ``front``: the rows
+    drawn as the exhaustive front's step line (default: :func:`analysis.exhaustive.exhaustive_front`).
+    ``methods``: ``{name: trees}`` drawn on top, one colour and legend entry each; ``trees`` is a
+    DataFrame with ``madds``, ``delta_m`` (and ``delta_m/se``) or a list of arch hashes looked up in
+    ``means`` (hashes not in ``means``, trees of another space, are left out). MAdds in the unit
+    :func:`madds_unit` picks for the table.
+    """
+    fig = _figure(8.0, 5.2)
+    ax = fig.add_subplot()
+    scale, unit = madds_unit(means["madds"])
+
+    def xy(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        x = pd.to_numeric(df["madds"], errors="coerce").to_numpy(dtype=float) / scale
+        y = pd.to_numeric(df["delta_m"], errors="coerce").to_numpy(dtype=float)
+        e = (pd.to_numeric(df["delta_m/se"], errors="coerce").to_numpy(dtype=float) if "delta_m/se" in df.columns
+             else np.full(len(df), np.nan))
+        return x, y, e
+
+    x, y, err = xy(means)
+    has = np.isfinite(err)
+    if has.any():
+        ax.errorbar(x[has], y[has], yerr=err[has], fmt="none", ecolor=TABLE_COLOUR, elinewidth=0.8, capsize=1.5,
+                    alpha=0.7, zorder=1.5)
+    seeds = int(pd.to_numeric(means["seeds"], errors="coerce").max()) if "seeds" in means.columns and len(means) else 0
+    what = f"every tree of the table ({len(means)}" + (f", ± 1 s.e. over {seeds} seeds)" if has.any() else ")")
+    ax.scatter(x, y, s=14, color=TABLE_COLOUR, label=what, zorder=2)
+    front = exhaustive_front(means) if front is None else front
+    if len(front):
+        fx, fy, _ = xy(front)
+        steps = front_steps(pd.DataFrame({"_x": fx, "_y": fy}), "_x", "_y")
+        ax.plot(steps["_x"], steps["_y"], drawstyle="steps-post", color="0.2", lw=1.3, zorder=2.2,
+                label=f"exhaustive front ({len(front)} trees)")
+    for i, (name, trees) in enumerate((methods or {}).items()):
+        if not isinstance(trees, pd.DataFrame):
+            hashes = list(dict.fromkeys(str(h) for h in trees))
+            trees = means.loc[[h for h in hashes if h in means.index]]
+        mx, my, me = xy(trees)
+        colour = f"C{i % 10}"
+        ax.scatter(mx, my, s=46, marker=KIND_MARKERS.get(str(name), "o"), color=colour, edgecolors="black",
+                   linewidths=0.5, label=f"{name} ({len(trees)} tree{'s' if len(trees) != 1 else ''})", zorder=4)
+        ok = np.isfinite(me)
+        if ok.any():
+            ax.errorbar(mx[ok], my[ok], yerr=me[ok], fmt="none", ecolor=colour, elinewidth=1.0, capsize=2.5, zorder=3.5)
+    ax.axhline(0.0, color="0.7", lw=0.8, ls="--", zorder=1)
+    ax.set_xlabel(f"MAdds [{unit}]")
+    ax.set_ylabel(DELTA_M_LABEL)
+    ax.set_title(title or "Searched trees among every tree of the space")
+    ax.grid(True, alpha=0.3)
+    ax.margins(x=0.08, y=0.1)
+    fig.legend(fontsize=8, loc="outside right upper")
     return fig
 
 

@@ -3,6 +3,11 @@
 :func:`build_report` is pure (DataFrame in, :class:`Report` out, nothing written) so a notebook can
 stop there; :func:`write_report` writes the folder. The front is taken over the ``ok`` trials in
 (MAdds ↓, Δm ↑); failed trials stay in every table, marked, and are never on the front.
+
+Given an exhaustive *truth table* of the sweep's recipe (every tree of the space retrained with
+seeds, :mod:`analysis.exhaustive`), the report also says where each searched method stands: the share
+of the exhaustive front's hypervolume its trees reach (looked up by ``arch_hash``), next to the
+sweep's random control trees, and ``truth.png`` (:func:`~analysis.plots.truth_plot`).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,15 +25,27 @@ import pandas as pd
 from analysis.delta_m import Level, delta_m, primary_metric_columns
 from analysis.directions import resolve_directions
 from analysis.errors import AnalysisError
+from analysis.exhaustive import hypervolume_fraction, regret, seed_fractions, tree_means
 from analysis.pareto import hypervolume_2d, pareto_front
-from analysis.plots import lambda_plot, madds_unit, pareto_plot, pareto_plot_with_ids, save, tree_plot
+from analysis.plots import (
+    KIND_IDS,
+    lambda_plot,
+    madds_unit,
+    pareto_plot,
+    pareto_plot_with_ids,
+    save,
+    tree_plot,
+    truth_plot,
+)
 from analysis.replicates import (
+    METHOD_NAMES,
     baselines_table,
     format_mean_se,
     hypervolume_replicates,
     paired_difference,
     pooled_baselines,
     seed_paired_gap,
+    standard_error,
     summarize_replicates,
     trivial_margins,
     verdict_lines,
@@ -58,6 +76,9 @@ class Report:
     replicates: pd.DataFrame | None = None
     #: The trivial predictor's metrics (``{"<task>/<metric>": value}``); None: not known.
     trivial: dict[str, float] | None = None
+    #: The exhaustive table of the sweep's recipe: ``(rows, manifest)`` (one row per tree × seed, and its
+    #: manifest: ``table``, ``trees``, ``seeds``, ``commit``, ...); None: no table matches.
+    truth: tuple[pd.DataFrame, dict[str, Any]] | None = None
 
     @property
     def front(self) -> pd.DataFrame:
@@ -107,6 +128,7 @@ def build_report(
     primaries: Mapping[str, str] | None = None,
     replicates: pd.DataFrame | None = None,
     trivial: Mapping[str, float] | None = None,
+    truth: tuple[pd.DataFrame, Mapping[str, Any]] | None = None,
 ) -> Report:
     """Add ``delta_m`` and ``on_front`` to a results table (sweep schema, see :mod:`analysis.tables`).
 
@@ -119,7 +141,10 @@ def build_report(
     (one row per trial and seed, :mod:`analysis.replicates`); with it the report leads with verdict
     lines and has the matched-baselines table and each method's hypervolume ± s.e. ``trivial``: the
     metrics of the constant predictor fitted on the training labels; with it the report has a table
-    of every model's margin over it (:func:`~analysis.replicates.trivial_margins`).
+    of every model's margin over it (:func:`~analysis.replicates.trivial_margins`). ``truth``: the
+    exhaustive table of the sweep's recipe, ``(rows, manifest)`` (``branchsweep/truth.py`` writes them);
+    with it the report scores each searched method's trees against every tree of the space
+    (:func:`truth_scores`) and draws them among them (``truth.png``).
     """
     df = normalise_results(results, source or "results")
     label = baseline if baseline is not None else choose_baseline(df)
@@ -146,7 +171,10 @@ def build_report(
     if len(nan_dm):
         notes.append(f"{len(nan_dm)} successful trial(s) miss a metric, so their Δm is empty and they are off the front.")
     df = _order_columns(df, chosen).sort_values(["madds", "label"], kind="stable").reset_index(drop=True)
-    return Report(df, dirs, label, level, source, notes, replicates, dict(trivial) if trivial else None)
+    if truth is not None:
+        tree_means(truth[0])  # a table without the needed columns fails here, with its column named
+        truth = (truth[0].assign(arch_hash=truth[0]["arch_hash"].astype(str)), dict(truth[1]))
+    return Report(df, dirs, label, level, source, notes, replicates, dict(trivial) if trivial else None, truth)
 
 
 # ---------------------------------------------------------------------------------------------- display
@@ -305,6 +333,171 @@ def trivial_verdict(report: Report) -> list[str]:
             + ", ".join(losers[:5]) + (" …" if len(losers) > 5 else "")]
 
 
+# ------------------------------------------------------------------------------------ truth table
+#: Methods of control trials (trees built at a front point's MAdds), never a searched method.
+CONTROL_METHODS = tuple(KIND_IDS)
+
+
+def searched_methods(results: pd.DataFrame) -> list[str]:
+    """The searched methods of a results table, sorted: the methods of the successful rows that are no
+    baseline (Single, Shared) and no control tree (``baseline_kind``, or a control method's name)."""
+    ok = results[results["status"] == "ok"] if "status" in results.columns else results
+    keep = ~ok["is_baseline"].fillna(False).astype(bool) if "is_baseline" in ok.columns else pd.Series(True, index=ok.index)
+    if "baseline_kind" in ok.columns:
+        keep &= ok["baseline_kind"].isna() | (ok["baseline_kind"].astype(str).str.strip() == "")
+    methods = ok.loc[keep, "method"].dropna().astype(str) if "method" in ok.columns else pd.Series(dtype=str)
+    return sorted(m for m in set(methods) if m and m not in CONTROL_METHODS)
+
+
+def _score(rows: pd.DataFrame, means: pd.DataFrame, method: str, trees: str, hashes: Sequence[str]) -> dict[str, Any]:
+    hashes = list(dict.fromkeys(hashes))
+    known = [h for h in hashes if h in means.index]
+    out: dict[str, Any] = {"method": method, "trees": trees, "count": len(hashes), "not_in_table": len(hashes) - len(known),
+                           "hv_fraction": math.nan, "hv_fraction/se": math.nan, "seeds": 0,
+                           "hv_fraction_of_means": math.nan, "regret_mean": math.nan}
+    if known:
+        per_seed = seed_fractions(rows, known).dropna()
+        out.update({"hv_fraction": float(per_seed.mean()) if len(per_seed) else math.nan,
+                    "hv_fraction/se": standard_error(per_seed), "seeds": len(per_seed),
+                    "hv_fraction_of_means": hypervolume_fraction(means, known),
+                    "regret_mean": float(np.mean([regret(means, h) for h in known]))})
+    return out
+
+
+def truth_scores(report: Report) -> pd.DataFrame | None:
+    """Each searched method's trees (:func:`searched_methods`) scored against the exhaustive table, and
+    after it the sweep's random control trees built at its front points (``trees``: ``searched`` or
+    ``random``): ``count`` distinct trees, ``not_in_table`` (trees of another space or recipe),
+    ``hv_fraction`` ± ``hv_fraction/se`` over the table's ``seeds`` (:func:`seed_fractions`),
+    ``hv_fraction_of_means`` (:func:`hypervolume_fraction` of the table's tree means) and
+    ``regret_mean`` (Δm points below the exhaustive front at each tree's MAdds, tree means). None
+    without a table or without ``arch_hash``."""
+    df = report.results
+    if report.truth is None or "arch_hash" not in df.columns:
+        return None
+    rows = report.truth[0]
+    means = tree_means(rows)
+    ok = df[(df["status"] == "ok") & df["arch_hash"].map(lambda v: _text(v) is not None)]
+    methods = ok["method"].astype(str) if "method" in ok.columns else pd.Series("", index=ok.index)
+    random = ok[methods == "random"]
+    out = []
+    for method in searched_methods(ok):
+        part = ok[methods == method]
+        out.append(_score(rows, means, method, "searched", part["arch_hash"].astype(str)))
+        matched = random
+        if "baseline_of" in random.columns and "trial_id" in part.columns:
+            matched = random[random["baseline_of"].astype(str).isin(set(part["trial_id"].astype(str)))]
+        if len(matched):
+            out.append(_score(rows, means, method, "random", matched["arch_hash"].astype(str)))
+    return pd.DataFrame(out, columns=["method", "trees", "count", "not_in_table", "hv_fraction", "hv_fraction/se",
+                                      "seeds", "hv_fraction_of_means", "regret_mean"])
+
+
+def truth_name(report: Report) -> str:
+    """The name of the report's exhaustive table ("" without one)."""
+    return str(report.truth[1].get("table") or "exhaustive table") if report.truth is not None else ""
+
+
+def truth_header(report: Report) -> list[str]:
+    """One line naming the exhaustive table: name, trees × seeds, branch points, commit (none without one)."""
+    if report.truth is None:
+        return []
+    rows, manifest = report.truth
+    seeds = manifest.get("seeds")
+    n_seeds = len(seeds) if isinstance(seeds, (list, tuple)) else int(seeds or rows["seed"].nunique())
+    trees = int(manifest.get("trees") or rows["arch_hash"].nunique())
+    sha, plus, rest = str(manifest.get("commit") or "unknown").partition("+")
+    points = manifest.get("branch_points")
+    where = f", branch points {', '.join(map(str, points))}" if points else ""
+    return [f"exhaustive table {truth_name(report)}: {trees} trees × {n_seeds} seeds{where}, commit {sha[:12]}{plus}{rest}"]
+
+
+def _fraction(mean: float, se: float, seeds: int) -> str:
+    text = format_mean_se(100 * mean, 100 * se if seeds > 1 else math.nan)
+    return text + " %"
+
+
+def truth_verdict(report: Report) -> list[str]:
+    """One line per searched method: ``searched front (BMTAS): X ± Y % of the exhaustive hypervolume;
+    random trees: Z %`` (mean ± s.e. over the table's seeds; with one seed, of the table's mean front),
+    with the trees not in the table counted. Empty without a table."""
+    scores = truth_scores(report)
+    if scores is None:
+        return []
+    lines = []
+    for method, part in scores.groupby("method", sort=False):
+        name = METHOD_NAMES.get(str(method), str(method))
+        searched = part[part["trees"] == "searched"].iloc[0]
+        count, missing = int(searched["count"]), int(searched["not_in_table"])
+        if missing == count:
+            line = f"searched front ({name}): none of its {count} tree{'s' if count != 1 else ''} is in the table (another space)"
+        else:
+            seeds = int(searched["seeds"])
+            what = f"of the exhaustive hypervolume ({seeds} table seeds)" if seeds > 1 else "of the table's mean front's hypervolume"
+            line = f"searched front ({name}): {_fraction(searched['hv_fraction'], searched['hv_fraction/se'], seeds)} {what}"
+            if missing:
+                line += f", {missing} of {count} trees not in the table (another space)"
+        random = part[part["trees"] == "random"]
+        if len(random):
+            r = random.iloc[0]
+            if int(r["not_in_table"]) == int(r["count"]):
+                line += "; random trees: not in the table"
+            else:
+                line += f"; random trees: {_fraction(r['hv_fraction'], r['hv_fraction/se'], int(r['seeds']))}"
+                if int(r["not_in_table"]):
+                    line += f" ({int(r['not_in_table'])} of {int(r['count'])} not in the table)"
+        lines.append(line)
+    if not lines and report.truth is not None:
+        lines.append("no searched trees to look up in the exhaustive table")
+    return lines
+
+
+def _truth_tables(report: Report) -> dict[str, pd.DataFrame]:
+    scores = truth_scores(report)
+    if scores is None or scores.empty:
+        return {}
+    shown = pd.DataFrame({
+        "method": [METHOD_NAMES.get(str(m), str(m)) for m in scores["method"]],
+        "trees": np.where(scores["trees"] == "random", "random trees at its front", "searched"),
+        "distinct trees": scores["count"], "not in table": scores["not_in_table"],
+        "of the exhaustive hypervolume [%]": [_fraction(m, e, n)[:-2] if n else "" for m, e, n in
+                                              zip(scores["hv_fraction"], scores["hv_fraction/se"], scores["seeds"])],
+        "of the mean front [%]": (100 * scores["hv_fraction_of_means"]).round(1),
+        "regret [Δm points]": scores["regret_mean"].round(2), "table seeds": scores["seeds"]})
+    return {f"Against the exhaustive table {truth_name(report)} (hypervolume share per table seed, mean ± s.e.)": shown}
+
+
+def _truth_notes(report: Report) -> list[str]:
+    if report.truth is None:
+        return []
+    if "arch_hash" not in report.results.columns:
+        return ["The results have no arch_hash column, so no tree can be looked up in the exhaustive table."]
+    scores = truth_scores(report)
+    missing = int(scores["not_in_table"].sum()) if scores is not None and len(scores) else 0
+    if missing:
+        return [f"{missing} searched or random tree(s) are not in the exhaustive table (trees of another space, e.g. "
+                "other branch points): they count in no hypervolume share and are not drawn in truth.png."]
+    return []
+
+
+def _truth_figure(report: Report) -> Any:
+    rows, _ = report.truth  # type: ignore[misc]
+    df = report.results
+    ok = df[(df["status"] == "ok") & df["arch_hash"].map(lambda v: _text(v) is not None)]
+    methods: dict[str, list[str]] = {}
+    for method in searched_methods(ok):
+        methods[METHOD_NAMES.get(method, method)] = ok.loc[ok["method"].astype(str) == method, "arch_hash"].astype(str).tolist()
+    random = ok.loc[ok["method"].astype(str) == "random", "arch_hash"].astype(str).tolist()
+    if random:
+        methods["random"] = random
+    means = tree_means(rows)
+    return truth_plot(means, methods, title=f"Searched trees among the {len(means)} trees of {truth_name(report)}")
+
+
+def _verdict(report: Report) -> list[str]:
+    return replicate_verdict(report) + truth_verdict(report) + baselines_verdict(report) + trivial_verdict(report)
+
+
 @dataclass
 class Architecture:
     """One distinct architecture on the front: its ``arch_hash``, the labels of the front rows that use
@@ -358,6 +551,8 @@ def _summary_lines(report: Report) -> list[str]:
     metrics = ", ".join(f"{m} ({d})" for m, d in report.metrics.items())
     lines = [
         f"- source: `{report.source}`" if report.source else "",
+        *[f"- {line.replace(truth_name(report), f'**{truth_name(report)}**', 1)} (searched trees looked up by arch_hash)"
+          for line in truth_header(report)],
         f"- trials: {len(df)} ({n_ok} ok, {len(df) - n_ok} failed); on the front: {int(df['on_front'].sum())}",
         f"- Δm reference: **{report.baseline}**; level: {report.level}; metrics: {metrics}",
         "- Δm = (1/n) Σ_i (-1)^{l_i} (M_m,i − M_b,i) / M_b,i · 100, l_i = 1 for lower-is-better",
@@ -412,8 +607,11 @@ def write_report(report: Report, out_dir: Path) -> dict[str, Path]:
         if arch.tree is not None:
             save(tree_plot(arch.tree, f"{key}: {', '.join(arch.labels)}"), out_dir / "arch" / f"{key}.png")
     notes += _architecture_notes(archs)
+    if report.truth is not None and "arch_hash" in report.results.columns:
+        files["truth"] = save(_truth_figure(report), out_dir / "truth.png")
+    notes += _truth_notes(report)
 
-    tables = {**_replicate_tables(report), **_trivial_tables(report), **_tables(report)}
+    tables = {**_replicate_tables(report), **_truth_tables(report), **_trivial_tables(report), **_tables(report)}
     if plot_ids is not None:
         tables["Plot ids (pareto.png)"] = plot_ids
     files["markdown"] = out_dir / "report.md"
@@ -439,12 +637,14 @@ def _architecture_notes(archs: Mapping[str, Architecture]) -> list[str]:
 
 def _markdown(report: Report, tables: dict[str, pd.DataFrame], files: dict[str, Path],
               archs: Mapping[str, Architecture], notes: list[str]) -> str:
-    verdict = replicate_verdict(report) + baselines_verdict(report) + trivial_verdict(report)
+    verdict = _verdict(report)
     parts = ["# branchsweep report", "", *[f"**{line}**  " for line in verdict], *([""] if verdict else []),
              *_summary_lines(report), ""]
     parts += ["## Figures", "", f"![Δm vs MAdds]({files['pareto'].name})", ""]
     if "lambda" in files:
         parts += [f"![λ vs MAdds]({files['lambda'].name})", ""]
+    if "truth" in files:
+        parts += [f"![searched trees among every tree of the table]({files['truth'].name})", ""]
     for title, table in tables.items():
         parts += [f"## {title}", "", markdown_table(table), ""]
     if archs:
@@ -475,12 +675,14 @@ def _styled(table: pd.DataFrame) -> str:
 def _html(report: Report, tables: dict[str, pd.DataFrame], files: dict[str, Path],
           archs: Mapping[str, Architecture], notes: list[str]) -> str:
     esc = html.escape
-    body = ["<h1>branchsweep report</h1>", *[f"<p><b>{esc(line)}</b></p>" for line in replicate_verdict(report) + baselines_verdict(report) + trivial_verdict(report)], "<ul>"]
+    body = ["<h1>branchsweep report</h1>", *[f"<p><b>{esc(line)}</b></p>" for line in _verdict(report)], "<ul>"]
     body += [f"<li>{esc(line[2:]).replace('**', '').replace('`', '')}</li>" for line in _summary_lines(report)]
     body += ["</ul>", "<p>Front rows are highlighted green, failed trials red.</p>",
              f'<img src="{esc(files["pareto"].name)}" alt="Δm vs MAdds" style="max-width:900px">']
     if "lambda" in files:
         body.append(f'<img src="{esc(files["lambda"].name)}" alt="λ vs MAdds" style="max-width:700px">')
+    if "truth" in files:
+        body.append(f'<img src="{esc(files["truth"].name)}" alt="searched trees among every tree" style="max-width:900px">')
     for title, table in tables.items():
         body += [f"<h2>{esc(title)}</h2>", _styled(table)]
     if archs:

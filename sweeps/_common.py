@@ -46,6 +46,10 @@ class SweepPreset:
     #: Control trees per front point (permuted ×``permutations``, vanilla, random); () for none.
     controls: tuple[str, ...] = ()
     permutations: int = 2
+    #: Layers at which searched and control trees may split (None: every layer); ``--branch-points``
+    #: overrides it. A preset searching the space of an exhaustive table (branchsweep/truth.py) sets the
+    #: table's, so that its report can look every tree up.
+    branch_points: tuple[int, ...] | None = None
 
 
 def bmtas_paper_presets(name: str, data: DataConfig, model: ModelConfig, space: SearchSpace,
@@ -128,8 +132,8 @@ def parser(preset: SweepPreset, doc: str | None) -> argparse.ArgumentParser:
     p.add_argument("--search-seed", type=int, default=0,
                    help="seed of every search of the sweep (a different search seed is a different sweep; default 0)")
     p.add_argument("--branch-points", type=parse_branch_points, default=None, metavar="L1,L2,...",
-                   help="layer indices at which searched and control trees may split (0: the input; default: every "
-                        "layer)")
+                   help="layer indices at which searched and control trees may split (0: the input; 'all': every "
+                        f"layer; default: the preset's, {','.join(map(str, preset.branch_points)) if preset.branch_points else 'every layer'})")
     p.add_argument("--permutations", type=int, default=None,
                    help=f"permuted trees per front point (default {preset.permutations})")
     p.add_argument("--controls", default=None, metavar="KINDS",
@@ -167,7 +171,7 @@ def build_config(preset: SweepPreset, args: argparse.Namespace) -> SweepConfig:
         name=preset.name, out=out,
         base=SweepBase(data=data, model=preset.model, train=preset.train, search_defaults=preset.search_defaults,
                        replicates=pick(args.replicates, preset.replicates), search_seed=args.search_seed,
-                       branch_points=args.branch_points or None),
+                       branch_points=tuple(pick(args.branch_points, preset.branch_points) or ()) or None),
         controls=controls, permutations=pick(args.permutations, preset.permutations),
         space=preset.space, num_trials=pick(args.num_trials, preset.num_trials),
         concurrency=pick(args.concurrency, preset.concurrency),

@@ -1,12 +1,14 @@
 """Embedded Pareto sweep: BMTAS and Learning to Branch on synthetic-dense at CPU size, with baselines.
 
-The README's main job. No data to download: procedural 24×24 scenes, three dense tasks (semseg, depth,
-normals), a small residual conv net (``convnet``, 6 branchable blocks). Single and Shared baselines, then
-6 trials over the method, λ, the temperature schedule and τ0, and LTB's child-node count, then the
-controls at each front point (2 permutations of its tree, the vanilla and a random tree at its MAdds).
-Every architecture is retrained with 3 seeds: tables show mean ± standard error, and the report starts
-with the verdict (search vs controls at equal MAdds, hypervolume per method). About 5 minutes on 2 CPU
-cores.
+The README's main job. No data to download: procedural 24×24 scenes, four dense tasks (semseg, sal,
+depth, normals), a small residual conv net (``convnet``, 6 branchable blocks) whose trees may split at
+layers 0, 3 and 5: the space of the exhaustive table ``synthetic-dense`` (branchsweep/truth.py, same
+recipe), so the report also says how much of the exhaustive front's hypervolume each search reaches.
+Single and Shared baselines, then 6 trials over the method, λ, the temperature schedule and τ0, and
+LTB's child-node count, then the controls at each front point (2 permutations of its tree, the vanilla
+and a random tree at its MAdds). Every architecture is retrained with 3 seeds: tables show mean ±
+standard error, and the report starts with the verdict (search vs controls at equal MAdds, hypervolume
+per method, share of the exhaustive hypervolume). About 5 minutes on 2 CPU cores.
 
     python sweeps/synthetic_pareto.py                      # ~/branchsweep-runs/synthetic-pareto-<time>
     python sweeps/synthetic_pareto.py --smoke --out /tmp/s  # seconds-scale check
@@ -24,8 +26,12 @@ from branchsweep.config import DataConfig, ModelConfig, TrainConfig
 from branchsweep.sweep import SearchSpace
 
 #: The related tree of benchmarks/embedded_evidence.py shares layers [0, RELATED_BRANCH_AT) (stem, two blocks), then keeps
-#: RELATED_GROUPS together; its permutations and the vanilla tree are priced at its MAdds.
+#: RELATED_GROUPS together; its permutations and the vanilla tree are priced at its MAdds. It is a branch point
+#: of the preset (and the exhaustive table's ``designed_at``), so the related tree is in the searched space.
 RELATED_BRANCH_AT = 3
+#: Where searched and control trees may split: the exhaustive table ``synthetic-dense``'s branch points
+#: (tests/sweep/test_sweep_scripts.py checks that its recipe is this preset's).
+BRANCH_POINTS = (0, RELATED_BRANCH_AT, 5)
 
 PRESET = SweepPreset(
     name="synthetic-pareto",
@@ -55,6 +61,7 @@ PRESET = SweepPreset(
     replicates=3,
     controls=("permuted", "vanilla", "random"),
     permutations=2,
+    branch_points=BRANCH_POINTS,
 )
 
 SMOKE = dataclasses.replace(

@@ -12,12 +12,20 @@ Two inputs:
 The :mod:`analysis` package knows no tasks: this command hands it the task registry's metric
 directions and primary metrics as data (the last source of both), and turns its
 :class:`~analysis.AnalysisError` into a one-line :class:`ConfigError`.
+
+For a sweep folder it also looks for the committed exhaustive table of the sweep's recipe
+(:func:`branchsweep.truth.find_table` on the data, backbone and retraining of the sweep's Single trial,
+read from ``RUN_DIR/sweep.json``); when one matches, the report scores each searched method's trees
+against every tree of the space and prints those lines too. Without a match nothing changes.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from pathlib import Path
+from typing import Any
 
 from branchsweep.commands._common import csv_list
 from branchsweep.errors import ConfigError
@@ -43,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--level", choices=["metric", "task"], default="metric",
                    help="Δm terms: one per metric (BMTAS tables) or averaged within each task first")
     p.add_argument("--out", type=Path, default=None, help="report folder (default: RUN_DIR/report or FILE's folder/report)")
+    p.add_argument("--sweep-config", default=None, metavar="PATH|URI",
+                   help="the sweep's sweep.json, whose recipe finds the committed exhaustive table the report scores "
+                        "the searched trees against (default: RUN_DIR/sweep.json; a sweep in cloud storage: its URI)")
 
 
 def _directions(items: list[str]) -> dict[str, str]:
@@ -53,6 +64,56 @@ def _directions(items: list[str]) -> dict[str, str]:
             raise ConfigError(f"--direction expects COLUMN=max or COLUMN=min, got {item!r}")
         out[column] = direction.strip().lower()
     return out
+
+
+SWEEP_FILE = "sweep.json"
+
+
+def _read_sweep_file(where: str | Path) -> bytes | None:
+    from branchsweep.sweep import storage
+
+    if storage.is_uri(where):
+        return storage.read_bytes(str(where)) if storage.exists(str(where)) else None
+    path = Path(str(where).removeprefix("file://"))
+    return path.read_bytes() if path.is_file() else None
+
+
+def sweep_recipe(run_dir: Path, sweep_file: str | Path | None = None) -> tuple[Any, Any, Any] | None:
+    """``(data, model, train)`` of the Single trial of the sweep in ``run_dir``, as its ``sweep.json``
+    (``sweep_file``, a path or storage URI; default ``run_dir/sweep.json``) records the sweep's shared
+    configs, with the Single trial's conventions applied as the trial does; None when there is no
+    readable ``sweep.json`` (not a sweep, or one from another version)."""
+    from branchsweep.config import DataConfig, ModelConfig, TrainConfig, from_mapping
+    from branchsweep.pipeline.config import TrialConfig, with_method_conventions
+
+    try:
+        raw = _read_sweep_file(sweep_file or Path(run_dir) / SWEEP_FILE)
+        if raw is None:
+            return None
+        base = json.loads(raw)["base"]
+        parts = {name: from_mapping(typ, dict(base[name]), what=f"{SWEEP_FILE} {name}")
+                 for name, typ in (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig))}
+    except (OSError, ValueError, KeyError, TypeError):  # ConfigError is a ValueError
+        return None
+    single = with_method_conventions(TrialConfig(method="single", is_baseline=True, **parts))
+    return single.data, single.model, single.train
+
+
+def truth_table(run_dir: Path, sweep_file: str | Path | None = None) -> tuple[Any, dict[str, Any]] | None:
+    """``(rows, manifest)`` of the committed exhaustive table whose recipe is the sweep's (None: none)."""
+    from branchsweep.truth import find_table, load_table
+
+    recipe = sweep_recipe(run_dir, sweep_file)
+    name = find_table(*recipe) if recipe is not None else None
+    if name is None:
+        return None
+    try:
+        rows, manifest = load_table(name)
+    except (ConfigError, OSError, ValueError) as err:
+        print(f"warning: exhaustive table {name} matches the sweep's recipe but cannot be read ({err}); "
+              "the report leaves it out", file=sys.stderr)
+        return None
+    return rows, {**manifest, "table": manifest.get("table") or name}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,7 +148,8 @@ def _report(args: argparse.Namespace) -> int:
                                        metrics=args.metrics or primary, directions={**recorded, **directions},
                                        level=args.level, source=str(path), known=metric_directions(),
                                        primaries=primary_metrics(), replicates=analysis.read_replicates(args.run_dir),
-                                       trivial=analysis.read_trivial(args.run_dir))
+                                       trivial=analysis.read_trivial(args.run_dir),
+                                       truth=truth_table(args.run_dir, args.sweep_config))
         out = args.out or args.run_dir / "report"
     files = analysis.write_report(report, out)
     front = report.front
@@ -96,5 +158,9 @@ def _report(args: argparse.Namespace) -> int:
     width = max([24, *(len(str(label)) for label in front["label"])])
     for _, row in front.iterrows():
         print(f"  {str(row['label']):<{width}} {row['madds'] / scale:9.3f} {unit}  Δm {row['delta_m']:+7.2f} %")
+    from analysis.report import truth_header, truth_verdict
+
+    for line in truth_header(report) + truth_verdict(report):
+        print(line)
     print(f"report written to {out}/ ({', '.join(p.name for p in files.values())})")
     return 0

@@ -15,7 +15,7 @@ from typing import Any
 
 from branchsweep.arch import BranchConfig
 from branchsweep.atomic import file_lock, write_json
-from branchsweep.config import to_dict
+from branchsweep.config import DataConfig, ModelConfig, TrainConfig, to_dict
 from branchsweep.pipeline.config import TrialConfig
 
 CACHE_VERSION = 2
@@ -27,14 +27,10 @@ _NON_RESULT_TRAIN_FIELDS = ("progress", "device", "checkpoint_every", "eval_batc
 _LATER_TRAIN_DEFAULTS = {"lr_schedule": "poly", "epochs": None, "eval_split": "val"}
 
 
-def retrain_key(cfg: TrialConfig, config: BranchConfig, spec_key: Any, seed: int) -> str:
-    """Hash of what one retrain's metrics depend on: architecture, data, backbone, tasks, settings and
-    the retrain ``seed`` (one cache entry per replicate).
-
-    Search hyperparameters and the search seed are *not* part of it: two searches that export the same
-    tree share its retrains.
-    """
-    train = {k: v for k, v in to_dict(cfg.train).items() if k not in _NON_RESULT_TRAIN_FIELDS}
+def result_settings(data: DataConfig, model: ModelConfig, train: TrainConfig) -> dict[str, Any]:
+    """The data, backbone and retraining settings a retrain's metrics depend on (run settings such as
+    the device or progress left out; settings added later dropped at their defaults, so earlier keys hold)."""
+    train = {k: v for k, v in to_dict(train).items() if k not in _NON_RESULT_TRAIN_FIELDS}
     if train.get("amp") == "off":
         del train["amp"]  # full precision: the key of runs made before mixed precision existed
     for name, default in _LATER_TRAIN_DEFAULTS.items():
@@ -43,10 +39,20 @@ def retrain_key(cfg: TrialConfig, config: BranchConfig, spec_key: Any, seed: int
     if train.get("lr_schedule", "poly") in ("poly", "constant"):
         train.pop("lr_gamma", None)  # no step decay: its factor and interval do not matter
         train.pop("lr_every_epochs", None)
-    data = {k: v for k, v in to_dict(cfg.data).items() if k != "num_workers"}
+    return {"data": {k: v for k, v in to_dict(data).items() if k != "num_workers"}, "model": to_dict(model),
+            "train": train}
+
+
+def retrain_key(cfg: TrialConfig, config: BranchConfig, spec_key: Any, seed: int) -> str:
+    """Hash of what one retrain's metrics depend on: architecture, data, backbone, tasks, settings and
+    the retrain ``seed`` (one cache entry per replicate).
+
+    Search hyperparameters and the search seed are *not* part of it: two searches that export the same
+    tree share its retrains.
+    """
     key = {
-        "arch": config.arch_hash(), "tasks": list(config.tasks), "data": data, "model": to_dict(cfg.model),
-        "spec": spec_key, "train": train, "seed": int(seed), "version": CACHE_VERSION,
+        "arch": config.arch_hash(), "tasks": list(config.tasks), **result_settings(cfg.data, cfg.model, cfg.train),
+        "spec": spec_key, "seed": int(seed), "version": CACHE_VERSION,
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
 

@@ -19,7 +19,9 @@ Flow of :func:`run_sweep`:
 4. ``RUN_DIR/results.parquet`` (one row per trial, failed ones with ``status="failed"``; per-seed
    values in ``RUN_DIR/replicates.parquet``, one row per trial and retrain seed), the
    Δm columns and metric directions in ``RUN_DIR/metrics.json``, the economy summary in
-   ``RUN_DIR/sweep.log``, and the analysis report in ``RUN_DIR/report``.
+   ``RUN_DIR/sweep.log``, and the analysis report in ``RUN_DIR/report`` (scored against the committed
+   exhaustive table of the sweep's recipe when there is one, :mod:`branchsweep.truth`; the report reads
+   the recipe from the sweep's ``sweep.json``).
 """
 
 from __future__ import annotations
@@ -591,6 +593,15 @@ def write_results(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
+SWEEP_FILE = "sweep.json"
+
+
+def sweep_record(cfg: SweepConfig) -> bytes:
+    """``sweep.json``: the sweep's config as JSON (``--resume`` checks for it; ``branchsweep report`` reads the
+    recipe of the Single trial from it to find the exhaustive table of the sweep's recipe)."""
+    return json.dumps(dataclasses.asdict(cfg), indent=1, default=str).encode()
+
+
 def run_sweep(cfg: SweepConfig) -> SweepOutcome:
     """Run (or resume) the sweep described by ``cfg``; see the module docstring."""
     cfg.validate()
@@ -600,8 +611,7 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
     prefix = cfg.prefix
     logfile = run_dir / "sweep.log"
     if not cfg.resume:
-        sweep_storage.write_bytes(sweep_storage.join(prefix, "sweep.json"),
-                                  json.dumps(dataclasses.asdict(cfg), indent=1, default=str).encode())
+        sweep_storage.write_bytes(sweep_storage.join(prefix, SWEEP_FILE), sweep_record(cfg))
     elif sweep_storage.is_uri(prefix):
         sweep_storage.download(sweep_storage.join(prefix, "optuna"), run_dir / "optuna")
     print(f"[sweep] storage: {prefix}{' (resumed)' if cfg.resume else ''}  (resume with --resume {prefix})",
@@ -663,7 +673,8 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
     if cfg.report:
         from branchsweep.cli import main as cli_main
 
-        if cli_main(["report", str(run_dir)]) == 0:
+        # sweep.json (in the sweep's storage) gives the report the recipe to find the exhaustive table by.
+        if cli_main(["report", str(run_dir), "--sweep-config", sweep_storage.join(prefix, SWEEP_FILE)]) == 0:
             report_dir = run_dir / "report"
             print(f"[sweep] report: {sweep_storage.join(prefix, 'report')}", flush=True)
     for name in ("results.parquet", REPLICATES_FILE, TRIVIAL_FILE, "metrics.json", "sweep.log", "report", "optuna"):

@@ -96,3 +96,22 @@ def test_plain_results_keep_working_without_bars_or_ties(tmp_path):
     analysis.plots.save(fig, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 0
     assert list(id_table(df, short_ids(df))["id"]) == ["S", "Sh", "B1", "B2"]
+
+
+def test_truth_plot_draws_every_tree_the_front_and_each_method():
+    rng = np.random.default_rng(1)
+    trees = {f"h{i}": (1e5 * (1 + i % 4), -4 + i * 0.6) for i in range(8)}  # 4 MAdds levels, 2 trees each
+    rows = pd.DataFrame([{"arch_hash": h, "tree": h, "seed": s, "madds": m, "delta_m": d + 0.2 * rng.standard_normal()}
+                         for h, (m, d) in trees.items() for s in range(3)])
+    means = analysis.tree_means(rows)
+    found = pd.DataFrame({"madds": [2e5], "delta_m": [0.5], "delta_m/se": [0.3]})
+    fig = analysis.truth_plot(means, {"bmtas": ["h5", "h6", "not-in-the-table"], "ltb": found}, title="truth")
+    ax = fig.axes[0]
+    points = [len(c.get_offsets()) for c in ax.collections if type(c).__name__ == "PathCollection"]
+    assert points == [8, 2, 1]  # every tree, then each method's (the unknown hash left out)
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    front = len(analysis.exhaustive_front(means))
+    assert legend == ["every tree of the table (8, ± 1 s.e. over 3 seeds)", f"exhaustive front ({front} trees)",
+                      "bmtas (2 trees)", "ltb (1 tree)"]
+    assert ax.get_xlabel() == "MAdds [MMAdds]" and ax.get_title() == "truth"
+    assert sum(type(c).__name__ == "ErrorbarContainer" for c in ax.containers) == 3  # table, bmtas, ltb

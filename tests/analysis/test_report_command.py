@@ -227,3 +227,71 @@ def test_cpu_size_sweeps_are_reported_in_mmadds(tmp_path, capsys):
     assert "0.470 MMAdds" in out and "0.080 MMAdds" in out
     md = (tmp_path / "report" / "report.md").read_text()
     assert "MMAdds" in md and "GMAdds" not in md
+
+
+def _write_sweep(folder, train_iterations: int = 10) -> None:
+    """``sweep.json`` as the sweep runner writes it."""
+    from branchsweep.config import DataConfig, ModelConfig, TrainConfig
+    from branchsweep.sweep import SweepBase, SweepConfig
+    from branchsweep.sweep.runner import sweep_record
+
+    base = SweepBase(data=DataConfig(dataset="synthetic-dense", size=8, tasks=TASKS),
+                     model=ModelConfig(backbone="convnet", width=0.25),
+                     train=TrainConfig(iterations=train_iterations, progress=False), branch_points=(0, 2))
+    cfg = SweepConfig(name="t", out=folder, base=base)
+    (folder / "sweep.json").write_bytes(sweep_record(cfg))
+
+
+def _write_table(root) -> str:
+    """A committed-style table whose recipe is :func:`_write_sweep`'s Single trial's (10 iterations; the
+    trial resolves ``divide_lr_by_sharing`` to the baselines' convention, yes): Single, Shared, the
+    sweep's branched tree and one more, 2 seeds."""
+    import json
+
+    from branchsweep.config import DataConfig, ModelConfig, TrainConfig
+    from branchsweep.truth import recipe_hash
+
+    key = recipe_hash(DataConfig(dataset="synthetic-dense", size=8, tasks=TASKS), ModelConfig(backbone="convnet", width=0.25),
+                      TrainConfig(iterations=10, divide_lr_by_sharing=True))
+    results = _sweep_results()
+    other = BranchConfig.from_op_indices(TASKS, [[0, 0, 0], [0, 0, 0], [0, 0, 1], [0, 0, 1]])
+    trees = [(h, m, dm) for h, m, dm in zip(results["arch_hash"][:3], results["madds"][:3], (0.0, -8.0, -2.0))]
+    trees.append((other.arch_hash(), 2.0e9, -1.0))
+    rows = pd.DataFrame([{"tree": h, "arch_hash": h, "seed": s, "madds": m, "delta_m": dm + 0.5 * s}
+                         for h, m, dm in trees for s in range(2)])
+    folder = root / "fake-dense"
+    folder.mkdir(parents=True)
+    rows.to_csv(folder / "rows.csv", index=False)
+    (folder / "manifest.json").write_text(json.dumps({"table": "fake-dense", "recipe_hash": key, "trees": 4,
+                                                     "seeds": [0, 1], "branch_points": [0, 2], "commit": "abc"}))
+    return key
+
+
+def test_a_sweep_with_a_matching_exhaustive_table_is_scored_against_it(tmp_path, capsys, monkeypatch):
+    import branchsweep.truth
+
+    monkeypatch.setattr(branchsweep.truth, "TABLES_DIR", tmp_path / "tables")
+    _write_table(tmp_path / "tables")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    _sweep_results().to_csv(run_dir / "results.csv", index=False)
+    code, plain, err = run_cli(capsys, "report", str(run_dir))  # no sweep.json: not looked up
+    assert code == 0, err
+    plain_md = (run_dir / "report" / "report.md").read_text()
+    assert "exhaustive" not in plain and "exhaustive" not in plain_md and not (run_dir / "report" / "truth.png").exists()
+    _write_sweep(run_dir, train_iterations=11)  # another recipe: no table matches, nothing changes
+    code, out, err = run_cli(capsys, "report", str(run_dir))
+    assert code == 0, err
+    assert out == plain and (run_dir / "report" / "report.md").read_text() == plain_md
+    assert not (run_dir / "report" / "truth.png").exists()
+    storage = tmp_path / "storage"  # where the runner's --sweep-config points when the sweep lives elsewhere
+    storage.mkdir()
+    _write_sweep(storage)
+    code, out, err = run_cli(capsys, "report", str(run_dir), "--sweep-config", str(storage / "sweep.json"))
+    assert code == 0, err
+    assert "exhaustive table fake-dense: 4 trees × 2 seeds, branch points 0, 2, commit abc" in out
+    # BMTAS found the branched tree and Single: both in the table (2 seeds, so mean ± s.e.).
+    assert "searched front (BMTAS): " in out and "% of the exhaustive hypervolume (2 table seeds)" in out
+    md = (run_dir / "report" / "report.md").read_text()
+    assert "**searched front (BMTAS)" in md and "- exhaustive table **fake-dense**" in md
+    assert (run_dir / "report" / "truth.png").stat().st_size > 0

@@ -120,3 +120,33 @@ def test_sweep_flag_mistakes_exit_2_with_one_line(sweep_modules, capsys, tmp_pat
     assert code == 2, err
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_main_job_searches_the_space_of_its_exhaustive_table(sweep_modules, tmp_path):
+    """The main job and the exhaustive table synthetic-dense stay in step: same recipe (what the report
+    reads back from sweep.json included) and same branch points, so every searched tree can be looked up."""
+    from _common import build_config, parser
+
+    from branchsweep.commands.report import sweep_recipe
+    from branchsweep.sweep.runner import sweep_record
+    from branchsweep.truth import preset, recipe_hash
+
+    job = sweep_modules["synthetic_pareto"]
+    table = preset("synthetic-dense")
+    assert recipe_hash(job.PRESET.data, job.PRESET.model, job.PRESET.train) == recipe_hash(table.data, table.model,
+                                                                                           table.train)
+    assert job.PRESET.branch_points == job.SMOKE.branch_points == table.branch_points
+    assert job.RELATED_BRANCH_AT == table.designed_at and job.RELATED_BRANCH_AT in table.branch_points
+
+    def config(*flags: str):
+        return build_config(job.PRESET, parser(job.PRESET, job.__doc__).parse_args(["--out", str(tmp_path / "run"), *flags]))
+
+    cfg = config()
+    assert cfg.base.branch_points == table.branch_points
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "sweep.json").write_bytes(sweep_record(cfg))
+    assert recipe_hash(*sweep_recipe(run_dir)) == recipe_hash(table.data, table.model, table.train)
+    # --branch-points overrides the preset's ('all': every layer)
+    assert config("--branch-points", "1,2").base.branch_points == (1, 2)
+    assert config("--branch-points", "all").base.branch_points is None
