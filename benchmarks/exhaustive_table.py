@@ -128,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.workers < 1 or (args.seeds is not None and args.seeds < 1) or (args.limit is not None and args.limit < 1):
         raise ConfigError("--workers, --seeds and --limit must be >= 1")
+    commit = _commit()  # the code that trains the table, recorded before it runs
     pre = preset(args.table, args.smoke)
     seeds = list(range(args.seeds or pre.seeds))
     ctx = TableContext.build(pre)
@@ -185,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
         "designed": [list(g) for g in pre.designed], "designed_at": pre.designed_at,
         "designed_hash": pre.designed_tree(ctx.spec.num_layers).arch_hash(),
         "trees": len(trees), "trees_in_space": expected, "seeds": seeds,
-        "commit": _commit(), "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
+        "commit": commit, "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
         "wall_time_s": round(wall, 1), "workers": args.workers, "torch": torch.__version__,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
     }

@@ -69,8 +69,9 @@ def main_job_search_defaults() -> dict[str, dict[str, Any]]:
     return module.PRESET.search_defaults
 
 
-def grids(table: str, madds: list[float]) -> dict[str, tuple[dict[str, Any], list[dict[str, Any]]]]:
-    """Per method: ``(settings shared by the grid, the grid)`` for the table. ``madds``: budgets (FAFS, BMN)."""
+def grids(table: str, madds: list[float], cache: Path) -> dict[str, tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Per method: ``(settings shared by the grid, the grid)`` for the table. ``madds``: budgets (FAFS, BMN);
+    ``cache``: the folder of the affinity caches."""
     if table == "synthetic-dense":
         base = main_job_search_defaults()
         bmtas, ltb = dict(base["bmtas"]), dict(base["ltb"])
@@ -84,8 +85,9 @@ def grids(table: str, madds: list[float]) -> dict[str, tuple[dict[str, Any], lis
     return {
         "bmtas": (bmtas, [{"lam": lam} for lam in (0.3, 1.0, 3.0)]),
         "ltb": (ltb, [{"child_nodes": k} for k in (1, 2, 3)]),
-        "fafs": ({}, budgets),
-        "bmn": ({}, budgets),
+        # One pre-training per search seed serves every budget (the affinity cache), as in a sweep.
+        "fafs": ({"affinity_cache": str(cache / "fafs")}, budgets),
+        "bmn": ({"affinity_cache": str(cache / "bmn")}, budgets),
     }
 
 
@@ -174,7 +176,8 @@ def run(args: argparse.Namespace) -> int:
     ref = analysis.table_reference(means)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     quantiles = [float(np.quantile(means["madds"], q)) for q in (0.25, 0.5, 0.75)]
-    grid = grids(args.table, quantiles)
+    out = args.out or Path(tempfile.mkdtemp(prefix="score-searches-"))
+    grid = grids(args.table, quantiles, out / "cache")
     if args.smoke:  # seconds-scale searches
         import dataclasses
 
@@ -186,7 +189,6 @@ def run(args: argparse.Namespace) -> int:
     unknown = [m for m in methods if m != "random" and (m not in grid or m not in SEARCH_METHODS)]
     if unknown:
         raise ConfigError(f"--methods: no grid or no registered method {unknown[0]!r} (have: {', '.join(grid)}, random)")
-    out = args.out or Path(tempfile.mkdtemp(prefix="score-searches-"))
     (out / "searches").mkdir(parents=True, exist_ok=True)
     jobs, found = [], []
     for m in methods:
