@@ -178,6 +178,9 @@ def grouping_evidence(rows: pd.DataFrame, designed: str | None = None) -> list[s
     if len(gaps):
         top = gaps.iloc[0]
         strongest = gaps.loc[gaps["z"].idxmax()] if gaps["z"].notna().any() else top
+        strong = int((gaps["z"] >= 5).sum())
+        lines.append(f"MAdds levels of 3+ trees where the best tree beats the median one by ≥ 5 paired s.e.: "
+                     f"{strong} of {len(gaps)}")
         for label, g in (("largest MAdds level", top), ("strongest level", strongest)):
             lines.append(f"best vs median tree at equal MAdds ({label}: {int(g['trees'])} trees at {g['madds']:.4g}): "
                          f"Δm {format_mean_se(g['gap'], g['gap/se'], sign=True)} % paired by seed "
