@@ -146,9 +146,11 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or table_dir(pre.name)
     work = args.work or out / ".work"
     work.mkdir(parents=True, exist_ok=True)
+    key = recipe_hash(pre.data, pre.model, pre.train)
     jobs, done = [], {}
     for tree in trees:
-        path = work / f"{tree.arch_hash()}-s{'-'.join(map(str, seeds))}.json"
+        # The recipe hash in the name: rows of another recipe (an edited preset) are never reused.
+        path = work / f"{key}-{tree.arch_hash()}-s{'-'.join(map(str, seeds))}.json"
         if path.is_file():
             done[tree.arch_hash()] = json.loads(path.read_text())
         else:
