@@ -143,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--search-seeds", type=int, default=5, help="search seeds per method (default 5)")
     p.add_argument("--workers", type=int, default=2, help="processes of one thread each (default 2)")
     p.add_argument("--tables-root", type=Path, default=None, help="folder of truth tables (default: the committed)")
+    p.add_argument("--budget", type=float, default=1.0,
+                   help="multiply every search's length (iterations, warm-up, pre-training) by this (default 1: the "
+                        "main job's budget); for the curve of score against search budget")
     p.add_argument("--smoke", action="store_true", help="seconds-scale check: tiny data and 2-iteration searches")
     p.add_argument("--out", type=Path, default=None, help="where searches, scores and the plot go (default: a temp folder)")
     args = p.parse_args(argv)
@@ -168,8 +171,8 @@ def run(args: argparse.Namespace) -> int:
     from branchsweep.tree_space import from_segments, segments
     from branchsweep.truth import load_table, preset
 
-    if args.search_seeds < 1 or args.workers < 1:
-        raise ConfigError("--search-seeds and --workers must be >= 1")
+    if args.search_seeds < 1 or args.workers < 1 or not args.budget > 0:
+        raise ConfigError("--search-seeds and --workers must be >= 1, --budget > 0")
     rows, manifest = load_table(args.table, args.tables_root)
     pre = preset(args.table, args.smoke)
     means = analysis.tree_means(rows)
@@ -178,6 +181,16 @@ def run(args: argparse.Namespace) -> int:
     quantiles = [float(np.quantile(means["madds"], q)) for q in (0.25, 0.5, 0.75)]
     out = args.out or Path(tempfile.mkdtemp(prefix="score-searches-"))
     grid = grids(args.table, quantiles, out / "cache")
+    if args.budget != 1.0:
+        import dataclasses
+
+        for m, (shared, _) in grid.items():
+            defaults = ({f.name: f.default for f in dataclasses.fields(SEARCH_METHODS.get(m).config_type)}
+                        if m in SEARCH_METHODS else {})
+            for k in ("iterations", "warmup_iterations", "pretrain_iterations"):
+                base = shared.get(k, defaults.get(k))
+                if isinstance(base, int):
+                    shared[k] = max(1, round(base * args.budget))
     if args.smoke:  # seconds-scale searches
         import dataclasses
 
@@ -197,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
         shared, points = grid[m]
         for s in range(args.search_seeds):
             for i, point in enumerate(points):
-                path = out / "searches" / f"{m}-{i}-s{s}.json"
+                path = out / "searches" / f"{m}-{i}-s{s}{'' if args.budget == 1 else f'-x{args.budget:g}'}.json"
                 job = {"method": m, "grid": i, "seed": s, "settings": {**shared, **point}, "path": str(path)}
                 if path.is_file():
                     found.append(json.loads(path.read_text()))
