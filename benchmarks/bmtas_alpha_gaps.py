@@ -38,7 +38,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import torch
 
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the searches of a sweep trial run; restored at the end
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args: argparse.Namespace) -> int:
     from branchsweep.search import SEARCH_METHODS, SearchContext
     from branchsweep.search.base import run_method
     from branchsweep.truth import TableContext, groups_label, preset

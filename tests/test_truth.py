@@ -131,3 +131,12 @@ def test_score_searches_on_a_table_of_known_values(tmp_path, capsys):
     assert bench.main(argv) == 0
     assert "0 searches to run (6 done earlier)" in capsys.readouterr().out
     assert bench.main([*argv[:4], "ltb,nope", *argv[5:]]) == 2
+
+
+def test_bmtas_alpha_gaps_runs_and_rejects_bad_input(capsys):
+    bench = load("bmtas_alpha_gaps")
+    assert bench.main(["--seeds", "1", "--budget", "0.05"]) == 0
+    out = capsys.readouterr().out
+    assert "| 0 |" in out and "of 12 |" in out and "1 distinct trees in 1 seeds" in out
+    assert bench.main(["--seeds", "0"]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
