@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
-import numpy as np
 import pandas as pd
 
 from analysis.errors import AnalysisError
@@ -191,21 +190,3 @@ def grouping_evidence(rows: pd.DataFrame, designed: str | None = None) -> list[s
                      f"({d['front_tree']}) is ahead by {format_mean_se(d['gap'], d['gap/se'], sign=True)} % paired "
                      f"({d['z']:.1f} s.e.)")
     return lines
-
-
-def lookup(means: pd.DataFrame, hashes: Iterable[str]) -> pd.DataFrame:
-    """The table's rows of the trees ``hashes`` (missing ones: an AnalysisError naming the first)."""
-    hashes = list(hashes)
-    unknown = [h for h in hashes if h not in means.index]
-    if unknown:
-        raise AnalysisError(f"tree {unknown[0]} is not in the truth table (another space or recipe?)")
-    return means.loc[hashes]
-
-
-def score_trees(means: pd.DataFrame, hashes: Sequence[str], reference: Mapping[str, float] | None = None
-                ) -> dict[str, float]:
-    """One search's trees scored against the table: hypervolume fraction, mean and worst regret."""
-    regrets = np.array([regret(means, h) for h in hashes], dtype=float)
-    return {"hv_fraction": hypervolume_fraction(means, hashes, reference),
-            "regret_mean": float(regrets.mean()) if len(regrets) else math.nan,
-            "regret_max": float(regrets.max()) if len(regrets) else math.nan, "trees": len(set(hashes))}

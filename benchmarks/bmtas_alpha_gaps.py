@@ -3,8 +3,8 @@
     python benchmarks/bmtas_alpha_gaps.py --seeds 5                    # the main job's budget, λ = 1
     python benchmarks/bmtas_alpha_gaps.py --seeds 5 --budget 4
 
-Runs the main job's BMTAS search (sweeps/synthetic_pareto.py settings, the synthetic-dense truth table's
-branch points) with ``--seeds`` search seeds and reads α at the end of the search. For every segment and
+Runs the main job's BMTAS search (the synthetic-dense truth table's search settings, which are the main
+job's, and its branch points) with ``--seeds`` search seeds and reads α at the end of the search. For every segment and
 task it takes the gap between the two largest α (the margin by which the exported choice wins) and compares
 it with the spread of the Gumbel noise the samples add (standard deviation π/√6 ≈ 1.28): with gaps far
 below it, the routes trained during the search are close to uniform draws and the exported argmax is
@@ -15,7 +15,6 @@ agreement across seeds).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import statistics
@@ -23,7 +22,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 GUMBEL_STD = math.pi / math.sqrt(6)
 
 
@@ -51,14 +49,11 @@ def _run(args: argparse.Namespace) -> int:
     from branchsweep.search.base import run_method
     from branchsweep.truth import TableContext, groups_label, preset
 
-    sys.path.insert(0, str(ROOT / "sweeps"))
-    spec = importlib.util.spec_from_file_location("synthetic_pareto", ROOT / "sweeps" / "synthetic_pareto.py")
-    job = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(job)
-    settings = dict(job.PRESET.search_defaults["bmtas"], lam=args.lam, checkpoint_every=0)
+    table = preset("synthetic-dense")
+    settings = dict(table.search["bmtas"], lam=args.lam, checkpoint_every=0)  # the main job's search settings
     for k in ("iterations", "warmup_iterations"):
         settings[k] = max(1, round(settings[k] * args.budget))
-    ctx = TableContext.build(preset("synthetic-dense"))
+    ctx = TableContext.build(table)
     method = SEARCH_METHODS.get("bmtas")
     gaps_all, trees = [], []
     print(f"BMTAS, λ {args.lam} (normalized), {settings['warmup_iterations']} warm-up + {settings['iterations']} "

@@ -17,9 +17,7 @@ At the end it prints whether the grouping matters in this table (:func:`analysis
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import json
-import multiprocessing as mp
 import os
 import platform
 import shlex
@@ -31,25 +29,6 @@ from pathlib import Path
 _CTX = None
 
 
-
-def run_jobs(fn, jobs: list, workers: int, init, initargs: tuple):
-    """``fn(job)`` for every job, as they finish: in this process for one worker (its thread count restored
-    afterwards), else in ``workers`` spawned processes (a worker that dies raises, never hangs)."""
-    if workers == 1:
-        import torch
-
-        threads = torch.get_num_threads()
-        init(*initargs)
-        try:
-            for job in jobs:
-                yield fn(job)
-        finally:
-            torch.set_num_threads(threads)
-        return
-    with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=init,
-                                initargs=initargs) as pool:
-        for fut in cf.as_completed([pool.submit(fn, job) for job in jobs]):
-            yield fut.result()
 
 def _worker_init(name: str, smoke: bool) -> None:
     import torch
@@ -123,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         preset,
         recipe,
         recipe_hash,
+        run_jobs,
         table_dir,
     )
 

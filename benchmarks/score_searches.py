@@ -5,7 +5,7 @@
 
 For every method of ``--methods`` and every search seed, the method runs over its grid (BMTAS: λ; Learning
 to Branch: child nodes per branch point; FAFS and BMN: MAdds budgets) on the table's data, backbone and
-branch points, with the main job's search settings. The trees it exports are looked up in the committed
+branch points, with the table's search settings (the main job's, for ``synthetic-dense``). The trees it exports are looked up in the committed
 truth table (``branchsweep/truth_tables/<table>/``) and scored:
 
 * **hypervolume fraction**: the hypervolume of the seed's trees (their mean Δm over the table's seeds)
@@ -25,11 +25,8 @@ Searches are kept in ``--out`` as they finish, so an interrupted run continues. 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
-import importlib.util
 import json
 import math
-import multiprocessing as mp
 import os
 import random
 import sys
@@ -37,48 +34,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-
-def run_jobs(fn, jobs: list, workers: int, init, initargs: tuple):
-    """``fn(job)`` for every job, as they finish: in this process for one worker (its thread count restored
-    afterwards), else in ``workers`` spawned processes (a worker that dies raises, never hangs)."""
-    if workers == 1:
-        import torch
-
-        threads = torch.get_num_threads()
-        init(*initargs)
-        try:
-            for job in jobs:
-                yield fn(job)
-        finally:
-            torch.set_num_threads(threads)
-        return
-    with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=init,
-                                initargs=initargs) as pool:
-        for fut in cf.as_completed([pool.submit(fn, job) for job in jobs]):
-            yield fut.result()
-
-def main_job_search_defaults() -> dict[str, dict[str, Any]]:
-    """The main job's search settings (``sweeps/synthetic_pareto.py``)."""
-    sys.path.insert(0, str(ROOT / "sweeps"))
-    spec = importlib.util.spec_from_file_location("synthetic_pareto", ROOT / "sweeps" / "synthetic_pareto.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.PRESET.search_defaults
-
-
-def grids(table: str, madds: list[float], cache: Path) -> dict[str, tuple[dict[str, Any], list[dict[str, Any]]]]:
-    """Per method: ``(settings shared by the grid, the grid)`` for the table. ``madds``: budgets (FAFS, BMN);
-    ``cache``: the folder of the affinity caches."""
-    if table == "synthetic-dense":
-        base = main_job_search_defaults()
-        bmtas, ltb = dict(base["bmtas"]), dict(base["ltb"])
-    else:  # the Eq. 8 regressions: short searches of the same shape
-        bmtas = {"iterations": 300, "warmup_iterations": 200, "batch_size": 50, "resource_mode": "normalized",
-                 "hard": True, "arch_lr": 0.15, "weight_steps_per_arch": 1, "mc_samples": 16, "lr": 0.01}
-        ltb = {"iterations": 600, "batch_size": 50}
+def grids(pre: Any, madds: list[float], cache: Path) -> dict[str, tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Per method: ``(settings shared by the grid, the grid)`` for the table preset ``pre`` (its ``search``
+    settings). ``madds``: budgets (FAFS, BMN); ``cache``: the folder of the affinity caches."""
+    bmtas, ltb = dict(pre.search["bmtas"]), dict(pre.search["ltb"])
     for cfg in (bmtas, ltb):
         cfg["checkpoint_every"] = 0
     budgets = [{"target_madds": float(m)} for m in madds]
@@ -169,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     from branchsweep.search import SEARCH_METHODS
     from branchsweep.search.baselines import random_tree
     from branchsweep.tree_space import from_segments, segments
-    from branchsweep.truth import load_table, preset
+    from branchsweep.truth import load_table, preset, run_jobs
 
     if args.search_seeds < 1 or args.workers < 1 or not args.budget > 0:
         raise ConfigError("--search-seeds and --workers must be >= 1, --budget > 0")
@@ -180,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     quantiles = [float(np.quantile(means["madds"], q)) for q in (0.25, 0.5, 0.75)]
     out = args.out or Path(tempfile.mkdtemp(prefix="score-searches-"))
-    grid = grids(args.table, quantiles, out / "cache")
+    grid = grids(pre, quantiles, out / "cache")
     if args.budget != 1.0:
         import dataclasses
 
@@ -271,7 +231,6 @@ def run(args: argparse.Namespace) -> int:
     scores.to_csv(out / "scores.csv", index=False)
     trees.drop(columns=["path"], errors="ignore").to_csv(out / "trees.csv", index=False)
     designed = manifest.get("designed_hash")
-    front_hv = 1.0
     print(f"\n# {args.table}: searches scored against {len(means)} trees × {int(means['seeds'].max())} seeds "
           f"(table commit {manifest.get('commit', '?')[:12]})\n")
     print("| method | hypervolume (% of exhaustive) | regret (Δm points) | designed groups recovered | CPU s per seed | trees per seed |")
@@ -283,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
     front = analysis.exhaustive_front(means)
     arch_of = rows.drop_duplicates("arch_hash").set_index("arch_hash")["arch"]
     grouped = sum(recovers(arch_of[h], manifest["designed"]) for h in front.index)
-    print(f"| exhaustive front | {100 * front_hv:.0f} | 0 | {grouped} of {len(front)} front trees have the designed "
+    print(f"| exhaustive front | 100 | 0 | {grouped} of {len(front)} front trees have the designed "
           f"groups (the designed tree {'is' if designed in set(front.index) else 'is not'} on the front) | — | "
           f"{len(front)} |")
     if hasattr(analysis, "truth_plot"):

@@ -14,13 +14,15 @@ of a recipe.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import dataclasses
 import hashlib
 import json
 import math
+import multiprocessing as mp
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,8 @@ class TablePreset:
     #: The layer at which the designed groups split (a tree of the space); documentation and plots.
     designed_at: int = 0
     description: str = ""
+    #: Per search method, the settings the searches scored against this table run with (method -> fields).
+    search: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def designed_tree(self, num_layers: int) -> BranchConfig:
         """Shared up to ``designed_at``, then one branch per designed group, split no further."""
@@ -77,6 +81,11 @@ def _main_job() -> TablePreset:
         designed=tuple(tuple(t for t in g if t in tasks) for g in RELATED_GROUPS),
         designed_at=3,
         description="the main job's scenes and retraining; convnet ×0.375 (7 layers), branch points 0, 3, 5",
+        # The main job's search settings (tests/sweep/test_sweep_scripts.py checks they stay the preset's).
+        search={"bmtas": {"iterations": 100, "warmup_iterations": 100, "batch_size": 16, "checkpoint_every": 25,
+                          "mc_samples": 16, "resource_mode": "normalized", "hard": True, "arch_lr": 0.15,
+                          "weight_steps_per_arch": 1},
+                "ltb": {"iterations": 150, "batch_size": 16, "checkpoint_every": 50}},
     )
 
 
@@ -96,6 +105,10 @@ def _regressions() -> TablePreset:
         designed_at=0,  # Eq. 8: the tasks of one activation share their map from the input on
         description="Learning to Branch Eq. 8 regressions, 2 activations × 2 tasks; mlp ×0.5 (4 layers), "
                     "branch points 0, 2, 3",
+        # Short searches of the main job's shape (not tuned for this table).
+        search={"bmtas": {"iterations": 300, "warmup_iterations": 200, "batch_size": 50, "resource_mode": "normalized",
+                          "hard": True, "arch_lr": 0.15, "weight_steps_per_arch": 1, "mc_samples": 16, "lr": 0.01},
+                "ltb": {"iterations": 600, "batch_size": 50}},
     )
 
 
@@ -230,9 +243,10 @@ def add_delta_m(rows, tasks: Sequence[Any]):
     import pandas as pd
 
     from analysis import delta_m
+    from branchsweep.pipeline import primary_directions
 
-    metrics = [f"{t.name}/{t.primary}" for t in tasks]
-    directions = {f"{t.name}/{t.primary}": t.directions[t.primary] for t in tasks}
+    directions = primary_directions(list(tasks))
+    metrics = list(directions)
     num_layers = len(json.loads(rows["arch"].iloc[0])["layers"])
     single = BranchConfig.single([t.name for t in tasks], num_layers).arch_hash()
     ref = rows[rows["arch_hash"] == single]
@@ -247,3 +261,25 @@ def add_delta_m(rows, tasks: Sequence[Any]):
             paired[part.index] = delta_m(part[metrics], base[metrics].astype(float).iloc[0], directions).to_numpy()
     out["delta_m_paired"] = paired
     return out
+
+
+def run_jobs(fn: Callable[[Any], Any], jobs: Sequence[Any], workers: int, init: Callable[..., None],
+             initargs: tuple) -> Iterator[Any]:
+    """``fn(job)`` for every job, as they finish (the benchmarks that build and score truth tables): in this
+    process for one worker (its thread count restored afterwards), else in ``workers`` spawned processes
+    started with ``init(*initargs)`` (a worker that dies raises, never hangs)."""
+    if workers == 1:
+        import torch
+
+        threads = torch.get_num_threads()
+        init(*initargs)
+        try:
+            for job in jobs:
+                yield fn(job)
+        finally:
+            torch.set_num_threads(threads)
+        return
+    with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=init,
+                                initargs=initargs) as pool:
+        for fut in cf.as_completed([pool.submit(fn, job) for job in jobs]):
+            yield fut.result()

@@ -58,6 +58,7 @@ from branchsweep.search.fafs import (
     check_positive,
     export,
     held_out,
+    linkage_cuts,
     named_groups,
     paper_pretraining,
     pretrain,
@@ -192,24 +193,6 @@ def _bell(n: int) -> int:
     return sum(stirling2(n, k) for k in range(n + 1))
 
 
-def _linkage_cuts(dissimilarity: np.ndarray) -> list[Partition]:
-    """The partitions of a complete-linkage agglomeration on ``dissimilarity``, from all tasks alone to one
-    group (ties: the lowest indices)."""
-    clusters = [[i] for i in range(len(dissimilarity))]
-    out = [_canonical(clusters)]
-    while len(clusters) > 1:
-        best: tuple[float, int, int] | None = None
-        for x in range(len(clusters)):
-            for y in range(x + 1, len(clusters)):
-                link = max(dissimilarity[i, j] for i in clusters[x] for j in clusters[y])
-                if best is None or link < best[0]:
-                    best = (link, x, y)
-        assert best is not None
-        clusters[best[1]] = clusters[best[1]] + clusters.pop(best[2])
-        out.append(_canonical(clusters))
-    return out
-
-
 def _candidates(parent: Partition, cuts: list[Partition]) -> list[Partition]:
     """The refinements of ``parent`` a beam step scores: all of them when few, else ``parent`` intersected
     with each cut of the complete-linkage agglomeration of this segment."""
@@ -301,7 +284,7 @@ def best_tree(dissimilarities: Sequence[np.ndarray], segment_madds: Sequence[flo
     else:
         beam: list[tuple[tuple[float, float], float, float, list[Partition]]] = [((0.0, fixed), 0.0, float(fixed), [])]
         for k in range(k_total):
-            cuts = _linkage_cuts(np.asarray(dissimilarities[k], dtype=float))
+            cuts = linkage_cuts(np.asarray(dissimilarities[k], dtype=float))
             grown = []
             for _, cost, madds, chain in beam:
                 for part in _candidates(chain[-1] if chain else everyone, cuts):

@@ -144,21 +144,25 @@ def _all_partitions(c: int) -> list[Partition]:
     return list(refinements((tuple(range(c)),)))
 
 
-def _agglomerate(branch_aff: np.ndarray) -> list[Partition]:
-    """Complete-linkage merges on affinity (merge the two clusters whose least similar pair is most
-    similar; ties: the lowest indices), one partition per cluster count from ``c`` down to 1."""
-    clusters = [[i] for i in range(len(branch_aff))]
+def linkage_cuts(dissimilarity: np.ndarray) -> list[Partition]:
+    """The partitions of a complete-linkage agglomeration on ``dissimilarity``, from every item alone to one
+    group: each step merges the two clusters whose most dissimilar pair is least dissimilar (ties: the
+    lowest indices). FAFS runs it on negated affinities, BMN on RSA dissimilarities.
+
+    >>> linkage_cuts(np.array([[0, .1, .9], [.1, 0, .8], [.9, .8, 0]]))
+    [((0,), (1,), (2,)), ((0, 1), (2,)), ((0, 1, 2),)]
+    """
+    clusters = [[i] for i in range(len(dissimilarity))]
     out = [_canonical(clusters)]
     while len(clusters) > 1:
         best: tuple[float, int, int] | None = None
         for x in range(len(clusters)):
             for y in range(x + 1, len(clusters)):
-                link = min(branch_aff[i, j] for i in clusters[x] for j in clusters[y])
-                if best is None or link > best[0]:
+                link = max(dissimilarity[i, j] for i in clusters[x] for j in clusters[y])
+                if best is None or link < best[0]:
                     best = (link, x, y)
         assert best is not None
-        _, x, y = best
-        clusters[x] = clusters[x] + clusters.pop(y)
+        clusters[best[1]] = clusters[best[1]] + clusters.pop(best[2])
         out.append(_canonical(clusters))
     return out
 
@@ -175,7 +179,7 @@ def groupings(branch_aff: np.ndarray, exact_max: int = EXACT_MAX_BRANCHES) -> di
     """
     b = np.asarray(branch_aff, dtype=float)
     best: dict[int, tuple[Partition, float]] = {}
-    parts = _all_partitions(len(b)) if len(b) <= exact_max else _agglomerate(b)
+    parts = _all_partitions(len(b)) if len(b) <= exact_max else linkage_cuts(-b)
     for part in parts:
         cost = separation_cost(b, part)
         d = len(part)

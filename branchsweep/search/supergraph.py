@@ -200,7 +200,10 @@ class Supergraph(nn.Module):
                         new_feats.append(outputs[key])
                 else:
                     row = weights[layer, t]  # type: ignore[index]
-                    key = (s, tuple(host[layer][t])) if not row.requires_grad else (s, "task", t)  # type: ignore[index]
+                    # Rows that carry no α gradient (detached samples; the fixed candidate-0 rows of the shared
+                    # layers before the first branch point) merge tasks with equal routes into one stream.
+                    constant = layer < self.num_shared or not row.requires_grad
+                    key = (s, tuple(host[layer][t])) if constant else (s, "task", t)  # type: ignore[index]
                     if key not in keys:
                         keys[key] = len(new_feats)
                         block = wide.get((s, tuple(js)))

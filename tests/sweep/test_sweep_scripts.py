@@ -137,6 +137,7 @@ def test_main_job_searches_the_space_of_its_exhaustive_table(sweep_modules, tmp_
                                                                                            table.train)
     assert job.PRESET.branch_points == job.SMOKE.branch_points == table.branch_points
     assert job.RELATED_BRANCH_AT == table.designed_at and job.RELATED_BRANCH_AT in table.branch_points
+    assert table.search == job.PRESET.search_defaults  # the searches scored against the table are the main job's
 
     def config(*flags: str):
         return build_config(job.PRESET, parser(job.PRESET, job.__doc__).parse_args(["--out", str(tmp_path / "run"), *flags]))
