@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         if info.name.startswith("_"):
             continue
         module = importlib.import_module(f"{commands.__name__}.{info.name}")
-        p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP,
+                           add_help=getattr(module, "ADD_HELP", True))
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser

@@ -29,9 +29,31 @@ from branchsweep.tree_space import parse_branch_points
 NAME = "search"
 HELP = "search a branched architecture (BMTAS, Learning to Branch, ...) and write branch_config.json"
 _DESTS = "_method_setting_dests"
+#: The CLI leaves ``-h/--help`` to this command: with ``--method NAME`` before it, help lists that method's
+#: settings only.
+ADD_HELP = False
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
+class _MethodHelp(argparse.Action):
+    """``--help``: after ``--method NAME`` (a registered method), the help of that method alone."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        method = getattr(namespace, "method", None)
+        if method in SEARCH_METHODS:
+            one = type(parser)(prog=parser.prog, description=parser.description, add_help=False)
+            add_arguments(one, methods=[method])
+            one.print_help()
+        else:
+            parser.print_help()
+        parser.exit()
+
+
+def add_arguments(p: argparse.ArgumentParser, methods: list[str] | None = None) -> None:
+    p.add_argument("-h", "--help", action=_MethodHelp,
+                   help="show this help and exit (after --method NAME: that method's settings only)")
     p.add_argument("--method", required=True, help=f"search method: {', '.join(SEARCH_METHODS.names()) or 'none'}")
     p.add_argument("--out", type=Path, required=True, help="output folder (branch_config.json, search log, checkpoints)")
     p.add_argument("--resume", action="store_true", help="continue the search in --out from its checkpoint")
@@ -43,7 +65,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_runtime_arguments(p)
     add_data_arguments(p)
     add_model_arguments(p)
-    p.set_defaults(**{_DESTS: add_method_flags(p)})
+    p.set_defaults(**{_DESTS: add_method_flags(p, methods)})
 
 
 def run(args: argparse.Namespace) -> int:

@@ -24,7 +24,7 @@ import argparse
 import dataclasses
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -241,13 +241,27 @@ def parse_settings(args: argparse.Namespace, method: SearchMethod, dest_of: Mapp
     return values
 
 
-def add_method_flags(parser: argparse.ArgumentParser) -> dict[str, str]:
-    """Add every registered method's flags once (shared names once); returns ``{flag: dest}``."""
+def add_method_flags(parser: argparse.ArgumentParser, methods: Sequence[str] | None = None) -> dict[str, str]:
+    """Add the flags of ``methods`` (default: every registered method) once each; returns ``{flag: dest}``.
+
+    A method's own flags go in one argument group per method (``BMTAS settings``); a flag that several
+    methods declare goes in a group of shared settings, its help naming its owners.
+    """
+    names = list(SEARCH_METHODS) if methods is None else list(methods)
     by_flag: dict[str, list[tuple[str, ConfigFlag]]] = {}
-    for name in SEARCH_METHODS:
+    for name in names:
         for f in SEARCH_METHODS.get(name).flags():
             by_flag.setdefault(f.flag, []).append((name, f))
-    group = parser.add_argument_group("search-method settings (default: the method's paper settings)")
+    groups: dict[str, Any] = {}
+
+    def group_of(owners: list[str]):
+        key = owners[0] if len(owners) == 1 else ""
+        if key not in groups:
+            title = (f"{key} settings (default: the method's paper settings)" if key
+                     else "settings of several search methods")
+            groups[key] = parser.add_argument_group(title)
+        return groups[key]
+
     dest_of = {}
     for flag, owners in by_flag.items():
         first = owners[0][1]
@@ -255,13 +269,16 @@ def add_method_flags(parser: argparse.ArgumentParser) -> dict[str, str]:
             raise TypeError(f"search methods declare {flag} with different types")
         dest = "method_setting_" + flag.lstrip("-").replace("-", "_")
         label = "/".join(name for name, _ in owners)
-        kwargs: dict[str, Any] = {"dest": dest, "default": None, "help": f"[{label}] {first.help}"}
+        kwargs: dict[str, Any] = {"dest": dest, "default": None,
+                                  "help": first.help if len(names) == 1 else f"[{label}] {first.help}"}
         if first.boolean:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
             kwargs["type"] = first.type
             if first.choices:
                 kwargs["choices"] = first.choices
-        group.add_argument(flag, **kwargs)
+            else:
+                kwargs["metavar"] = flag.lstrip("-").upper().replace("-", "_")
+        group_of([name for name, _ in owners]).add_argument(flag, **kwargs)
         dest_of[flag] = dest
     return dest_of

@@ -73,3 +73,26 @@ def test_method_flags_defaults_and_space(name):
         assert trial.params and all(k.startswith(f"{name}.") for k in trial.params)
         sampled = {k.removeprefix(f"{name}."): v for k, v in trial.params.items()}
         method.make_config(method.settings(sampled))  # every sample is a valid configuration
+
+
+@pytest.mark.parametrize("method", SEARCH_METHODS.names())
+def test_help_after_method_lists_only_that_methods_settings(method, capsys):
+    """``branchsweep search --method NAME --help`` lists NAME's settings and no other method's flag."""
+    with pytest.raises(SystemExit) as done:
+        main(["search", "--method", method, "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    own = {f.flag for f in SEARCH_METHODS.get(method).flags()}
+    others = {f.flag for name in SEARCH_METHODS.names() if name != method for f in SEARCH_METHODS.get(name).flags()}
+    assert all(flag in text for flag in own), own
+    assert not [flag for flag in others - own if f"{flag} " in text or f"{flag}\n" in text]
+    assert "--branch-points" in text and "--out" in text  # the common flags stay
+    if own:
+        assert f"{method} settings" in text
+
+
+def test_help_without_method_groups_flags_by_method(capsys):
+    with pytest.raises(SystemExit):
+        main(["search", "--help"])
+    text = capsys.readouterr().out
+    assert "bmtas settings" in text and "ltb settings" in text and "--method NAME" in text
