@@ -42,6 +42,8 @@ def madds_unit(madds: object) -> tuple[float, str]:
             return scale, name
     return _UNITS[-1]
 DELTA_M_LABEL = "Δm [%] (higher is better)"
+#: Axis labels of cost columns other than MAdds.
+AXIS_LABELS = {"latency_ms": "median latency [ms]"}
 
 
 def _figure(width: float = 7.0, height: float = 4.8) -> Figure:
@@ -258,7 +260,7 @@ def pareto_plot(
     ok = ok[ok[x].notna() & ok[y].notna()]
     fig = _figure(8.0, 5.2)
     ax = fig.add_subplot()
-    scale, unit = madds_unit(ok[x])
+    scale, unit = madds_unit(ok[x]) if x == "madds" else (1.0, "")
     gx = ok[x].to_numpy(dtype=float) / scale
     gy = ok[y].to_numpy(dtype=float)
     err_col = f"{y}/se" if yerr == "auto" else yerr
@@ -294,7 +296,7 @@ def pareto_plot(
         ax.scatter(gx[tie_mask], gy[tie_mask], s=260, facecolors="none", edgecolors=TIE_COLOUR, lw=1.4,
                    linestyle="--", zorder=5, label=f"front point within {tie_k:g} s.e. of a neighbour")
     ax.axhline(0.0, color="0.7", lw=0.8, ls="--", zorder=1)
-    ax.set_xlabel(f"MAdds [{unit}]")
+    ax.set_xlabel(f"MAdds [{unit}]" if x == "madds" else AXIS_LABELS.get(x, x))
     ax.set_ylabel(DELTA_M_LABEL)
     ax.set_title(title or "Multi-task performance vs cost (front: circled, connected)")
     ax.grid(True, alpha=0.3)
@@ -365,6 +367,36 @@ def pareto_plot_with_ids(df: pd.DataFrame, title: str | None = None, **kwargs) -
     table = id_table(df, ids, y, ties)
     order = pd.to_numeric(df["madds"], errors="coerce").reset_index(drop=True).sort_values(kind="stable").index
     return fig, table.loc[order].reset_index(drop=True)
+
+
+def cost_plot(df: pd.DataFrame, x: str = "madds", y: str = "latency_ms", rho: float | None = None) -> Figure:
+    """MAdds (G/M/KMAdds) vs measured latency, one point per successful row, one colour per method
+    (baselines as stars): how well MAdds predicts latency on the measuring hardware. ``rho``: the rank
+    correlation, printed in the title."""
+    ok = df[df["status"] == "ok"] if "status" in df.columns else df
+    ok = ok[pd.to_numeric(ok[x], errors="coerce").notna() & pd.to_numeric(ok[y], errors="coerce").notna()]
+    fig = _figure(6.0, 4.4)
+    ax = fig.add_subplot()
+    scale, unit = madds_unit(ok[x])
+    gx = pd.to_numeric(ok[x]).to_numpy(dtype=float) / scale
+    gy = pd.to_numeric(ok[y]).to_numpy(dtype=float)
+    baseline = ok["is_baseline"].fillna(False).to_numpy(dtype=bool) if "is_baseline" in ok.columns else np.zeros(len(ok), bool)
+    methods = ok["method"].fillna("").astype(str).to_numpy() if "method" in ok.columns else np.array([""] * len(ok))
+    for i, method in enumerate(dict.fromkeys(methods[~baseline])):
+        mask = (methods == method) & ~baseline
+        ax.scatter(gx[mask], gy[mask], s=30, color=f"C{i % 10}", label=method or "models", zorder=3)
+    if baseline.any():
+        ax.scatter(gx[baseline], gy[baseline], s=150, marker="*", color="black", label="baselines", zorder=4)
+        labels = ok["label"].astype(str).to_numpy() if "label" in ok.columns else np.array([""] * len(ok))
+        for bx, by, text in zip(gx[baseline], gy[baseline], labels[baseline]):
+            ax.annotate(text, (bx, by), textcoords="offset points", xytext=(6, -10), fontsize=8)
+    ax.set_xlabel(f"MAdds [{unit}]")
+    ax.set_ylabel(AXIS_LABELS.get(y, y))
+    ax.set_title("MAdds vs measured latency" + (f" (Spearman ρ = {rho:.2f})" if rho is not None else ""))
+    ax.grid(True, alpha=0.3)
+    if len(ok):
+        ax.legend(fontsize=8)
+    return fig
 
 
 def lambda_plot(df: pd.DataFrame, lam: str = "hp/lambda", x: str = "madds") -> Figure:

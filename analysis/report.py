@@ -29,6 +29,7 @@ from analysis.exhaustive import hypervolume_fraction, regret, seed_fractions, tr
 from analysis.pareto import hypervolume_2d, pareto_front
 from analysis.plots import (
     KIND_IDS,
+    cost_plot,
     lambda_plot,
     madds_unit,
     pareto_plot,
@@ -54,6 +55,11 @@ from analysis.tables import markdown_table, normalise_results
 from analysis.trees import BranchTree, branch_tree
 
 FRONT_OBJECTIVES = {"madds": "min", "delta_m": "max"}
+#: Cost columns a front can be taken over (``build_report(cost=...)``): MAdds, and the median latency
+#: measured on the node that retrained (``branchsweep latency``; sweeps with ``--cost latency|both``).
+COST_COLUMNS = {"madds": "madds", "latency": "latency_ms"}
+LATENCY_COLUMN = COST_COLUMNS["latency"]
+_COST_NAMES = {"madds": "MAdds", LATENCY_COLUMN: "latency"}
 LAMBDA_COLUMN = "hp/lambda"
 _LEADING = ["trial_id", "label", "method", "status", "is_baseline", "on_front", "madds", "params", "delta_m",
             "delta_m_reported"]
@@ -79,6 +85,13 @@ class Report:
     #: The exhaustive table of the sweep's recipe: ``(rows, manifest)`` (one row per tree × seed, and its
     #: manifest: ``table``, ``trees``, ``seeds``, ``commit``, ...); None: no table matches.
     truth: tuple[pd.DataFrame, dict[str, Any]] | None = None
+    #: The cost columns the front is taken over (each minimised, Δm maximised), e.g. ``["madds"]``.
+    costs: list[str] = field(default_factory=lambda: ["madds"])
+
+    @property
+    def objectives(self) -> dict[str, str]:
+        """The front's objectives: every cost column ↓, Δm ↑."""
+        return front_objectives(self.costs)
 
     @property
     def front(self) -> pd.DataFrame:
@@ -92,6 +105,26 @@ class Report:
     @property
     def hp_columns(self) -> list[str]:
         return [c for c in self.results.columns if str(c).startswith("hp/")]
+
+
+def cost_columns(cost: str | Sequence[str]) -> list[str]:
+    """The cost columns of ``cost``: ``"madds"``, ``"latency"`` (column ``latency_ms``), ``"both"``, a
+    column name or a list of them.
+
+    >>> cost_columns("both"), cost_columns("latency"), cost_columns(["madds", "energy_mj"])
+    (['madds', 'latency_ms'], ['latency_ms'], ['madds', 'energy_mj'])
+    """
+    if isinstance(cost, str):
+        cost = list(COST_COLUMNS) if cost == "both" else [cost]
+    columns = [COST_COLUMNS.get(c, c) for c in cost]
+    if not columns:
+        raise AnalysisError("a front needs at least one cost column")
+    return list(dict.fromkeys(columns))
+
+
+def front_objectives(costs: Sequence[str]) -> dict[str, str]:
+    """``{cost: "min", ..., "delta_m": "max"}`` (see :func:`cost_columns`)."""
+    return {**{c: "min" for c in cost_columns(list(costs))}, "delta_m": "max"}
 
 
 def choose_baseline(results: pd.DataFrame) -> str:
@@ -129,6 +162,7 @@ def build_report(
     replicates: pd.DataFrame | None = None,
     trivial: Mapping[str, float] | None = None,
     truth: tuple[pd.DataFrame, Mapping[str, Any]] | None = None,
+    cost: str | Sequence[str] = "madds",
 ) -> Report:
     """Add ``delta_m`` and ``on_front`` to a results table (sweep schema, see :mod:`analysis.tables`).
 
@@ -144,9 +178,16 @@ def build_report(
     of every model's margin over it (:func:`~analysis.replicates.trivial_margins`). ``truth``: the
     exhaustive table of the sweep's recipe, ``(rows, manifest)`` (``branchsweep/truth.py`` writes them);
     with it the report scores each searched method's trees against every tree of the space
-    (:func:`truth_scores`) and draws them among them (``truth.png``).
+    (:func:`truth_scores`) and draws them among them (``truth.png``). ``cost``: the cost axis of the
+    front (:func:`cost_columns`: ``"madds"``, ``"latency"``, ``"both"`` or column names); the verdict,
+    the matched baselines and the truth scores stay at matched MAdds.
     """
     df = normalise_results(results, source or "results")
+    costs = cost_columns(cost)
+    absent = [c for c in costs if c not in df.columns or pd.to_numeric(df[c], errors="coerce").isna().all()]
+    if absent:
+        raise AnalysisError(f"cost column {absent[0]!r} has no values in the results (a sweep run with --cost madds "
+                            "measures no latency)")
     label = baseline if baseline is not None else choose_baseline(df)
     ok = df["status"] == "ok"
     base_rows = df[ok & (df["label"].astype(str) == label)]
@@ -160,7 +201,7 @@ def build_report(
     dirs = resolve_directions(chosen, directions, known=known)
     base = base_rows[chosen].apply(pd.to_numeric, errors="coerce").mean(axis=0)
     df["delta_m"] = delta_m(df, base, dirs, level=level).where(ok)
-    front = pareto_front(df[ok], FRONT_OBJECTIVES)
+    front = pareto_front(df[ok], front_objectives(costs))
     df["on_front"] = front.reindex(df.index, fill_value=False).astype(bool)
     notes: list[str] = []
     if "delta_m_reported" in df.columns:
@@ -174,7 +215,8 @@ def build_report(
     if truth is not None:
         tree_means(truth[0])  # a table without the needed columns fails here, with its column named
         truth = (truth[0].assign(arch_hash=truth[0]["arch_hash"].astype(str)), dict(truth[1]))
-    return Report(df, dirs, label, level, source, notes, replicates, dict(trivial) if trivial else None, truth)
+    return Report(df, dirs, label, level, source, notes, replicates, dict(trivial) if trivial else None, truth,
+                  costs)
 
 
 # ---------------------------------------------------------------------------------------------- display
@@ -207,6 +249,8 @@ def _display(df: pd.DataFrame, columns: Sequence[str], unit: tuple[float, str] |
     if (df["status"] != "ok").any():
         out["status"] = df["status"]
     out[name] = (df["madds"] / scale).round(3 if name != "GMAdds" else 2)
+    if LATENCY_COLUMN in df.columns and pd.to_numeric(df[LATENCY_COLUMN], errors="coerce").notna().any():
+        out["latency [ms]"] = pd.to_numeric(df[LATENCY_COLUMN], errors="coerce").round(3)
     if "params" in df.columns and df["params"].notna().any():
         out["params [M]"] = (pd.to_numeric(df["params"], errors="coerce") / 1e6).round(2)
     out["Δm [%]"] = df["delta_m"].round(2)
@@ -233,7 +277,8 @@ def _tables(report: Report) -> dict[str, pd.DataFrame]:
     hps = report.hp_columns
     unit = madds_unit(df["madds"])  # one unit for every table of the report
     sections = {
-        "Pareto front (MAdds ↓, Δm ↑)": _display(report.front, metric_cols, unit, mean=True),
+        f"Pareto front ({', '.join(_COST_NAMES.get(c, c) + ' ↓' for c in report.costs)}, Δm ↑)":
+            _display(report.front, metric_cols, unit, mean=True),
         "All trials, sorted by MAdds (★ = on the front)": _display(df, metric_cols, unit, mean=True),
         "Baselines": _display(df[(df["label"].astype(str) == report.baseline) | df["is_baseline"]], metric_cols,
                               unit, mean=True),
@@ -566,7 +611,47 @@ def _summary_lines(report: Report) -> list[str]:
         lines.append(
             f"- hypervolume ({unit} × Δm %, reference {ref['madds'] / scale:.3g} {unit}, {ref['delta_m']:.3g} %): {hv:.4g}"
         )
+        latency = pd.to_numeric(ok[LATENCY_COLUMN], errors="coerce") if LATENCY_COLUMN in ok.columns else None
+        if latency is not None and latency.notna().any():
+            timed = ok.assign(**{LATENCY_COLUMN: latency})[latency.notna()]
+            lref = {LATENCY_COLUMN: float(latency.max()) * 1.1, "delta_m": ref["delta_m"]}
+            lhv = hypervolume_2d(timed, {LATENCY_COLUMN: "min", "delta_m": "max"}, lref)
+            lines.append(f"- hypervolume (latency ms × Δm %, reference {lref[LATENCY_COLUMN]:.3g} ms, "
+                         f"{ref['delta_m']:.3g} %): {lhv:.4g}")
+    rho = cost_rank_correlation(df)
+    if rho is not None:
+        lines.append(f"- MAdds vs measured latency: Spearman ρ = {rho[0]:.2f} over {rho[1]} architectures"
+                     f"{latency_settings_note(df)}")
     return [line for line in lines if line]
+
+
+def cost_rank_correlation(results: pd.DataFrame) -> tuple[float, int] | None:
+    """Spearman's rank correlation between MAdds and measured latency over the distinct successful
+    architectures (one row per ``arch_hash`` where there is one), and their count; None with fewer than 3.
+
+    >>> df = pd.DataFrame({"madds": [1, 2, 3, 4], "latency_ms": [0.1, 0.3, 0.2, 0.4], "status": "ok"})
+    >>> cost_rank_correlation(df)
+    (0.8, 4)
+    """
+    if LATENCY_COLUMN not in results.columns or "madds" not in results.columns:
+        return None
+    ok = (results[results["status"] == "ok"] if "status" in results.columns else results).reset_index(drop=True)
+    pairs = pd.DataFrame({"madds": pd.to_numeric(ok["madds"], errors="coerce"),
+                          "latency": pd.to_numeric(ok[LATENCY_COLUMN], errors="coerce")}).dropna()
+    if "arch_hash" in ok.columns:
+        pairs = pairs.groupby(ok.loc[pairs.index, "arch_hash"].astype(str)).mean()
+    if len(pairs) < 3:
+        return None
+    return round(float(pairs["madds"].corr(pairs["latency"], method="spearman")), 6), len(pairs)
+
+
+def latency_settings_note(results: pd.DataFrame) -> str:
+    """`` (latency: cpu, batch 1, 1 thread, torch)`` from the ``latency_settings`` column, when one
+    setting is recorded (what the numbers mean depends on it)."""
+    if "latency_settings" not in results.columns:
+        return ""
+    values = results["latency_settings"].dropna().astype(str).unique()
+    return f" (latency measured with {values[0]})" if len(values) == 1 else ""
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -593,6 +678,11 @@ def write_report(report: Report, out_dir: Path) -> dict[str, Path]:
         plot_ids.to_csv(files["plot_ids"], index=False)
     else:
         files["pareto"] = save(pareto_plot(report.results, title=title), out_dir / "pareto.png")
+    rho = cost_rank_correlation(report.results)
+    if rho is not None:  # measured latency: its own front plot and how well MAdds predicts it
+        files["pareto_latency"] = save(pareto_plot(report.results, x=LATENCY_COLUMN, title=title),
+                                       out_dir / "pareto_latency.png")
+        files["madds_vs_latency"] = save(cost_plot(report.results, rho=rho[0]), out_dir / "madds_vs_latency.png")
     has_lambda = LAMBDA_COLUMN in report.results.columns and report.results[LAMBDA_COLUMN].notna().any()
     if has_lambda:
         files["lambda"] = save(lambda_plot(report.results), out_dir / "lambda_vs_madds.png")
@@ -641,6 +731,9 @@ def _markdown(report: Report, tables: dict[str, pd.DataFrame], files: dict[str, 
     parts = ["# branchsweep report", "", *[f"**{line}**  " for line in verdict], *([""] if verdict else []),
              *_summary_lines(report), ""]
     parts += ["## Figures", "", f"![Δm vs MAdds]({files['pareto'].name})", ""]
+    if "pareto_latency" in files:
+        parts += [f"![Δm vs measured latency]({files['pareto_latency'].name})", "",
+                  f"![MAdds vs measured latency]({files['madds_vs_latency'].name})", ""]
     if "lambda" in files:
         parts += [f"![λ vs MAdds]({files['lambda'].name})", ""]
     if "truth" in files:
@@ -679,6 +772,9 @@ def _html(report: Report, tables: dict[str, pd.DataFrame], files: dict[str, Path
     body += [f"<li>{esc(line[2:]).replace('**', '').replace('`', '')}</li>" for line in _summary_lines(report)]
     body += ["</ul>", "<p>Front rows are highlighted green, failed trials red.</p>",
              f'<img src="{esc(files["pareto"].name)}" alt="Δm vs MAdds" style="max-width:900px">']
+    if "pareto_latency" in files:
+        body.append(f'<img src="{esc(files["pareto_latency"].name)}" alt="Δm vs latency" style="max-width:900px">')
+        body.append(f'<img src="{esc(files["madds_vs_latency"].name)}" alt="MAdds vs latency" style="max-width:700px">')
     if "lambda" in files:
         body.append(f'<img src="{esc(files["lambda"].name)}" alt="λ vs MAdds" style="max-width:700px">')
     if "truth" in files:

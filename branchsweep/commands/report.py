@@ -51,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--level", choices=["metric", "task"], default="metric",
                    help="Δm terms: one per metric (BMTAS tables) or averaged within each task first")
     p.add_argument("--out", type=Path, default=None, help="report folder (default: RUN_DIR/report or FILE's folder/report)")
+    p.add_argument("--cost", choices=["madds", "latency", "both"], default=None,
+                   help="the front's cost axis: MAdds, the measured latency (a sweep run with --cost latency|both) "
+                        "or both (default: the sweep's --cost, else madds)")
     p.add_argument("--sweep-config", default=None, metavar="PATH|URI",
                    help="the sweep's sweep.json, whose recipe finds the committed exhaustive table the report scores "
                         "the searched trees against (default: RUN_DIR/sweep.json; a sweep in cloud storage: its URI)")
@@ -99,6 +102,16 @@ def sweep_recipe(run_dir: Path, sweep_file: str | Path | None = None) -> tuple[A
     return single.data, single.model, single.train
 
 
+def sweep_cost(run_dir: Path, sweep_file: str | Path | None = None) -> str:
+    """The sweep's ``--cost`` as its ``sweep.json`` records it (``madds`` when none is recorded)."""
+    try:
+        raw = _read_sweep_file(sweep_file or Path(run_dir) / SWEEP_FILE)
+        cost = json.loads(raw)["base"].get("cost", "madds") if raw is not None else "madds"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return "madds"
+    return cost if cost in ("madds", "latency", "both") else "madds"
+
+
 def truth_table(run_dir: Path, sweep_file: str | Path | None = None) -> tuple[Any, dict[str, Any]] | None:
     """``(rows, manifest)`` of the committed exhaustive table whose recipe is the sweep's (None: none)."""
     from branchsweep.truth import find_table, load_table
@@ -126,6 +139,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     import analysis
 
     if (args.run_dir is None) == (args.table is None):
@@ -139,7 +154,8 @@ def _report(args: argparse.Namespace) -> int:
             metrics=args.metrics, directions=directions, known=metric_directions(),
         )
         report = analysis.build_report(results, baseline=args.baseline, metrics=list(table_dirs),
-                                       directions=table_dirs, level=args.level, source=str(args.table))
+                                       directions=table_dirs, level=args.level, source=str(args.table),
+                                       cost=args.cost or "madds")
         out = args.out or args.table.parent / "report"
     else:
         path = analysis.find_results_file(args.run_dir)
@@ -149,7 +165,8 @@ def _report(args: argparse.Namespace) -> int:
                                        level=args.level, source=str(path), known=metric_directions(),
                                        primaries=primary_metrics(), replicates=analysis.read_replicates(args.run_dir),
                                        trivial=analysis.read_trivial(args.run_dir),
-                                       truth=truth_table(args.run_dir, args.sweep_config))
+                                       truth=truth_table(args.run_dir, args.sweep_config),
+                                       cost=args.cost or sweep_cost(args.run_dir, args.sweep_config))
         out = args.out or args.run_dir / "report"
     files = analysis.write_report(report, out)
     front = report.front
@@ -157,7 +174,9 @@ def _report(args: argparse.Namespace) -> int:
     print(f"{len(report.results)} trials, {len(front)} on the front, Δm against {report.baseline!r}")
     width = max([24, *(len(str(label)) for label in front["label"])])
     for _, row in front.iterrows():
-        print(f"  {str(row['label']):<{width}} {row['madds'] / scale:9.3f} {unit}  Δm {row['delta_m']:+7.2f} %")
+        latency = row.get("latency_ms")
+        timed = f"  {float(latency):8.3f} ms" if latency is not None and pd.notna(latency) else ""
+        print(f"  {str(row['label']):<{width}} {row['madds'] / scale:9.3f} {unit}{timed}  Δm {row['delta_m']:+7.2f} %")
     from analysis.report import truth_header, truth_verdict
 
     for line in truth_header(report) + truth_verdict(report):
