@@ -15,7 +15,10 @@
 3. **Loss** of an ``α`` step: ``Σ_t w_t L_t + λ · E[C] / scale`` where ``E[C]`` is the exact expected
    MAdds of the layers (:func:`~branchsweep.search.resource.expected_madds`) and ``scale`` is 1e9
    (``absolute``: λ per GMAdd) or the MAdds of the Single model's layers (``normalized``). The term is
-   added once per ``α`` step.
+   added once per ``α`` step. ``--resource-estimator paper`` reproduces the published loss instead, so
+   that the paper's λ applies unmapped: ``E[C]`` is the paper's upper bound (Eq. 6,
+   :func:`~branchsweep.search.resource.paper_groups`) priced in GFLOPs (2 × GMAdds) and added once per
+   task, ``λ · T · 2 · UB / 1e9`` (``scale`` = 1e9 / 2T).
 4. **Export**: ``argmax_j α[l, t, j]`` → ``branch_config.json``, plus ``search_log.jsonl`` beside it.
 
 The paper updates the supergraph "sequentially for each task". For ``α`` this changes nothing
@@ -58,14 +61,14 @@ from branchsweep.loop import (
 )
 from branchsweep.madds import madds_table
 from branchsweep.search.base import SEARCH_METHODS, SearchContext, SearchMethod, SearchResult, setting
-from branchsweep.search.resource import EXACT_MAX_TASKS, expected_madds
+from branchsweep.search.resource import EXACT_MAX_TASKS, PAPER_MAX_TASKS, expected_madds
 from branchsweep.search.schedules import SCHEDULES, make_schedule
 from branchsweep.search.supergraph import Supergraph, reset_batchnorm_stats
 
 CHECKPOINT_NAME = "bmtas_checkpoint.pt"
 LOG_NAME = "search_log.jsonl"
 RESOURCE_MODES = ("absolute", "normalized")
-ESTIMATORS = ("auto", "exact", "mc")
+ESTIMATORS = ("auto", "exact", "mc", "paper")
 TASK_UPDATES = ("auto", "sequential", "joint")
 WARMUP_FORMAT = 2  # bump when the supergraph's parameter layout changes (invalidates cached warm-ups)
 #: Settings that say how a search runs, not what it computes: a resumed search may change them.
@@ -98,12 +101,15 @@ class BMTASConfig:
         return self.phases if self.reset_arch_optimizer is None else self.reset_arch_optimizer
 
     lam: float = setting(0.05, "resource weight λ (per GMAdd, or per Single-model MAdds with --resource-mode "
-                               "normalized; default: on pascal-context/nyud the paper's BMTAS-2 λ mapped to "
-                               "this exact loss, docs/fidelity.md; 0.05 otherwise)", flag="--lambda")
+                               "normalized; default: on pascal-context/nyud the paper's BMTAS-2 λ, mapped to "
+                               "the exact loss or as published with --resource-estimator paper, docs/fidelity.md; "
+                               "0.05 otherwise)", flag="--lambda")
     resource_mode: str = setting("absolute", "absolute: λ · expected GMAdds; normalized: λ · expected MAdds / "
                                              "Single's", choices=RESOURCE_MODES)
     resource_estimator: str = setting("auto", f"expected-MAdds computation (auto: exact up to {EXACT_MAX_TASKS} "
-                                              "tasks, then Monte Carlo)", choices=ESTIMATORS)
+                                              "tasks, then Monte Carlo; paper: the published upper bound in "
+                                              "GFLOPs added once per task, for the paper's λ unmapped, "
+                                              f"absolute mode, up to {PAPER_MAX_TASKS} tasks)", choices=ESTIMATORS)
     mc_samples: int = setting(64, "Monte-Carlo samples of the resource loss")
     hard: bool = setting(False, "straight-through hard Gumbel samples (run only the selected candidates)")
     per_task: bool = setting(False, "weight and α steps forward/backward one task after the other (same "
@@ -147,6 +153,9 @@ class BMTASConfig:
             raise ConfigError(f"--resource-mode must be one of {', '.join(RESOURCE_MODES)}, got {self.resource_mode!r}")
         if self.resource_estimator not in ESTIMATORS:
             raise ConfigError(f"--resource-estimator must be one of {', '.join(ESTIMATORS)}, got {self.resource_estimator!r}")
+        if self.resource_estimator == "paper" and self.resource_mode != "absolute":
+            raise ConfigError("--resource-estimator paper prices GFLOPs as the paper does: it needs --resource-mode "
+                              "absolute")
         make_schedule(self.schedule, self.tau0, self.tau1)  # unknown names and τ <= 0 raise ConfigError
         if self.task_updates not in TASK_UPDATES:
             raise ConfigError(f"--task-updates must be one of {', '.join(TASK_UPDATES)}, got {self.task_updates!r}")
@@ -316,7 +325,11 @@ def warm_up_cached(model: Supergraph, ctx: SearchContext, cfg: BMTASConfig, weig
 
 # -------------------------------------------------------------------------------------------- search
 def resource_scale(cfg: BMTASConfig, layer_madds: torch.Tensor, num_tasks: int) -> float:
-    """Divisor of ``E[C]``: 1e9 (GMAdds) or the Single model's layer MAdds ``T · Σ_l c_l``."""
+    """Divisor of ``E[C]``: 1e9 (GMAdds) or the Single model's layer MAdds ``T · Σ_l c_l``; with the
+    ``paper`` estimator 1e9 / 2T (GFLOPs = 2 × GMAdds, the term added once per task as in the
+    authors' ``train_search``)."""
+    if cfg.resource_estimator == "paper":
+        return 1e9 / (2 * num_tasks)
     if cfg.resource_mode == "absolute":
         return 1e9
     return float(num_tasks * layer_madds.sum())
@@ -357,6 +370,9 @@ def run_search(cfg: BMTASConfig, ctx: SearchContext, stop_at: int | None = None)
     estimator = cfg.resource_estimator
     if estimator == "auto":
         estimator = "exact" if len(ctx.tasks) <= EXACT_MAX_TASKS else "mc"
+    if estimator == "paper" and len(ctx.tasks) > PAPER_MAX_TASKS:
+        raise ConfigError(f"--resource-estimator paper enumerates T^T task assignments per layer: at most "
+                          f"{PAPER_MAX_TASKS} tasks, got {len(ctx.tasks)}")
     schedule = make_schedule(cfg.schedule, cfg.tau0, cfg.tau1)
     arch_set, weight_set = split_train(ctx, cfg)
     arch_opt = torch.optim.Adam([model.alpha], lr=cfg.arch_lr, weight_decay=cfg.arch_weight_decay)
@@ -382,8 +398,7 @@ def run_search(cfg: BMTASConfig, ctx: SearchContext, stop_at: int | None = None)
                     "search_input_shape": list(ctx.data.input_shape), "priced_input_shape": list(priced.input_shape),
                     "cycle": dict(zip(("arch_steps", "weight_steps"), phase_lengths(cfg, arch_set, weight_set))),
                     "weight_updates": "sequential per task" if cfg.sequential else "joint",
-                    "note": (f"{len(ctx.tasks)} tasks > {EXACT_MAX_TASKS}: resource loss estimated by unbiased "
-                             f"Monte Carlo ({cfg.mc_samples} samples)") if estimator == "mc" else "exact resource loss"})
+                    "note": _estimator_note(estimator, len(ctx.tasks), cfg.mc_samples)})
     synced = len(log)  # log entries before this index hold plain floats; later ones may hold tensors
 
     def sync() -> None:
@@ -460,7 +475,7 @@ def run_search(cfg: BMTASConfig, ctx: SearchContext, stop_at: int | None = None)
     config.save(out_dir / "branch_config.json")
     probs = torch.softmax(model.layer_alpha(model.alpha.detach()).double(), dim=-1)
     final = {"event": "end", "op_indices": ops, "madds": table.madds(config),
-             "expected_madds": float(expected_madds(probs, layer_madds, "exact" if estimator == "exact" else "mc",
+             "expected_madds": float(expected_madds(probs, layer_madds, "mc" if estimator == "mc" else "exact",
                                                     cfg.mc_samples, gen)),
              "arch_hash": config.arch_hash()}
     log.append(final)
@@ -470,6 +485,15 @@ def run_search(cfg: BMTASConfig, ctx: SearchContext, stop_at: int | None = None)
                               "estimator": estimator, "op_indices": ops})
 
 
+def _estimator_note(estimator: str, num_tasks: int, samples: int) -> str:
+    if estimator == "mc":
+        return f"{num_tasks} tasks > {EXACT_MAX_TASKS}: resource loss estimated by unbiased Monte Carlo ({samples} samples)"
+    if estimator == "paper":
+        return ("the paper's resource loss: the Eq. 6 upper bound in GFLOPs, added once per task (expected_madds of "
+                "the α steps: the bound in MAdds; of the end: exact)")
+    return "exact resource loss"
+
+
 def arch_step(model: Supergraph, ctx: SearchContext, cfg: BMTASConfig, batch: dict, runtime: Runtime,
               tau: float, gen: torch.Generator, layer_madds: torch.Tensor, scale: float, estimator: str,
               arch_opt: torch.optim.Optimizer) -> dict:
@@ -477,7 +501,7 @@ def arch_step(model: Supergraph, ctx: SearchContext, cfg: BMTASConfig, batch: di
 
     ``batch``: an α batch on the device; ``tau``: the temperature; ``gen``: the generator of the Gumbel
     noise (and of Monte-Carlo resource samples); ``layer_madds``, ``scale``, ``estimator``: the resource
-    term (:func:`resource_scale`, ``"exact"`` or ``"mc"``); ``arch_opt``: the optimiser of ``α``. Only
+    term (:func:`resource_scale`, ``"exact"``, ``"mc"`` or ``"paper"``); ``arch_opt``: the optimiser of ``α``. Only
     ``α``'s gradient is computed (``torch.autograd.grad``); with ``per_task`` each task's loss is
     differentiated on its own forward pass and the gradients are summed. Returns the search-log entry
     (tensors: reading them is left to the caller's cadence).
@@ -512,6 +536,19 @@ def arch_step(model: Supergraph, ctx: SearchContext, cfg: BMTASConfig, batch: di
 
 
 # ------------------------------------------------------------------------------------- registration
+class DefaultLambda(float):
+    """A data-set default λ (the mapped one, for the exact loss) that also carries the paper's unmapped
+    value, which :meth:`BMTASMethod.make_config` takes when the estimator is ``paper`` and no λ was
+    given."""
+
+    paper: float
+
+    def __new__(cls, mapped: float, paper_value: float) -> DefaultLambda:
+        obj = super().__new__(cls, mapped)
+        obj.paper = paper_value
+        return obj
+
+
 class BMTASMethod(SearchMethod):
     """BMTAS: Gumbel-softmax supergraph search with an exact expected-MAdds loss."""
 
@@ -525,9 +562,17 @@ class BMTASMethod(SearchMethod):
             values["lam"] = values.pop("lambda")
         return values
 
+    def make_config(self, values: Any) -> BMTASConfig:
+        values = dict(values)
+        lam = values.get("lam")
+        if isinstance(lam, DefaultLambda):  # a data default, not a given --lambda: the estimator's own
+            values["lam"] = lam.paper if values.get("resource_estimator") == "paper" else float(lam)
+        return super().make_config(values)
+
     def data_defaults(self, dataset: str, backbone: str, num_tasks: int) -> dict[str, Any]:
         """On the paper's data sets: its iterations, warm-up, batch size per backbone and BMTAS-2's λ
-        (mapped to the exact resource loss) of the table for ``backbone`` (:mod:`branchsweep.paper`)."""
+        of the table for ``backbone`` (:mod:`branchsweep.paper`): mapped to the exact resource loss, or
+        the paper's own with ``--resource-estimator paper`` (:class:`DefaultLambda`)."""
         out: dict[str, Any] = {}
         if dataset in paper.ITERATIONS:
             out.update(iterations=paper.ITERATIONS[dataset], warmup_iterations=paper.WARMUP_ITERATIONS[dataset])
@@ -535,7 +580,7 @@ class BMTASMethod(SearchMethod):
             out["batch_size"] = paper.BATCH[backbone]
         lambdas = paper.paper_lambdas(backbone, dataset, num_tasks)
         if lambdas is not None:
-            out["lam"] = lambdas[1]
+            out["lam"] = DefaultLambda(lambdas[1], paper.LAMBDAS[(backbone, dataset)][1])
         return out
 
     def sweep_settings(self, shared_dir: Path) -> dict[str, Any]:

@@ -17,11 +17,25 @@ factorise over layers because the layers are sampled independently::
 enumerates ``T^T`` assignments). Beyond :data:`EXACT_MAX_TASKS` tasks :func:`expected_madds` switches
 to :func:`expected_groups_mc`, an unbiased Monte-Carlo estimate (value and gradient) in
 ``O(S · T² · L)``.
+
+:func:`paper_groups` is the published estimator (BMTAS Eq. 6 and supplement, as the authors' code
+computes it), for reproducing the paper's operating points with its λ: at layer ``l`` the probability
+``p(l, k)`` of each task partition ``k`` that is not fully split is the probability that the layer's
+assignment induces exactly ``k`` times the probability that layer ``l - 1`` was at ``k`` or a coarser
+partition; the rest of the mass counts as fully split (``T`` blocks). Its expected block count
+``Σ_k p(l, k) · |k|`` bounds ``E[G_l]`` from above.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
+
 import torch
+
+PAPER_MAX_TASKS = 6
+"""Largest task count of :func:`paper_groups`, which enumerates the ``T^T`` task-to-candidate
+assignments of a layer as the published code does (46 656 at T = 6)."""
 
 EXACT_MAX_TASKS = 12
 """Largest task count priced exactly by default: at L = 18 the exact sum takes 7.6 ms at T = 12 and
@@ -90,17 +104,85 @@ def expected_groups_mc(probs: torch.Tensor, samples: int = 64, generator: torch.
     return (first * score).sum(1).mean(0)
 
 
+@functools.cache
+def _partition_tables(num_tasks: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The enumeration behind :func:`paper_groups`, for ``T = num_tasks``.
+
+    Every assignment ``a`` (task ``u`` takes candidate ``a[u]``) induces the partition of the tasks by
+    equal candidates; partitions are numbered by their canonical label string (blocks labelled in
+    order of first appearance). The fully split partition is left out: its probability is what the
+    other partitions leave. Returns ``(assignments [N, T], partition of each [N], blocks of each
+    partition [K], coarser [K, K])`` over the ``N`` assignments of the ``K`` partitions kept, where
+    ``coarser[k, j]`` says that ``k`` refines ``j`` (each block of ``k`` inside one block of ``j``;
+    ``k`` refines itself).
+    """
+    canon: dict[tuple[int, ...], int] = {}
+    keys: list[tuple[int, ...]] = []
+    assignments, owner = [], []
+    for a in itertools.product(range(num_tasks), repeat=num_tasks):
+        first: dict[int, int] = {}
+        key = tuple(first.setdefault(c, len(first)) for c in a)
+        if len(first) == num_tasks:
+            continue  # fully split
+        if key not in canon:
+            canon[key] = len(keys)
+            keys.append(key)
+        assignments.append(a)
+        owner.append(canon[key])
+    blocks = [max(k) + 1 for k in keys]
+    coarser = [[all(j[u] == j[v] for u in range(num_tasks) for v in range(num_tasks) if k[u] == k[v]) for j in keys]
+               for k in keys]
+    return (torch.tensor(assignments, dtype=torch.long).reshape(-1, num_tasks), torch.tensor(owner, dtype=torch.long),
+            torch.tensor(blocks, dtype=torch.long), torch.tensor(coarser, dtype=torch.bool).reshape(len(keys), len(keys)))
+
+
+def paper_groups(probs: torch.Tensor) -> torch.Tensor:
+    """The published per-layer block count: BMTAS Eq. 6's partition recursion (an upper bound of ``E[G_l]``).
+
+    With ``q(l, k)`` the probability that layer ``l``'s candidate assignment partitions the tasks exactly
+    as ``k`` (a sum over the assignments inducing ``k`` of ``Π_u p_u(l, a_u)``), the recursion is
+    ``p(0, k) = q(0, k)``, ``p(l, k) = q(l, k) · Σ_{j ⊒ k} p(l-1, j)`` over the partitions ``j`` that ``k``
+    refines (``k`` itself included) — both over the partitions that are not fully split — and the fully
+    split partition gets ``1 - Σ_k p(l, k)``. Returns ``Σ_k p(l, k) · |k|`` per layer, ``[L]``;
+    differentiable in ``probs`` (``[L, T, T]`` as for :func:`expected_groups_exact`). Up to
+    :data:`PAPER_MAX_TASKS` tasks.
+
+    >>> p = torch.full((2, 2, 2), 0.5, dtype=torch.float64)  # two tasks, two fair candidates per layer
+    >>> paper_groups(p)  # layer 2 counts only "shared at layer 2 and layer 1" as shared: 2 - 1/4
+    tensor([1.5000, 1.7500], dtype=torch.float64)
+    """
+    _check(probs)
+    num_layers, num_tasks, _ = probs.shape
+    if num_tasks > PAPER_MAX_TASKS:
+        raise ValueError(f"the paper's resource estimator enumerates T^T assignments: at most {PAPER_MAX_TASKS} "
+                         f"tasks, got {num_tasks}")
+    assignments, owner, blocks, coarser = (x.to(probs.device) for x in _partition_tables(num_tasks))
+    if blocks.numel() == 0:  # one task: always one block
+        return probs.new_full((num_layers,), float(num_tasks))
+    tasks = torch.arange(num_tasks, device=probs.device)
+    joint = probs[:, tasks[None, :], assignments].prod(-1)  # [L, N]: probability of each assignment
+    cond = probs.new_zeros(num_layers, blocks.numel()).index_add(1, owner, joint)  # q(l, k)
+    coarser = coarser.to(probs.dtype)
+    rows = [cond[0]]
+    for layer in range(1, num_layers):
+        rows.append(cond[layer] * (coarser @ rows[-1]))
+    p = torch.stack(rows)  # [L, K]
+    return num_tasks - (p * (num_tasks - blocks).to(probs.dtype)).sum(-1)
+
+
 def expected_groups(probs: torch.Tensor, method: str = "auto", samples: int = 64,
                     generator: torch.Generator | None = None) -> torch.Tensor:
     """``E[G_l]`` per layer: ``method`` is ``"exact"``, ``"mc"`` or ``"auto"`` (exact up to
-    :data:`EXACT_MAX_TASKS` tasks)."""
+    :data:`EXACT_MAX_TASKS` tasks); ``"paper"`` gives the published upper bound (:func:`paper_groups`)."""
     if method == "auto":
         method = "exact" if probs.shape[1] <= EXACT_MAX_TASKS else "mc"
     if method == "exact":
         return expected_groups_exact(probs)
     if method == "mc":
         return expected_groups_mc(probs, samples, generator)
-    raise ValueError(f"unknown resource estimator {method!r} (exact, mc or auto)")
+    if method == "paper":
+        return paper_groups(probs)
+    raise ValueError(f"unknown resource estimator {method!r} (exact, mc, paper or auto)")
 
 
 def expected_madds(probs: torch.Tensor, layer_madds: torch.Tensor, method: str = "auto", samples: int = 64,
