@@ -80,7 +80,8 @@ def run_one(setting: str, seed: int, args: argparse.Namespace) -> dict:
                                   options=options))
     tasks = list(data.tasks.values())
     spec = create_backbone(args.backbone or data.default_backbone, input_dim=data.input_shape[0])
-    overrides = {k: v for k, v in (("epochs", args.epochs), ("iterations", args.iterations)) if v is not None}
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("iterations", args.iterations),
+                                   ("arch_lr", args.arch_lr)) if v is not None}
     cfg = LTBConfig(**overrides)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
@@ -128,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backbone", default=None, help="default: the data set's (mlp_select)")
     p.add_argument("--epochs", type=float, default=None, help="search epochs (default: the method's, 500)")
     p.add_argument("--iterations", type=int, default=None, help="search iterations (overrides --epochs)")
+    p.add_argument("--arch-lr", type=float, default=None,
+                   help="Adam lr of the branching logits (default: the method's, 0.01; the paper's 1e-7 is for θ)")
     p.add_argument("--train-samples", type=int, default=None, help="default: the data set's (2000)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (tiny matmuls: 1 is fastest)")
     p.add_argument("--out", type=Path, default=None, help="optional CSV of the per-seed rows")

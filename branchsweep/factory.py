@@ -10,7 +10,11 @@ from branchsweep.data.base import MultiTaskData
 
 
 def build_spec(model: ModelConfig, data: MultiTaskData) -> BackboneSpec:
-    """The backbone ``model`` names (the data set's default when None), sized for ``data``'s inputs."""
+    """The backbone ``model`` names (the data set's default when None), sized for ``data``'s inputs.
+
+    Its ``input_shape`` (what the MAdds table prices) is ``data.price_shape()``: the image, not the
+    padded square, on a data set whose images are not square (NYUD-v2: 425×560 in 560² tensors).
+    """
     name = model.backbone or data.default_backbone
     params = inspect.signature(BACKBONES.get(name)).parameters
     kwargs: dict = {"width": model.width}
@@ -20,7 +24,13 @@ def build_spec(model: ModelConfig, data: MultiTaskData) -> BackboneSpec:
         kwargs["input_size"] = data.input_shape[-1]
     elif len(data.input_shape) == 1 and "input_dim" in params:
         kwargs["input_dim"] = data.input_shape[0]
-    return create_backbone(name, **kwargs)
+    spec = create_backbone(name, **kwargs)
+    priced = data.price_shape()
+    if len(spec.input_shape) == len(priced) == 3 and priced != spec.input_shape:
+        import dataclasses
+
+        spec = dataclasses.replace(spec, input_shape=priced)
+    return spec
 
 
 def build_model(spec: BackboneSpec, tasks, config, seed: int):

@@ -211,7 +211,7 @@ def _train_fused(group: Sequence[Replicate], data: MultiTaskData, tasks: Sequenc
     weights = dict(cfg.loss_weights)
     runtime = runtime_of(cfg, data)
     train_set = data.split("train", train=True)
-    per_epoch = max(1, len(train_set) // cfg.batch_size)
+    per_epoch = data.iterations_per_epoch(cfg.batch_size, len(train_set))  # type: ignore[arg-type]
     if cfg.epochs is not None:
         group = [dataclasses.replace(r, cfg=dataclasses.replace(r.cfg, iterations=max(1, round(cfg.epochs * per_epoch))))
                  for r in group]

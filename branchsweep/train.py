@@ -99,7 +99,7 @@ def train_network(
         raise ConfigError(f"loss weight given for unknown task {unknown[0]!r}")
     runtime = runtime_of(cfg, data)
     train_set = data.split("train", train=True)
-    per_epoch = max(1, len(train_set) // cfg.batch_size)
+    per_epoch = data.iterations_per_epoch(cfg.batch_size, len(train_set))  # type: ignore[arg-type]
     if cfg.epochs is not None:
         cfg = dataclasses.replace(cfg, iterations=max(1, round(cfg.epochs * per_epoch)))
     torch.manual_seed(cfg.seed)

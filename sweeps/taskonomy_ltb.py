@@ -6,7 +6,8 @@ child nodes per block; the topology searched at 128×128 (``search_size``) and t
 retrained from scratch at 256×256 (``size``). The search uses Adam (batch 64, weights lr 1e-3, branching
 lr 1e-1, weight decay 1e-5), τ = 10 decayed per epoch (``inverse``, ``tau_unit=epoch``), 2 warm-up
 epochs of 30; the retrain SGD (momentum 0.9, lr 5e-4, weight decay 1e-4) for 30 epochs with no lr
-division by sharing. Epochs are converted to iterations with the paper's 275K training images.
+division by sharing. Both decay every lr × 0.97 per epoch (Appendix A). An epoch is the paper's 275K
+training images, 4296 iterations at batch 64 (data option ``epoch_images``), whatever the download holds.
 
 One trial of the paper's setting per run; Figure 4's four sampled architectures are four runs with
 ``--search-seed 0`` … ``3`` (seeds are not a sampled parameter).
@@ -37,12 +38,16 @@ LTB = {"schedule": "inverse", "tau0": 10.0, "tau_unit": "epoch", "child_nodes": 
 
 PRESET = SweepPreset(
     name="taskonomy-ltb",
-    data=DataConfig(dataset="taskonomy", size=256, tasks=TASKS, num_workers=8, options={"search_size": 128}),
+    # epoch_images: an epoch of every schedule (τ, lr decay) is the paper's 275K images, 4296 iterations
+    data=DataConfig(dataset="taskonomy", size=256, tasks=TASKS, num_workers=8,
+                    options={"search_size": 128, "epoch_images": TRAIN_IMAGES}),
     model=ModelConfig(backbone="resnet34"),
     train=TrainConfig(iterations=30 * EPOCH, batch_size=BATCH, optimizer="sgd", lr=5e-4, momentum=0.9,
-                      weight_decay=1e-4, divide_lr_by_sharing=False, checkpoint_every=EPOCH, progress=False),
+                      weight_decay=1e-4, divide_lr_by_sharing=False, lr_schedule="exponential", lr_gamma=0.97,
+                      lr_every_epochs=1.0, checkpoint_every=EPOCH, progress=False),
     search_defaults={"ltb": {"iterations": 30 * EPOCH, "warmup_iterations": 2 * EPOCH, "batch_size": BATCH,
                              "lr": 1e-3, "arch_lr": 1e-1, "weight_decay": 1e-5, "tau_unit": "epoch",
+                             "lr_schedule": "exponential", "lr_gamma": 0.97, "lr_every_epochs": 1.0,
                              "checkpoint_every": EPOCH}},
     space=SearchSpace(methods=("ltb",), ranges={"ltb": {"child_nodes": (5,), "schedules": ("inverse",),
                                                         "tau0": (10.0, 10.0)}}),
@@ -57,7 +62,7 @@ PRESET = SweepPreset(
 SMOKE = dataclasses.replace(
     PRESET, name="taskonomy-ltb-smoke",
     data=dataclasses.replace(PRESET.data, size=16, train_samples=4, val_samples=2, num_workers=0,
-                             options={"search_size": 8}),
+                             options={"search_size": 8, "epoch_images": 4}),
     model=dataclasses.replace(PRESET.model, width=0.0625),
     train=dataclasses.replace(PRESET.train, iterations=2, batch_size=2, eval_batch_size=2, checkpoint_every=0),
     search_defaults={"ltb": {**PRESET.search_defaults["ltb"], "iterations": 3, "warmup_iterations": 1,

@@ -103,3 +103,28 @@ def test_nan_loss_is_reported():
         next(iter(model.heads.values())).logits.bias.fill_(float("nan"))
     with pytest.raises(NonFiniteLossError):
         train_network(model, data, tasks, TrainConfig(iterations=2, batch_size=8, progress=False))
+
+
+def test_epochs_and_lr_decay_count_the_data_sets_epoch_samples():
+    """A data set's ``epoch_samples`` (Taskonomy: the paper's 275K images) is what an epoch counts in
+    the retrain's length and its per-epoch lr decay, not one pass over the split."""
+    import dataclasses
+
+    data, tasks, spec, config = _setup("synthetic-dense")
+    data = dataclasses.replace(data, epoch_samples=16)  # 2 batches of 8 per epoch
+    lrs = []
+    real_step = torch.optim.SGD.step
+
+    def spy(self, *args, **kwargs):
+        lrs.append(self.param_groups[0]["lr"])
+        return real_step(self, *args, **kwargs)
+
+    cfg = TrainConfig(epochs=3, batch_size=8, lr=0.01, lr_schedule="exponential", lr_gamma=0.5, lr_every_epochs=1,
+                      divide_lr_by_sharing=False, progress=False)
+    torch.optim.SGD.step = spy
+    try:
+        result = train_network(build_model(spec, tasks, config, 0), data, tasks, cfg)
+    finally:
+        torch.optim.SGD.step = real_step
+    assert result.iterations == 6
+    assert lrs == pytest.approx([0.01, 0.01, 0.005, 0.005, 0.0025, 0.0025])

@@ -25,8 +25,33 @@ from torch import nn
 from branchsweep.tasks import Task
 
 
-def fresh_copy(template: nn.Module, reinit: bool) -> nn.Module:
-    """Deep-copy ``template``; with ``reinit`` draw new random weights (``reset_parameters``).
+def kaiming_fan_out_(module: nn.Module) -> nn.Module:
+    """Re-initialise ``module`` in place as the BMTAS authors' code initialises its networks
+    (``src/models.py``, ``_initialize_weights``) before loading ImageNet weights into the encoder: every
+    convolution Kaiming-normal with ``mode="fan_out"`` (ReLU gain) and zero bias, except a convolution
+    named ``logits`` (a task's prediction layer), N(0, 0.01²); BatchNorm weight 1, bias 0.
+
+    >>> conv = kaiming_fan_out_(nn.Sequential(nn.Conv2d(4, 400, 1)))[0]
+    >>> round(float(conv.weight.std()), 1), float(conv.bias.abs().max())  # √(2 / fan_out) = 0.07
+    (0.1, 0.0)
+    """
+    for name, m in module.named_modules():
+        if isinstance(m, nn.Conv2d):
+            if name.split(".")[-1] == "logits":
+                nn.init.normal_(m.weight, mean=0.0, std=0.01)
+            else:
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    return module
+
+
+def fresh_copy(template: nn.Module, reinit: bool, init: Callable[[nn.Module], object] | None = None) -> nn.Module:
+    """Deep-copy ``template``; with ``reinit`` draw new random weights (``reset_parameters``, then
+    ``init`` when given, e.g. :func:`kaiming_fan_out_`).
 
     Pretrained templates are copied as they are (every copy starts from the same ImageNet weights, as
     in BMTAS); random ones are re-initialised so that copies do not start identical.
@@ -36,6 +61,8 @@ def fresh_copy(template: nn.Module, reinit: bool) -> nn.Module:
         for m in module.modules():
             if hasattr(m, "reset_parameters"):
                 m.reset_parameters()
+        if init is not None:
+            init(module)
     return module
 
 

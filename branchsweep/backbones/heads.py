@@ -11,6 +11,7 @@ from torchvision.models.segmentation.deeplabv3 import ASPP
 from torchvision.ops import Conv2dNormActivation
 
 from branchsweep import fused
+from branchsweep.backbones.base import kaiming_fan_out_
 
 #: Dropout of the (R-)ASPP module when a branched network is trained (the BMTAS reference code's
 #: ``drop_rate=0.1`` on the retrained network; the supergraph runs without dropout).
@@ -76,8 +77,7 @@ class DeepLabV3PlusDecoder(nn.Module):
                 Conv2dNormActivation(channels, channels, 3, activation_layer=activation),
             )
         self.logits = nn.Conv2d(channels, out_channels, 1)
-        nn.init.normal_(self.logits.weight, std=0.01)
-        nn.init.zeros_(self.logits.bias)
+        kaiming_fan_out_(self)  # the BMTAS reference's init: Kaiming normal (fan_out), logits N(0, 0.01²)
 
     def forward(self, final: torch.Tensor, skips: Sequence[torch.Tensor], out_size) -> torch.Tensor:
         low = skips[0]

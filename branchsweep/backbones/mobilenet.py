@@ -5,7 +5,9 @@ use dilation 2 (as DeepLab does). The first convolution is the always-shared ste
 first inverted-residual block, layer 18 the R-ASPP module (a 1×1 branch plus image pooling, i.e.
 torchvision's ASPP without atrous branches, 128 channels, ReLU6 and dropout 0.1 before the projection
 as in the BMTAS reference code; the supergraph drops the dropout). Each task has a DeepLabv3+
-decoder with depthwise-separable convolutions fed by layer 3's stride-4 features.
+decoder with depthwise-separable convolutions fed by layer 3's stride-4 features. Layers that do not
+start from ImageNet weights (R-ASPP, decoders; every layer without ``pretrained``) are initialised as
+in the authors' code: Kaiming normal (fan_out), logits N(0, 0.01²) (:func:`kaiming_fan_out_`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from torch import nn
 from torchvision.models import MobileNet_V2_Weights
 from torchvision.models import mobilenet_v2 as tv_mobilenet_v2
 
-from branchsweep.backbones.base import BackboneSpec, fresh_copy
+from branchsweep.backbones.base import BackboneSpec, fresh_copy, kaiming_fan_out_
 from branchsweep.backbones.heads import ASPP_DROPOUT, DeepLabV3PlusDecoder, aspp
 from branchsweep.backbones.pretrained import load_pretrained
 from branchsweep.tasks import Task
@@ -59,8 +61,8 @@ def mobilenet_v2(
 
     return BackboneSpec(
         name="mobilenet_v2",
-        stem=lambda: fresh_copy(stem, reinit),
-        layers=[(lambda t=t, pre=(reinit or t is raspp): fresh_copy(t, pre)) for t in templates],
+        stem=lambda: fresh_copy(stem, reinit, kaiming_fan_out_),
+        layers=[(lambda t=t, pre=(reinit or t is raspp): fresh_copy(t, pre, kaiming_fan_out_)) for t in templates],
         layer_names=[f"ir{i}" for i in range(1, 18)] + ["r-aspp"],
         make_head=make_head,
         input_shape=(3, input_size, input_size),

@@ -5,7 +5,9 @@ Dilated to output stride 16 (``replace_stride_with_dilation=[False, False, True]
 bn, relu, max-pool) always shared, each bottleneck block one branchable layer and ASPP (rates 6, 12,
 18; 256 channels; dropout 0.1 before the projection, none in the supergraph) the last one. Each task has a DeepLabv3+ decoder fed by the last block of stage 1
 (stride 4). ``width`` scales every stage's bottleneck channels (the stem keeps 64), so CPU tests can
-use a narrow ResNet-50 of the same depth.
+use a narrow ResNet-50 of the same depth. ResNet-50's layers that do not start from ImageNet weights
+(ASPP, decoders; every layer without ``pretrained``) are initialised as in the BMTAS authors' code:
+Kaiming normal (fan_out), logits N(0, 0.01²) (:func:`~branchsweep.backbones.base.kaiming_fan_out_`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from torch import nn
 from torchvision.models import ResNet34_Weights, ResNet50_Weights
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from branchsweep.backbones.base import BackboneSpec, fresh_copy
+from branchsweep.backbones.base import BackboneSpec, fresh_copy, kaiming_fan_out_
 from branchsweep.backbones.heads import ASPP_DROPOUT, ASPPHead, DeepLabV3PlusDecoder, aspp
 from branchsweep.backbones.pretrained import load_pretrained
 from branchsweep.errors import ConfigError
@@ -57,8 +59,9 @@ def resnet50(
 
     return BackboneSpec(
         name="resnet50",
-        stem=lambda: fresh_copy(stem, reinit),
-        layers=[(lambda t=t, pre=(reinit or t is aspp_layer): fresh_copy(t, pre)) for t in [*blocks, aspp_layer]],
+        stem=lambda: fresh_copy(stem, reinit, kaiming_fan_out_),
+        layers=[(lambda t=t, pre=(reinit or t is aspp_layer): fresh_copy(t, pre, kaiming_fan_out_))
+                for t in [*blocks, aspp_layer]],
         layer_names=[*names, "aspp"],
         make_head=make_head,
         input_shape=(3, input_size, input_size),

@@ -59,6 +59,48 @@ class MultiTaskData:
     #: at 256²); None: the search reads this one. See :meth:`for_search`.
     search_view: Callable[[], MultiTaskData] | None = None
 
+    #: ``(H, W)`` of the images at full resolution when they are not the square ``input_shape`` the
+    #: loaders crop and pad to (NYUD-v2: 425×560 images in 560² tensors); None: the tensors are the
+    #: images. Networks are priced (MAdds) at the image, not at the padded tensor: :meth:`price_shape`.
+    image_size: tuple[int, int] | None = None
+
+    #: Training samples an "epoch" counts in epoch-based lengths and schedules (lr decay, temperature),
+    #: when a paper's epoch is not one pass over the split on disk (Learning to Branch's Taskonomy epoch:
+    #: the 275K images of the tiny split it counts, 4,296 iterations at batch 64); None: one pass.
+    epoch_samples: int | None = None
+
+    def iterations_per_epoch(self, batch_size: int, train_samples: int) -> int:
+        """Iterations an epoch counts at ``batch_size``: ``epoch_samples`` (when set), else the train
+        split's ``train_samples``, divided by the batch (at least 1).
+
+        >>> MultiTaskData("d", {}, lambda s, t: None, (3, 8, 8), "x", epoch_samples=275_000).iterations_per_epoch(64, 10)
+        4296
+        """
+        return max(1, (self.epoch_samples or train_samples) // batch_size)
+
+    def price_shape(self, full_resolution: bool = False) -> tuple[int, ...]:
+        """The input shape a network on this data set is priced at (MAdds): ``input_shape``, except for a
+        data set with :attr:`image_size`, where it is the image area of an evaluation input (the image
+        scaled down, aspect kept, to fit the square as evaluation does; the padding costs nothing in the
+        paper's accounting). ``full_resolution``: at the data set's full resolution whatever it was loaded at.
+
+        >>> data = MultiTaskData("d", {}, lambda s, t: None, (3, 560, 560), "resnet50", image_size=(425, 560))
+        >>> data.price_shape(), data.price_shape(full_resolution=True)
+        ((3, 425, 560), (3, 425, 560))
+        """
+        if self.image_size is None or len(self.input_shape) != 3:
+            if not full_resolution or self.resolution == 1.0 or len(self.input_shape) != 3:
+                return self.input_shape
+            c, h, w = self.input_shape
+            return (c, round(h / self.resolution), round(w / self.resolution))
+        c, side, _ = self.input_shape
+        scale = 1.0 if full_resolution else self.resolution
+        if full_resolution:
+            side = side / self.resolution
+        h, w = (s * scale for s in self.image_size)
+        f = min(1.0, side / max(h, w))
+        return (c, max(1, round(h * f)), max(1, round(w * f)))
+
     def for_search(self) -> MultiTaskData:
         """The data set a branching search of this data set reads (``search_view``, else itself)."""
         if self.search_view is None:

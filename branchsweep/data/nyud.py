@@ -44,6 +44,9 @@ from branchsweep.tasks import create_task
 #: The BMTAS paper's search resolution (Section 4.1); retraining and pricing use full resolution.
 SEARCH_RESOLUTION = 2 / 3
 NUM_SEMSEG_CLASSES = 40
+#: The images' size (H, W). Loaders crop and pad to 560² squares; networks are priced at 425×560, as
+#: the BMTAS paper prices them (Table 2: Single 254.4 B, Shared 122.2 B MAdds).
+IMAGE_SIZE = (425, 560)
 EDGE_POS_WEIGHT = 0.8
 EDGE_MAX_DIST = 0.011
 KINDS = {"semseg": "class", "depth": "depth", "normals": "normals", "edge": "edge"}
@@ -121,7 +124,8 @@ class NyudFiles:
 
 @DATASETS.register("nyud")
 def nyud(cfg: DataConfig) -> MultiTaskData:
-    """NYUD-v2 (MTL-PyTorch/ATRC layout): semseg (40), depth, normals, edge at 560×560 (425×560 padded)."""
+    """NYUD-v2 (MTL-PyTorch/ATRC layout): semseg (40), depth, normals, edge; tensors 560×560 (the 425×560
+    images, padded), networks priced at 425×560 (:meth:`MultiTaskData.price_shape`)."""
     check_options(cfg, {"resolution"})
     root = require_root(cfg, "the NYUD-v2 folder with images/ and gt_sets/")
     resolution = resolution_option(cfg)
@@ -143,7 +147,7 @@ def nyud(cfg: DataConfig) -> MultiTaskData:
 
     return MultiTaskData(
         name="nyud", tasks={t: all_tasks[t] for t in names}, make_split=make_split,
-        input_shape=(3, size, size), default_backbone="resnet50",
+        input_shape=(3, size, size), default_backbone="resnet50", image_size=IMAGE_SIZE,
         info={"root": str(root), "resolution": resolution, "search_resolution": SEARCH_RESOLUTION,
               "ignore_index": IGNORE},
         rescale=lambda factor: nyud(at_resolution(cfg, factor, resolution)),

@@ -32,6 +32,11 @@ keypoints and edges by area averaging); the Learning-to-Branch search reads the 
 128) through :meth:`~branchsweep.data.base.MultiTaskData.for_search`. Training augmentation (§4.3:
 "random clipping, scaling, and cropping"; no flip is named): random scale in ``{1, 1.25, 1.5}`` and a
 random crop back to the input size.
+
+Epochs: option ``epoch_images`` (e.g. 275000, the tiny split's training images as Learning to Branch
+counts them) makes an epoch of every epoch-based length and schedule (lr decay, temperature) that many
+images, i.e. 4,296 iterations at batch 64, whatever the download holds; without it an epoch is one pass
+over the training buildings on disk.
 """
 
 from __future__ import annotations
@@ -273,6 +278,8 @@ def _build(cfg: DataConfig, root: Path, size: int, search_size: int) -> MultiTas
         info={"root": str(root), "ignore_index": IGNORE, "size": size, "search_size": search_size, "split_file": str(split_file),
               "layout": f"<domain>/{COMPONENT}/<building>" if files.component else "<domain>/<building>"},
     )
+    if "epoch_images" in cfg.options:
+        data.epoch_samples = _size_option(cfg, "epoch_images", 1)
     if search_size != size:
         data.search_view = lambda: _build(cfg, root, search_size, search_size)
     return data
@@ -282,7 +289,7 @@ def _build(cfg: DataConfig, root: Path, size: int, search_size: int) -> MultiTas
 def taskonomy(cfg: DataConfig) -> MultiTaskData:
     """Taskonomy (omnitools layout): segment_semantic, normal, depth_zbuffer, keypoints2d, edge_texture;
     retrained at 256×256 (``size``), searched at 128×128 (option ``search_size``)."""
-    check_options(cfg, {"search_size", "subset"})
+    check_options(cfg, {"search_size", "subset", "epoch_images"})
     root = require_root(cfg, "the omnitools download folder with rgb/ and train_val_test_tiny.csv")
     size = cfg.size or 256
     search_size = _size_option(cfg, "search_size", 128)

@@ -70,6 +70,7 @@ LOG_NAME = "search_log.jsonl"
 RESOURCE_MODES = ("absolute", "normalized")
 ESTIMATORS = ("auto", "exact", "mc", "paper")
 TASK_UPDATES = ("auto", "sequential", "joint")
+WARMUP_SCHEDULES = ("auto", "constant", "poly")
 WARMUP_FORMAT = 2  # bump when the supergraph's parameter layout changes (invalidates cached warm-ups)
 #: Settings that say how a search runs, not what it computes: a resumed search may change them.
 RUN_SETTINGS = ("per_task", "checkpoint_every", "log_alpha_every", "warmup_cache")
@@ -95,6 +96,11 @@ class BMTASConfig:
     def sequential(self) -> bool:
         """Whether weights are updated one task after the other (one optimiser step per task)."""
         return self.task_updates == "sequential" or (self.task_updates == "auto" and self.phases)
+
+    @property
+    def warmup_poly(self) -> bool:
+        """Whether the warm-up's lr decays (poly over the warm-up) instead of staying at ``lr``."""
+        return self.warmup_schedule == "poly" or (self.warmup_schedule == "auto" and not self.phases)
 
     @property
     def resets_arch_optimizer(self) -> bool:
@@ -138,6 +144,10 @@ class BMTASConfig:
     task_updates: str = setting("auto", "weight updates: sequential (one SGD step per task and batch, the paper's "
                                         "'update sequentially for each task'), joint (one step on the summed loss); "
                                         "auto: sequential with phases, joint when interleaved", choices=TASK_UPDATES)
+    warmup_schedule: str = setting("auto", "lr of the warm-up: constant (the reference's warm-up runs at a constant "
+                                           "lr), poly (decayed to 0 over the warm-up); auto: constant with phases, "
+                                           "poly when interleaved. The warm-up steps like the search: one step per "
+                                           "task with sequential --task-updates", choices=WARMUP_SCHEDULES)
     reset_arch_optimizer: bool | None = setting(
         None, "reset the α-Adam state at the start of every α phase (reference code); unset: yes with phases, no "
               "when interleaved")
@@ -159,6 +169,9 @@ class BMTASConfig:
         make_schedule(self.schedule, self.tau0, self.tau1)  # unknown names and τ <= 0 raise ConfigError
         if self.task_updates not in TASK_UPDATES:
             raise ConfigError(f"--task-updates must be one of {', '.join(TASK_UPDATES)}, got {self.task_updates!r}")
+        if self.warmup_schedule not in WARMUP_SCHEDULES:
+            raise ConfigError(f"--warmup-schedule must be one of {', '.join(WARMUP_SCHEDULES)}, "
+                              f"got {self.warmup_schedule!r}")
         for name in ("iterations", "batch_size", "mc_samples", "weight_steps_per_arch", "log_alpha_every"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -251,9 +264,12 @@ def search_data(ctx: SearchContext, cfg: BMTASConfig) -> MultiTaskData:
 
 def pricing_spec(spec: BackboneSpec, data: MultiTaskData) -> BackboneSpec:
     """``spec`` sized for ``data``'s images at *full* resolution: the resource loss prices the network
-    that is retrained and reported, whatever resolution the search reads (so λ keeps its meaning)."""
-    if data.resolution == 1.0 or len(spec.input_shape) != 3:
+    that is retrained and reported, whatever resolution the search reads (so λ keeps its meaning), and
+    at the image, not the padded square, where they differ (NYUD-v2: 425×560, :meth:`MultiTaskData.price_shape`)."""
+    if len(spec.input_shape) != 3 or (data.resolution == 1.0 and data.image_size is None):
         return spec
+    if data.image_size is not None:
+        return dataclasses.replace(spec, input_shape=data.price_shape(full_resolution=True))
     c, h, w = spec.input_shape
     full = (c, round(h / data.resolution), round(w / data.resolution))
     return dataclasses.replace(spec, input_shape=full)
@@ -271,6 +287,9 @@ def warmup_key(ctx: SearchContext, cfg: BMTASConfig) -> str:
         "poly_power": cfg.poly_power, "arch_fraction": cfg.arch_fraction, "torch": torch.__version__,
         "format": WARMUP_FORMAT,
     }
+    if cfg.sequential or not cfg.warmup_poly:  # the keys of warm-ups from before these settings stay valid
+        key.update(warmup_steps="sequential" if cfg.sequential else "joint",
+                   warmup_lr="poly" if cfg.warmup_poly else "constant")
     if ctx.amp != "off":
         key["amp"] = ctx.amp
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
@@ -284,19 +303,36 @@ def _fingerprint(item: dict) -> str:
 def warm_up(model: Supergraph, ctx: SearchContext, cfg: BMTASConfig, weight_set: Dataset, runtime: Runtime) -> None:
     """Train candidate ``t`` of every layer (and head ``t``) on task ``t`` only, ``α`` untouched.
 
-    Routing by ``ops[l, t] = t`` runs exactly ``T`` blocks per layer, the stem once per batch.
+    Routing by ``ops[l, t] = t`` runs exactly ``T`` blocks per layer. With sequential task updates (the
+    paper's "update the supergraph sequentially for each task"; the reference's warm-up steps once per
+    task and batch) one SGD step per task and batch, else one step on the summed loss (the stem once per
+    batch); the lr stays at ``cfg.lr`` (the reference's constant-lr warm-up) or decays by poly over the
+    warm-up (``cfg.warmup_poly``).
     """
     if cfg.warmup_iterations == 0:
         return
     model.train()
     opt, sched = weight_optimizer(model, cfg, cfg.warmup_iterations)
-    step = TrainStep([opt], ctx.tasks, runtime, schedulers=[sched])
+    schedulers = [sched] if cfg.warmup_poly else []
     ops = model.warmup_ops()
     batches = runtime.batches(weight_set, cfg.batch_size, ctx.seed + 7919)
+    if cfg.sequential:
+        steps = [TrainStep([opt], [task], runtime) for task in ctx.tasks]
+    else:
+        steps = [TrainStep([opt], ctx.tasks, runtime, schedulers=schedulers)]
     for it in tqdm(range(cfg.warmup_iterations), desc="bmtas warm-up", disable=not ctx.progress, leave=False,
                    mininterval=1.0):
-        step(lambda x: model(x, ops=ops), runtime.batch(next(batches)), f"in the bmtas warm-up at iteration {it}")
-    step.flush("in the bmtas warm-up")
+        batch = runtime.batch(next(batches))
+        where = f"in the bmtas warm-up at iteration {it}"
+        if cfg.sequential:
+            for task, task_step in zip(ctx.tasks, steps):
+                task_step(lambda x, t=task.name: model(x, ops=ops, tasks=[t]), batch, where)
+            for sched_ in schedulers:
+                sched_.step()
+        else:
+            steps[0](lambda x: model(x, ops=ops), batch, where)
+    for step in steps:
+        step.flush("in the bmtas warm-up")
 
 
 def warm_up_cached(model: Supergraph, ctx: SearchContext, cfg: BMTASConfig, weight_set: Dataset,

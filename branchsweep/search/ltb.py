@@ -436,7 +436,7 @@ def run_search(cfg: LTBConfig, ctx: SearchContext, stop_at: int | None = None) -
     arch_opt = torch.optim.Adam(model.arch_parameters(), lr=cfg.arch_lr)
     schedule = make_schedule(cfg.schedule, cfg.tau0, cfg.tau1)
     train_set = ctx.data.split("train", train=True)
-    per_epoch = max(1, len(train_set) // cfg.batch_size)
+    per_epoch = ctx.data.iterations_per_epoch(cfg.batch_size, len(train_set))  # type: ignore[arg-type]
     iterations, warmup = cfg.length(per_epoch)
     out_dir = Path(ctx.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

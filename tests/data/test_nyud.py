@@ -106,3 +106,23 @@ def test_rescale_loads_the_paper_search_resolution(root):
     assert data.info["search_resolution"] == pytest.approx(2 / 3) and data.input_shape == (3, 560, 560)
     search = data.rescale(2 / 3)
     assert search.resolution == pytest.approx(2 / 3) and search.input_shape == (3, 373, 373)
+
+
+def test_networks_are_priced_at_the_425x560_images_not_the_padded_squares(root):
+    """The paper prices NYUD-v2 networks at 425×560 (Table 2); the loaders pad to 560² squares."""
+    import dataclasses
+
+    from branchsweep.config import ModelConfig
+    from branchsweep.factory import build_spec
+    from branchsweep.search.bmtas import pricing_spec
+
+    full = make(root, size=None)
+    assert full.input_shape == (3, 560, 560) and full.price_shape() == (3, 425, 560)
+    spec = build_spec(ModelConfig(backbone="resnet50", width=0.25), full)
+    assert spec.input_shape == (3, 425, 560)
+    searched = full.rescale(2 / 3)  # the search's copy: tensors 373², images 283×373, priced at full size
+    assert searched.input_shape == (3, 373, 373) and searched.price_shape() == (3, 283, 373)
+    assert pricing_spec(spec, searched).input_shape == (3, 425, 560)
+    assert pricing_spec(dataclasses.replace(spec, input_shape=(3, 283, 373)), searched).input_shape == (3, 425, 560)
+    # a smaller explicit size shrinks the image to fit, as evaluation does (aspect kept)
+    assert make(root, size=32).price_shape() == (3, 24, 32)

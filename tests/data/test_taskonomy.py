@@ -154,6 +154,7 @@ def test_missing_building_and_split_file_are_named(root):
     ({"search_size": 0}, "search_size must be a positive integer"),
     ({"subset": "huge"}, "subset must be"),
     ({"resolution": 0.5}, "takes no option 'resolution'"),
+    ({"epoch_images": 0}, "epoch_images must be a positive integer"),
 ])
 def test_bad_options_are_config_errors(clean_root, options, message):
     with pytest.raises(ConfigError, match=message):
@@ -168,3 +169,12 @@ def test_training_augmentation_scales_and_crops_without_flip_or_padding(clean_ro
         assert item["image"].shape == (3, S, S)
         assert torch.isfinite(item["keypoints2d"]).all() and (item["depth_zbuffer"] >= 0).all()
         assert (item["normal"][0] <= 0).all()  # the fixture's x components are <= 0; a flip would negate them
+
+
+def test_epoch_images_sets_what_an_epoch_counts_in_both_views(clean_root):
+    """The paper's Taskonomy epoch: 275K images, 4296 iterations at batch 64, in the search and the retrain."""
+    plain = make(clean_root)
+    assert plain.epoch_samples is None and plain.iterations_per_epoch(2, 10) == 5  # one pass over the split
+    data = make(clean_root, options={"epoch_images": 275_000})
+    assert data.iterations_per_epoch(64, 10) == 4296
+    assert data.for_search().iterations_per_epoch(64, 10) == 4296

@@ -311,3 +311,37 @@ def test_search_reads_the_paper_resolution_and_prices_at_full_resolution(tmp_pat
     with pytest.raises(ConfigError, match="cannot be rescaled"):
         plain = create_data(DataConfig(dataset="synthetic-dense", size=16, train_samples=40, val_samples=8))
         search_data(context(plain, tmp_path / "p"), tiny(search_resolution=0.5))
+
+
+@pytest.mark.parametrize("phases", [True, False])
+def test_warmup_steps_once_per_task_at_a_constant_lr_with_phases(data, tmp_path, phases):
+    """With the paper's phases (sequential task updates) the warm-up steps SGD once per task and batch at
+    the constant lr 0.005, as the reference's warm-up does (one step per task, constant lr); the
+    interleaved scheme keeps one joint step per batch with poly over the warm-up."""
+    from branchsweep.loop import Runtime
+    from branchsweep.search.bmtas import warm_up
+    from branchsweep.search.supergraph import Supergraph
+
+    ctx = context(data, tmp_path / "w")
+    cfg = tiny(warmup_iterations=3, **({"weight_steps_per_arch": None} if phases else {}))
+    assert cfg.sequential is phases and cfg.warmup_poly is (not phases)
+    model = Supergraph(ctx.spec, list(ctx.tasks))
+    lrs = []
+    real_step = torch.optim.SGD.step
+
+    def spy(self, *args, **kwargs):
+        lrs.append(self.param_groups[0]["lr"])
+        return real_step(self, *args, **kwargs)
+
+    torch.optim.SGD.step = spy
+    try:
+        warm_up(model, ctx, cfg, data.split("train", train=True), Runtime("cpu"))
+    finally:
+        torch.optim.SGD.step = real_step
+    if phases:
+        assert lrs == [0.005] * (3 * len(ctx.tasks))
+    else:
+        assert lrs == pytest.approx([0.005 * (1 - it / 3) ** 0.9 for it in range(3)])
+    # the warm-up cache tells the two apart
+    joint_poly = tiny(warmup_iterations=3, weight_steps_per_arch=None, task_updates="joint", warmup_schedule="poly")
+    assert (warmup_key(ctx, cfg) != warmup_key(ctx, joint_poly)) is phases

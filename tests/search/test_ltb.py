@@ -405,3 +405,22 @@ def test_synthetic_defaults_are_the_papers():
     phi200 = create_data(DataConfig(dataset="ltb-synthetic", train_samples=2000, val_samples=8, seed=0,
                                     options={"normalize": "input_dim"})).split("train", train=False)
     assert torch.equal(raw.targets["sinc_0"], phi200.targets["sinc_0"])
+
+
+def test_an_epoch_is_the_data_sets_epoch_samples_when_set(tmp_path):
+    """Taskonomy's epoch is the paper's 275K images (4296 iterations at batch 64), not a pass over the
+    download: a data set's ``epoch_samples`` sets the iterations per epoch of lengths, lr decay and τ."""
+    import dataclasses
+
+    data = create_data(DataConfig(dataset="ltb-synthetic", train_samples=32, val_samples=8, seed=0,
+                                  options={"activations": ["bent", "square"], "tasks_per_activation": 1}))
+    data = dataclasses.replace(data, epoch_samples=16)  # an epoch: 2 batches of 8, not the split's 4
+    tasks = list(data.tasks.values())
+    spec = create_backbone("mlp", input_dim=200, hidden=8, num_layers=2)
+    cfg = LTBConfig(epochs=3, warmup_epochs=1, batch_size=8, lr_schedule="exponential", lr_gamma=0.5,
+                    lr_every_epochs=1, schedule="inverse", tau0=10.0, tau_unit="epoch", log_every=1)
+    run_search(cfg, SearchContext(data, spec, tasks, tmp_path, seed=0, progress=False))
+    records = [json.loads(line) for line in (tmp_path / "search_log.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "tau" in r]
+    assert len(steps) == 6 and [r["tau"] for r in steps] == [10.0 / (1 + it // 2) for it in range(6)]
+    assert [r["warmup"] for r in steps] == [True] * 2 + [False] * 4

@@ -97,14 +97,16 @@ def test_search_reads_reduced_resolution_and_prices_and_retrains_at_full(scripts
     data = create_data(trial.data)  # what run_trial retrains and prices on
     spec = build_spec(dataclasses.replace(trial.model, pretrained=None, width=0.25), data)
     full = {"pascal-context": 512, "nyud": 560}[preset.data.dataset]
-    assert data.input_shape == (3, full, full) and spec.input_shape == (3, full, full)
+    # NYUD-v2's 425×560 images are trained as padded 560² squares and priced at 425×560 (paper, Table 2)
+    priced = {"pascal-context": (3, 512, 512), "nyud": (3, 425, 560)}[preset.data.dataset]
+    assert data.input_shape == (3, full, full) and spec.input_shape == priced
     ctx = SearchContext(data=data, spec=spec, tasks=data.select_tasks(trial.data.tasks), out_dir=tmp_path / "s")
     searched = search_data(ctx, trial.method_config(None))
     expected = {"pascal-context": 256, "nyud": 373}[preset.data.dataset]
     if "no-resizing" in name:
         expected = full
     assert searched.input_shape == (3, expected, expected)
-    assert pricing_spec(spec, data).input_shape == (3, full, full)
+    assert pricing_spec(spec, data).input_shape == priced
 
 
 @pytest.mark.slow

@@ -23,9 +23,14 @@ def preset_module():
 
 def test_paper_settings(preset_module):
     p = preset_module.PRESET
-    assert p.data.size == 256 and p.data.options == {"search_size": 128} and p.model.backbone == "resnet34"
+    assert p.data.size == 256 and p.model.backbone == "resnet34"
+    # an epoch is the paper's 275K images (4296 iterations at batch 64), whatever the download holds
+    assert p.data.options == {"search_size": 128, "epoch_images": 275_000}
     search = p.search_defaults["ltb"]
     epoch = 275_000 // 64
+    assert epoch == 4296
+    # Appendix A: × 0.97 every epoch, in the search (both optimisers) and in the retrain
+    assert (search["lr_schedule"], search["lr_gamma"], search["lr_every_epochs"]) == ("exponential", 0.97, 1.0)
     assert (search["iterations"], search["warmup_iterations"], search["batch_size"]) == (30 * epoch, 2 * epoch, 64)
     assert (search["lr"], search["arch_lr"], search["weight_decay"], search["tau_unit"]) == (1e-3, 1e-1, 1e-5, "epoch")
     assert {(pt["ltb.schedule"], pt["ltb.tau0"], pt["ltb.child_nodes"]) for pt in p.points} == {("inverse", 10.0, 5)}
@@ -33,6 +38,7 @@ def test_paper_settings(preset_module):
     t = p.train
     assert (t.optimizer, t.lr, t.momentum, t.weight_decay, t.divide_lr_by_sharing) == ("sgd", 5e-4, 0.9, 1e-4, False)
     assert t.iterations == 30 * epoch and t.batch_size == 64
+    assert (t.lr_schedule, t.lr_gamma, t.lr_every_epochs) == ("exponential", 0.97, 1.0)
 
 
 def test_smoke_trial_searches_small_and_retrains_large(preset_module, tmp_path, monkeypatch):
