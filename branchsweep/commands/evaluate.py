@@ -10,8 +10,8 @@ from branchsweep.arch import BranchConfig
 from branchsweep.commands._common import format_metrics
 from branchsweep.config import DataConfig, ModelConfig, TrainConfig, from_mapping
 from branchsweep.data import create_data
-from branchsweep.errors import ConfigError
 from branchsweep.factory import build_model, build_spec
+from branchsweep.runs import RUN_FILE, read_run_info
 from branchsweep.train import CHECKPOINT_NAME, evaluate_network, load_checkpoint
 
 NAME = "evaluate"
@@ -26,13 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    run_file = args.run / "run.json"
-    try:
-        info = json.loads(run_file.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{run_file} not found: is {args.run} a folder written by `branchsweep train --out`?") from None
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{run_file}: malformed JSON ({err.msg})") from None
+    run_file = args.run / RUN_FILE
+    info = read_run_info(args.run)
     dcfg = from_mapping(DataConfig, info["data"])
     if args.root:
         dcfg.root = args.root

@@ -35,6 +35,8 @@ def test_no_command_writes_to_the_working_directory(tmp_path, monkeypatch, capsy
         "train": ["train", "--arch", "shared", "--tasks", "semseg,depth", "--iterations", "2", "--batch-size", "4",
                   "--out", str(elsewhere / "train"), *TINY],
         "evaluate": ["evaluate", str(elsewhere / "train")],
+        "export": ["export", str(elsewhere / "train"), "--format", "torchscript", "--out", str(elsewhere / "tree.pt")],
+        "latency": ["latency", str(elsewhere / "tree.pt"), "--runtime", "torch", "--repeats", "2", "--warmup", "0"],
         "search": ["search", "--method", "ltb", "--dataset", "ltb-synthetic", "--activations", "bent,sin",
                    "--tasks-per-activation", "1", "--train-samples", "32", "--val-samples", "8", "--iterations", "2",
                    "--batch-size", "8", "--width", "0.1", "--out", str(elsewhere / "search"), "--no-progress"],
