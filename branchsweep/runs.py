@@ -167,18 +167,25 @@ def _results(run_dir: Path):
         raise ConfigError(str(err)) from None
 
 
-def sweep_front(run_dir: Path):
-    """The sweep's front rows sorted by MAdds, computed as ``branchsweep report RUN_DIR`` does."""
+def sweep_report(run_dir: Path):
+    """The sweep's :class:`analysis.Report` (Δm and the front over the sweep's recorded ``--cost``),
+    computed as ``branchsweep report RUN_DIR`` does."""
     import analysis
+    from branchsweep.commands.report import sweep_cost
     from branchsweep.tasks import metric_directions, primary_metrics
 
     try:
         primary, recorded = analysis.read_metric_spec(run_dir)
-        report = analysis.build_report(_results(run_dir), metrics=primary, directions=recorded,
-                                       known=metric_directions(), primaries=primary_metrics())
+        return analysis.build_report(_results(run_dir), metrics=primary, directions=recorded,
+                                     known=metric_directions(), primaries=primary_metrics(),
+                                     cost=sweep_cost(run_dir))
     except analysis.AnalysisError as err:
         raise ConfigError(f"{run_dir}: cannot compute the front ({err})") from None
-    return report.front.reset_index(drop=True)
+
+
+def sweep_front(run_dir: Path):
+    """The sweep's front rows sorted by MAdds (:func:`sweep_report`)."""
+    return sweep_report(run_dir).front.reset_index(drop=True)
 
 
 def _pick_row(run_dir: Path, trial: str | None, front_point: int | None):

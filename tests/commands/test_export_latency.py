@@ -256,3 +256,26 @@ def test_load_run_path_is_a_path(retrain_dir):
     loaded = load_run(Path(retrain_dir))
     assert loaded.example.shape == (8, 3, 32, 32) and not loaded.model.training
     assert loaded.metadata["tasks"] == ["semseg", "depth"] and loaded.metadata["seed"] == 0
+
+
+def test_madds_vs_latency_benchmark_on_a_sweep_folder(sweep_dir, tmp_path, capsys):
+    """benchmarks/madds_vs_latency.py times each distinct architecture once per round, Single's ratio is 1."""
+    import importlib.util
+
+    import pandas as pd
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "madds_vs_latency.py"
+    spec = importlib.util.spec_from_file_location("madds_vs_latency", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    argv = [str(sweep_dir), "--out", str(tmp_path / "lat"), "--rounds", "2", "--repeats", "2", "--warmup", "0",
+            "--runtimes", "torch,onnxruntime"]
+    assert bench.main(argv) == 0
+    table = pd.read_csv(tmp_path / "lat" / "latency.csv")
+    assert sorted(table["label"]) == ["Shared", "Single"]  # "fixed shared" is Shared's tree: timed once
+    single = table[table["label"] == "Single"].iloc[0]
+    assert single["torch / Single"] == 1.0 and single["onnxruntime / Single"] == 1.0
+    assert (table["torch ms"] > 0).all() and (tmp_path / "lat" / "madds_vs_latency.png").stat().st_size > 0
+    assert "round 2/2 done" in capsys.readouterr().out
+    assert bench.main([str(tmp_path), "--out", str(tmp_path / "x")]) == 2
+    assert "not a sweep folder" in capsys.readouterr().err
