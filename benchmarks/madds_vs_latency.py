@@ -9,7 +9,8 @@ trees and the control trees) is rebuilt from its ``arch_json`` with the sweep's 
 :func:`branchsweep.latency.measure`, once per runtime. The architectures are timed round-robin for
 ``--rounds`` rounds (each a warm-up and ``--repeats`` timed passes) and each gets the median of its
 round medians, so a slow spell of the machine hits every architecture alike; every latency is also
-given as a ratio to Single's, measured in the same rounds.
+given as a ratio to Single's, measured in the same rounds, and with its spread (slowest minus fastest
+round median, in % of the median), the noise of the measurement.
 
 Prints one table (MAdds, parameters, mean Δm, on the front or not, median latency and ratio to Single
 per runtime) and Spearman's rank correlation between MAdds and each runtime's latency over the
@@ -113,13 +114,15 @@ def main(argv: list[str] | None = None) -> int:
     for runtime in runtimes:
         medians = [statistics.median(t) for t in times[runtime]]
         table[f"{runtime} ms"] = [round(m, 4) for m in medians]
+        # how far the rounds disagree: (slowest − fastest round median) / median, in %
+        table[f"{runtime} spread %"] = [round(100 * (max(t) - min(t)) / m, 1) for t, m in zip(times[runtime], medians)]
         if single is not None:
             table[f"{runtime} / Single"] = [round(m / medians[single], 3) for m in medians]
     table.to_csv(out / "latency.csv", index=False)
     shown = table.assign(MMAdds=(table["madds"] / 1e6).round(3), params=(table["params"] / 1e3).round(1),
                          delta_m=table["delta_m"].round(2), front=table["on_front"].map({True: "★", False: ""}))
     cols = ["label", "method", "front", "MMAdds", "params", "delta_m",
-            *[c for c in table.columns if c.endswith(" ms") or c.endswith("/ Single")]]
+            *[c for c in table.columns if c.endswith((" ms", "/ Single", " spread %"))]]
     print(markdown_table(shown[cols].rename(columns={"params": "params [k]", "delta_m": "Δm [%]"})))
     first = runtimes[0]
     for runtime in runtimes:

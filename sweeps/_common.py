@@ -50,6 +50,9 @@ class SweepPreset:
     #: overrides it. A preset searching the space of an exhaustive table (branchsweep/truth.py) sets the
     #: table's, so that its report can look every tree up.
     branch_points: tuple[int, ...] | None = None
+    #: After the report: export the searched front point with the highest Δm as one ONNX graph
+    #: (``RUN_DIR/best.onnx``, :mod:`branchsweep.export`) and print how to time it.
+    export_best: bool = False
 
 
 def bmtas_paper_presets(name: str, data: DataConfig, model: ModelConfig, space: SearchSpace,
@@ -58,8 +61,8 @@ def bmtas_paper_presets(name: str, data: DataConfig, model: ModelConfig, space: 
     """``(PRESET, SMOKE)`` of a sweep at the BMTAS paper's scale (supplement A: ``iterations`` search and
     retrain iterations — 40k, halved on NYUD-v2 — after ``warmup_iterations`` warm-up iterations, batch 16
     for MobileNetV2 and 8 for ResNet-50 in search and retraining, ImageNet initialisation, one GPU per
-    trial), starting from ``lambdas`` (branchsweep's absolute λ; see docs/fidelity.md for the mapping of
-    the paper's grid). The data set is given at full resolution: the ``bmtas`` search reads it at the
+    trial), starting from ``lambdas`` (λ of the resource loss ``search`` selects: the paper's grid with
+    ``resource_estimator="paper"``, its mapping onto the exact loss otherwise, docs/fidelity.md). The data set is given at full resolution: the ``bmtas`` search reads it at the
     paper's reduced resolution and prices MAdds at full resolution. ``search``: further ``bmtas``
     settings (the Table 3 ablations).
 
@@ -123,7 +126,10 @@ def parser(preset: SweepPreset, doc: str | None) -> argparse.ArgumentParser:
                         "tasks and settings: in SOURCE (an earlier sweep's folder or prefix, a journal file, an "
                         "RDB URL) or, without a value, in --optuna-storage")
     p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
-                   help="start no new trial after this many seconds (Tune's time_budget_s)")
+                   help="start no new trial this many seconds after the driver started; running trials finish")
+    p.add_argument("--allow-changes", action="store_true",
+                   help="--resume with other --num-trials, --concurrency, --time-budget or --cache-dir than the "
+                        "recorded sweep (settings that change no trial's result; any other difference is refused)")
     p.add_argument("--mlflow", default=None, metavar="URI",
                    help="also log every trial's results to MLflow at this tracking URI (Ray's MLflow logger)")
     p.add_argument("--smoke", action="store_true", help="seconds-scale run: tiny data, 2 trials")
@@ -148,7 +154,26 @@ def parser(preset: SweepPreset, doc: str | None) -> argparse.ArgumentParser:
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE|FILE.py",
                    help="import a module registering extra search methods, tasks or data sets (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--cost", choices=("madds", "latency", "both"), default="madds",
+                   help="the front's cost axis: MAdds (default), the latency measured on the node that retrains, "
+                        "or both (Optuna minimises each)")
+    p.add_argument("--latency-device", default=None, help="--cost latency/both: cpu or cuda (default cpu)")
+    p.add_argument("--latency-batch", type=int, default=None, help="--cost latency/both: batch size (default 1)")
+    p.add_argument("--latency-threads", type=int, default=None,
+                   help="--cost latency/both: CPU threads while timing (default 1)")
+    p.add_argument("--latency-runtime", choices=("torch", "onnxruntime"), default=None,
+                   help="--cost latency/both: what runs the tree (default torch)")
     return p
+
+
+def latency_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``--latency-*`` flags given, as :class:`branchsweep.latency.LatencySettings` fields; one without
+    ``--cost latency|both`` is an error (it would be silently ignored)."""
+    given = {name: getattr(args, f"latency_{name}") for name in ("device", "batch", "threads", "runtime")
+             if getattr(args, f"latency_{name}") is not None}
+    if given and args.cost == "madds":
+        raise BranchsweepError(f"--latency-{next(iter(given))} needs --cost latency or --cost both")
+    return given
 
 
 def build_config(preset: SweepPreset, args: argparse.Namespace) -> SweepConfig:
@@ -171,7 +196,8 @@ def build_config(preset: SweepPreset, args: argparse.Namespace) -> SweepConfig:
         name=preset.name, out=out,
         base=SweepBase(data=data, model=preset.model, train=preset.train, search_defaults=preset.search_defaults,
                        replicates=pick(args.replicates, preset.replicates), search_seed=args.search_seed,
-                       branch_points=tuple(pick(args.branch_points, preset.branch_points) or ()) or None),
+                       branch_points=tuple(pick(args.branch_points, preset.branch_points) or ()) or None,
+                       cost=args.cost, latency=latency_settings(args)),
         controls=controls, permutations=pick(args.permutations, preset.permutations),
         space=preset.space, num_trials=pick(args.num_trials, preset.num_trials),
         concurrency=pick(args.concurrency, preset.concurrency),
@@ -182,7 +208,7 @@ def build_config(preset: SweepPreset, args: argparse.Namespace) -> SweepConfig:
         optuna_storage=args.optuna_storage, warm_start=args.warm_start, time_budget_s=args.time_budget,
         mlflow_uri=args.mlflow,
         points=preset.points, num_cpus=args.num_cpus, local=args.local, report=not args.no_report,
-        verbose=not args.quiet, plugins=tuple(args.plugin),
+        verbose=not args.quiet, plugins=tuple(args.plugin), allow_changes=args.allow_changes,
     )
     cfg.validate()
     return cfg
@@ -196,7 +222,39 @@ def main(preset: SweepPreset, smoke: SweepPreset, doc: str | None = None, argv: 
         print(f"[sweep] {cfg.name}: run folder {Path(cfg.out).resolve()}", flush=True)
         outcome = run_sweep(cfg)
     except BranchsweepError as err:
-        print(f"error: {err}", file=sys.stderr)
+        from branchsweep.sweep.redact import redact
+
+        print(f"error: {redact(str(err))}", file=sys.stderr)
         return 2
     print(f"[sweep] results: {outcome.results_path}", flush=True)
+    if preset.export_best and outcome.report_dir is not None:
+        export_best(Path(outcome.run_dir))
     return 0
+
+
+def export_best(run_dir: Path) -> Path | None:
+    """Export the searched front point (no baseline, no control tree) with the highest Δm to ``run_dir/best.onnx`` with
+    ``branchsweep export`` and print the command that times it; a tree that cannot be exported is one
+    warning line (the sweep's results stand either way). Returns the file, or None."""
+    from branchsweep.cli import main as cli_main
+    from branchsweep.runs import sweep_front
+
+    try:
+        front = sweep_front(run_dir)
+    except BranchsweepError as err:
+        print(f"[sweep] warning: no export ({err})", flush=True)
+        return None
+    control = front["baseline_kind"].notna() if "baseline_kind" in front.columns else False
+    searched = front[~front["is_baseline"].fillna(False).astype(bool) & ~control]
+    if searched.empty:
+        print("[sweep] no searched tree is on the front: nothing to export", flush=True)
+        return None
+    point = int(searched["delta_m"].astype(float).idxmax()) + 1  # front points are numbered from 1 by MAdds
+    out = run_dir / "best.onnx"
+    label = searched.loc[point - 1, "label"]
+    print(f"[sweep] exporting front point {point} ({label}, the searched tree with the highest Δm)", flush=True)
+    if cli_main(["export", str(run_dir), "--front-point", str(point), "--format", "onnx", "--out", str(out)]) != 0:
+        print("[sweep] warning: the export failed (above); the sweep's results are complete", flush=True)
+        return None
+    print(f"[sweep] run it: branchsweep latency {out} --device cpu --batch 1 --threads 1", flush=True)
+    return out

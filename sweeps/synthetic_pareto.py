@@ -62,6 +62,7 @@ PRESET = SweepPreset(
     controls=("permuted", "vanilla", "random"),
     permutations=2,
     branch_points=BRANCH_POINTS,
+    export_best=True,
 )
 
 SMOKE = dataclasses.replace(

@@ -47,6 +47,9 @@ class TrialConfig:
     tags: dict[str, Any] = field(default_factory=dict)
     #: Layer boundaries at which a searched tree may split (:mod:`branchsweep.tree_space`); None: every layer.
     branch_points: list[int] | None = None
+    #: Measure the retrained tree's latency with these :class:`branchsweep.latency.LatencySettings` fields
+    #: (``latency_ms`` and friends in the row; a sweep's ``--cost latency|both``); None: MAdds only.
+    latency: dict[str, Any] | None = None
 
     def validate(self) -> None:
         from branchsweep.search import SEARCH_METHODS
@@ -60,6 +63,16 @@ class TrialConfig:
             raise ConfigError("method 'fixed' needs arch=<path to a branch-config JSON>")
         if self.method in SEARCH_METHODS:
             self.method_config(None)  # unknown fields and bad values fail here, before any work
+        if self.latency is not None:
+            self.latency_settings()
+
+    def latency_settings(self) -> Any:
+        """The validated :class:`~branchsweep.latency.LatencySettings` of ``latency`` (None: not measured)."""
+        if self.latency is None:
+            return None
+        from branchsweep.latency import LatencySettings
+
+        return from_mapping(LatencySettings, dict(self.latency), what="latency settings")
 
     def retrain_seeds(self) -> list[int]:
         """The retrain seeds of the replicates: ``train.seed, train.seed + 1, …``."""

@@ -132,6 +132,28 @@ def _retrain(cfg: TrialConfig, config: BranchConfig, data, spec, tasks, work: Pa
             for r, result, m in zip(replicates, results, metrics)]
 
 
+def measure_latency(cfg: TrialConfig, config: BranchConfig, data, spec, tasks, say: Callable[[str], None]
+                    ) -> dict[str, Any]:
+    """The tree's measured latency on this node (:func:`branchsweep.latency.measure` with
+    ``cfg.latency``), as row columns: ``latency_ms`` (median), ``latency_ms/p90``, ``latency_peak_mb`` and
+    ``latency_settings`` (what was measured, for the report). The weights do not change the time, so the
+    tree is built afresh, which also serves a retrain reused from the cache."""
+    import torch
+
+    from branchsweep.factory import build_model
+    from branchsweep.latency import measure
+
+    settings = cfg.latency_settings()
+    model = build_model(spec, tasks, config, cfg.train.seed)
+    example = torch.randn(settings.batch, *data.input_shape)
+    result = measure(model, example, settings)
+    what = (f"{settings.device}, batch {settings.batch}, {settings.threads} thread{'s' if settings.threads != 1 else ''}, "
+            f"{settings.runtime}")
+    say(f"latency ({what}): median {result.median_ms:.3f} ms, p90 {result.p90_ms:.3f} ms over {result.repeats} runs")
+    return {"latency_ms": float(result.median_ms), "latency_ms/p90": float(result.p90_ms),
+            "latency_peak_mb": float(result.peak_mem_mb), "latency_settings": what}
+
+
 def mean_and_se(values: list[float]) -> tuple[float, float]:
     """Mean and standard error ``s / √n`` of the non-NaN values (:func:`analysis.standard_error`; NaN
     for fewer than two values).
@@ -237,18 +259,21 @@ def run_trial(cfg: TrialConfig, work_dir: str | Path, caches: SweepCaches, resum
             return
         say(f"retraining {row['arch_hash']} with seed{'s' if len(claimed) > 1 else ''} "
             f"{', '.join(str(seeds[i]) for i in claimed)} for {cfg.train.iterations} iterations on {dev}")
-        hooks = [cache.heartbeat(keys[i], work.name, on_step if n == 0 else None) for n, i in enumerate(claimed)]
+        # A thread keeps the claims fresh through the whole retrain and evaluation (RetrainCache.holding);
+        # a claim taken over meanwhile stops the retrain at its next step, and put never overwrites.
         try:
-            trained = _retrain(cfg, config, data, spec, tasks, work, resume, dev, [seeds[i] for i in claimed], hooks, say)
-        except BaseException:
+            with cache.holding([keys[i] for i in claimed]) as beat:
+                hooks = [beat.guard(on_step if n == 0 else None) for n in range(len(claimed))]
+                trained = _retrain(cfg, config, data, spec, tasks, work, resume, dev, [seeds[i] for i in claimed],
+                                   hooks, say)
+                beat.check()
+                for i, entry in zip(claimed, trained):
+                    entry.update(trained_by=cfg.display_label, arch_hash=row["arch_hash"], key=keys[i], seed=seeds[i])
+                    entries[i] = cache.put(keys[i], entry)
+                    cached[i] = entries[i] is not entry  # another attempt cached it first: reused
+        finally:
             for i in claimed:
                 cache.release(keys[i], work.name)
-            raise
-        for i, entry in zip(claimed, trained):
-            entry.update(trained_by=cfg.display_label, arch_hash=row["arch_hash"], key=keys[i], seed=seeds[i])
-            cache.put(keys[i], entry)
-            cache.release(keys[i], work.name)
-            entries[i] = entry
         claimed.clear()
 
     for i, (seed, key) in enumerate(zip(seeds, keys)):
@@ -302,6 +327,8 @@ def run_trial(cfg: TrialConfig, work_dir: str | Path, caches: SweepCaches, resum
                retrain_time_s=sum(r["retrain_time_s"] for r in replicates if not r["retrain_cached"]),
                retrain_cached=all(r["retrain_cached"] for r in replicates), retrain_key=keys[0],
                retrain_keys=json.dumps(keys), **dict(cfg.tags))
+    if cfg.latency is not None:
+        row.update(measure_latency(cfg, config, data, spec, tasks, say))
     # What the sweep's driver writes to metrics.json (it holds no data set); a string, as Tune flattens dicts.
     row["metric_spec"] = json.dumps({"primary": list(directions),
                                      "directions": {f"{t.name}/{m}": d for t in tasks for m, d in t.directions.items()}})

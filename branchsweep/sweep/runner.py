@@ -12,21 +12,22 @@ Flow of :func:`run_sweep`:
 3. the search trials: ``OptunaSearch(metric=["madds", "delta_m"], mode=["min", "max"])`` over the
    conditional space of :mod:`branchsweep.sweep.space`, ``FailureConfig(max_failures)`` retrying a
    trial from its last checkpoint; ``resume=True`` continues an interrupted sweep with
-   ``Tuner.restore`` (finished trials keep their results and are not rerun);
+   ``Tuner.restore`` (finished trials keep their results and are not rerun) after checking that it is the
+   recorded experiment (:mod:`branchsweep.sweep.record`); the searcher continues the same Optuna study in
+   the prefix (:mod:`branchsweep.sweep.searcher`);
 3b. the controls (``controls``): for every front point of each searched method, ``permutations``
    distinct permutations of its tree and one ``vanilla`` and one ``random`` tree at its MAdds, as
    trials of the registered ``permuted``/``vanilla``/``random`` methods tagged ``baseline_of``;
 4. ``RUN_DIR/results.parquet`` (one row per trial, failed ones with ``status="failed"``; per-seed
    values in ``RUN_DIR/replicates.parquet``, one row per trial and retrain seed), the
    Δm columns and metric directions in ``RUN_DIR/metrics.json``, the economy summary in
-   ``RUN_DIR/sweep.log``, and the analysis report in ``RUN_DIR/report`` (scored against the committed
+   ``PREFIX/sweep.log`` (appended to as the sweep runs), and the analysis report in ``RUN_DIR/report`` (scored against the committed
    exhaustive table of the sweep's recipe when there is one, :mod:`branchsweep.truth`; the report reads
    the recipe from the sweep's ``sweep.json``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -37,12 +38,20 @@ from pathlib import Path
 from typing import Any
 
 from analysis.tables import REPLICATES_FILE, TRIVIAL_FILE
-from branchsweep.atomic import write_json
+from branchsweep.atomic import atomic_write, write_json
 from branchsweep.errors import ConfigError
 from branchsweep.pipeline import BASELINES, RESULT_FILE, SweepCaches
+from branchsweep.sweep import record as sweep_record_file
 from branchsweep.sweep import storage as sweep_storage
+from branchsweep.sweep.redact import redact, refuse_userinfo
 from branchsweep.sweep.space import SearchSpace, SweepBase
-from branchsweep.sweep.trainable import TrialSettings, sweep_trial, unreported, worker_env
+from branchsweep.sweep.trainable import (
+    TRIAL_CHECKPOINTS_KEPT,
+    TrialSettings,
+    sweep_trial,
+    unreported,
+    worker_env,
+)
 
 log = logging.getLogger(__name__)
 
@@ -105,13 +114,16 @@ class SweepConfig:
     optuna_storage: str | None = None
     #: ``--warm-start [SOURCE]``: "" for this sweep's own Optuna storage, else an earlier sweep or storage.
     warm_start: str | None = None
-    #: Tune's ``time_budget_s``: no new trial starts after this many seconds (None: no limit).
+    #: No new trial starts this many seconds after the driver started (None: no limit); running trials
+    #: finish (:class:`branchsweep.sweep.searcher.SweepSearch`), the controls stage is skipped.
     time_budget_s: float | None = None
     #: MLflow tracking URI for Ray's ``MLflowLoggerCallback`` (None: no MLflow).
     mlflow_uri: str | None = None
     #: Root of the trials' node-local working folders (None: ``$BRANCHSWEEP_SCRATCH`` or the temp folder).
     scratch: str | None = None
     progress_every_s: float = 10.0
+    #: ``--allow-changes``: a resume may change the run settings of :data:`branchsweep.sweep.record.RUN_SETTINGS`.
+    allow_changes: bool = False
 
     def validate(self) -> None:
         from branchsweep.registry import import_plugins
@@ -137,12 +149,22 @@ class SweepConfig:
             raise ConfigError(f"--replicates must be >= 1, got {self.base.replicates}")
         self.space.validate()
         self.trial_settings(baseline=False).validate()
+        if self.base.cost not in ("madds", "latency", "both"):
+            raise ConfigError(f"--cost must be madds, latency or both, got {self.base.cost!r}")
+        if self.base.cost != "madds":
+            from branchsweep.config import from_mapping
+            from branchsweep.latency import LatencySettings
+
+            from_mapping(LatencySettings, dict(self.base.latency), what="latency settings")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise ConfigError("--time-budget must be > 0 seconds")
+        refuse_userinfo(self.storage_path, "--storage-path")
+        refuse_userinfo(self.resume_from, "--resume")
         if self.resume_from:
             self.resume = True
         if self.resume:
             sweep_storage.resolve_resume(self.prefix)
+            sweep_record_file.check_resume(self)
 
     @property
     def prefix(self) -> str:
@@ -282,48 +304,18 @@ def _front(rows: list[dict[str, Any]]) -> list[tuple[int, float]]:
     return [(int(m), float(d)) for m, d in front.itertuples(index=False)]
 
 
-def _progress_callback(logfile: Path, total: int, verbose: bool):
-    from ray.tune import Callback
+def _progress_callback(logfile: Path | Any, total: int, verbose: bool = True, stage: str = ""):
+    """The progress callback of one stage (:class:`~branchsweep.sweep.searcher.SweepProgress`), writing to
+    ``logfile`` (a path or a :class:`~branchsweep.sweep.searcher.SweepLog`)."""
+    from branchsweep.sweep.searcher import Mirror, SweepLog, SweepProgress
 
-    class SweepProgress(Callback):
-        """Prints ``done/running/failed`` and the best front so far whenever a trial finishes or fails."""
-
-        def __init__(self) -> None:
-            self.done: dict[str, dict[str, Any]] = {}
-            self.failed: set[str] = set()
-            self.running: set[str] = set()
-
-        def _line(self, event: str) -> None:
-            front = ", ".join(f"{m / 1e6:.2f}M:{d:+.2f}%" for m, d in _front(list(self.done.values())))
-            text = (f"[sweep] {event} | done {len(self.done)}/{total} running {len(self.running)} "
-                    f"failed {len(self.failed)} | front (MAdds:Δm) {front or '-'}")
-            with open(logfile, "a") as handle:
-                handle.write(time.strftime("%H:%M:%S ") + text + "\n")
-            if verbose:
-                print(text, flush=True)
-
-        def on_trial_start(self, iteration, trials, trial, **info) -> None:
-            self.running.add(trial.trial_id)
-
-        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-            self.running.discard(trial.trial_id)
-            result = trial.last_result or {}
-            self.done[trial.trial_id] = result
-            cached = " (retrain reused from cache)" if result.get("retrain_cached") else ""
-            self._line(f"{result.get('label', trial.trial_id)} finished{cached}")
-
-        def on_trial_error(self, iteration, trials, trial, **info) -> None:
-            self.running.discard(trial.trial_id)
-            self.failed.add(trial.trial_id)
-            config = trial.config.get("point", trial.config)
-            self._line(f"{config.get('method')} trial {trial.trial_id} FAILED")
-
-    return SweepProgress()
+    say = logfile if isinstance(logfile, SweepLog) else SweepLog(Mirror(Path(logfile), None), verbose)
+    return SweepProgress(say, total, stage)
 
 
 # ---------------------------------------------------------------------------------------------- tune
 def _tuner(cfg: SweepConfig, experiment: str, baseline: bool, progress, baseline_metrics=None,
-           study: tuple[Any, str] | None = None, controls: list[dict[str, Any]] | None = None) -> Any:
+           controls: list[dict[str, Any]] | None = None) -> Any:
     from ray import tune
 
     settings = cfg.trial_settings(baseline, baseline_metrics)
@@ -341,7 +333,7 @@ def _tuner(cfg: SweepConfig, experiment: str, baseline: bool, progress, baseline
     run_config = tune.RunConfig(
         name=experiment, storage_path=cfg.storage, verbose=0, callbacks=[progress, *_logger_callbacks(cfg)],
         failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=TRIAL_CHECKPOINTS_KEPT),
     )
     # Reused trial actors keep torch, the data set and the MAdds tables imported/loaded between trials
     # (Tune's default starts a fresh process per trial): 3.8 s instead of 10.9 s of overhead per trial
@@ -356,10 +348,12 @@ def _tuner(cfg: SweepConfig, experiment: str, baseline: bool, progress, baseline
                           tune_config=tune.TuneConfig(max_concurrent_trials=cfg.concurrency, reuse_actors=True))
     from branchsweep.sweep.study import make_searcher
 
-    searcher = make_searcher(cfg.space, OBJECTIVES, cfg.points, cfg.sampler_seed, *study)
+    # The searcher (bound to this driver's study: searcher.bind) limits the trials, the concurrency and
+    # the time budget itself: a restored one takes them from the resumed driver, and after the budget it
+    # stops suggesting while running trials finish (Tune's time_budget_s would stop them).
+    searcher = make_searcher(cfg.space, cfg.base.objectives, cfg.points, cfg.sampler_seed)
     return tune.Tuner(trainable, run_config=run_config, tune_config=tune.TuneConfig(
-        search_alg=searcher, num_samples=cfg.num_trials, max_concurrent_trials=cfg.concurrency, reuse_actors=True,
-        time_budget_s=cfg.time_budget_s))
+        search_alg=searcher, num_samples=-1, reuse_actors=True))
 
 
 def _logger_callbacks(cfg: SweepConfig) -> list[Any]:
@@ -368,7 +362,16 @@ def _logger_callbacks(cfg: SweepConfig) -> list[Any]:
         return []
     from ray.air.integrations.mlflow import MLflowLoggerCallback
 
-    return [MLflowLoggerCallback(tracking_uri=cfg.mlflow_uri, experiment_name=cfg.name, save_artifact=False)]
+    from branchsweep.sweep.redact import split_userinfo
+
+    # Credentials in the URI go to MLflow's variables in this process, not into the callback (which Tune
+    # pickles into its experiment state).
+    uri, user, password = split_userinfo(cfg.mlflow_uri)
+    if user:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = user
+    if password:
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = password
+    return [MLflowLoggerCallback(tracking_uri=uri, experiment_name=cfg.name, save_artifact=False)]
 
 
 def _rows(grid: Any) -> list[dict[str, Any]]:
@@ -588,70 +591,107 @@ def write_results(rows: list[dict[str, Any]], path: Path) -> Path:
     front = df.columns[:0].tolist() + [c for c in ("trial_id", "label", "method", "status", "is_baseline", "madds",
                                                    "params", "delta_m") if c in df.columns]
     df = df[front + [c for c in df.columns if c not in front]]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    df.to_parquet(path, index=False)
-    return path
+    # A uniquely named temporary file beside it, then os.replace: a reader (or a killed driver) never
+    # sees half a parquet file, and the previous one stays whole until the new one is complete.
+    return atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
-SWEEP_FILE = "sweep.json"
+SWEEP_FILE = sweep_record_file.SWEEP_FILE
 
 
 def sweep_record(cfg: SweepConfig) -> bytes:
-    """``sweep.json``: the sweep's config as JSON (``--resume`` checks for it; ``branchsweep report`` reads the
-    recipe of the Single trial from it to find the exhaustive table of the sweep's recipe)."""
-    return json.dumps(dataclasses.asdict(cfg), indent=1, default=str).encode()
+    """``sweep.json``: the sweep's config as JSON, secrets redacted (``--resume`` compares the new command line
+    with it, :mod:`branchsweep.sweep.record`; ``branchsweep report`` reads the recipe of the Single trial from
+    it to find the exhaustive table of the sweep's recipe)."""
+    return sweep_record_file.encode(sweep_record_file.record(cfg))
+
+
+def _driver_files(cfg: SweepConfig, run_dir: Path):
+    """``(sweep.log, Optuna journal or None)`` as :class:`~branchsweep.sweep.searcher.Mirror`: the files in the
+    prefix itself when it is a folder (appended to as the sweep runs, by whichever driver runs it), else
+    driver copies in ``run_dir`` pushed to the prefix after every change. No journal with ``--optuna-storage``."""
+    from branchsweep.sweep.searcher import Mirror
+    from branchsweep.sweep.study import JOURNAL
+
+    prefix = cfg.prefix
+    if sweep_storage.is_uri(prefix):
+        log_file = Mirror(run_dir / "sweep.log", sweep_storage.join(prefix, "sweep.log"))
+        journal = Mirror(run_dir / "optuna" / JOURNAL, sweep_storage.join(prefix, "optuna", JOURNAL))
+    else:
+        log_file = Mirror(Path(prefix) / "sweep.log", None)
+        journal = Mirror(Path(prefix) / "optuna" / JOURNAL, None)
+    return log_file, (None if cfg.optuna_storage else journal)
 
 
 def run_sweep(cfg: SweepConfig) -> SweepOutcome:
     """Run (or resume) the sweep described by ``cfg``; see the module docstring."""
+    from branchsweep.sweep.searcher import Binding, SweepLog, bind, clock
+
     cfg.validate()
     t0 = time.perf_counter()
+    deadline = clock() + cfg.time_budget_s if cfg.time_budget_s else None
     run_dir = Path(cfg.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     prefix = cfg.prefix
-    logfile = run_dir / "sweep.log"
+    log_file, journal = _driver_files(cfg, run_dir)
     if not cfg.resume:
         sweep_storage.write_bytes(sweep_storage.join(prefix, SWEEP_FILE), sweep_record(cfg))
-    elif sweep_storage.is_uri(prefix):
-        sweep_storage.download(sweep_storage.join(prefix, "optuna"), run_dir / "optuna")
-    print(f"[sweep] storage: {prefix}{' (resumed)' if cfg.resume else ''}  (resume with --resume {prefix})",
-          flush=True)
-    started = connect_ray(cfg.num_cpus, local=cfg.local)
-    try:
-        sweep_storage.check_shared(prefix)
-        say = _progress_callback(logfile, len(cfg.baselines), cfg.verbose)
-        say._line(f"sweep {cfg.name} in {prefix} ({'resumed' if cfg.resume else 'new'}): "
-                  f"{cfg.num_trials} trials, concurrency {cfg.concurrency}, backend "
-                  f"{cfg.trial_settings(False).resolved_backend}")
-        base_grid = _tuner(cfg, BASELINE_EXPERIMENT, True, say).fit()
-        rows = _rows(base_grid)
-        for row in rows:
-            row["is_baseline"] = True
-        bad = [r for r in rows if r["status"] != "ok"]
-        if bad:
-            raise ConfigError(f"baseline {bad[0]['label']} failed ({bad[0].get('error', '')}); see {prefix}/trials")
-        spec = _metric_spec(rows)
-        progress = _progress_callback(logfile, cfg.num_trials, cfg.verbose)
-        study = _open_study(cfg, run_dir, progress)
-        grid = _tuner(cfg, SEARCH_EXPERIMENT, False, progress, _single_metrics(rows, spec), study).fit()
-        search_rows = _rows(grid)
-        spec = _metric_spec(search_rows, spec)
-        rows += search_rows
-        _fill_delta_m(rows, spec)
-        controls = control_points(rows, cfg.controls, cfg.permutations, cfg.base.search_seed) if cfg.controls else []
-        if controls:
-            say = _progress_callback(logfile, len(controls), cfg.verbose)
-            say._line(f"controls: {len(controls)} trials ({', '.join(cfg.controls)}) at the MAdds of "
-                      f"{len({c['control']['tags']['baseline_of'] for c in controls})} front point(s)")
-            control_rows = _rows(_tuner(cfg, CONTROL_EXPERIMENT, False, say, _single_metrics(rows, spec),
-                                        controls=controls).fit())
-            spec = _metric_spec(control_rows, spec)
-            rows += control_rows
-    finally:
-        if started:
-            import ray
+        pulled = ""
+    else:
+        changed = sweep_record_file.check_resume(cfg)
+        if changed:
+            sweep_storage.write_bytes(sweep_storage.join(prefix, SWEEP_FILE), sweep_record_file.updated(cfg))
+        # Before any searcher is restored: this driver's journal and log continue the stored ones.
+        pulled = f"sweep.log {log_file.pull()}" + (f", journal {journal.pull()}" if journal else "") + "".join(
+            f"; {k} changed {a!r} → {b!r} (--allow-changes)" for k, (a, b) in changed.items())
+    say = SweepLog(log_file, cfg.verbose)
+    print(f"[sweep] storage: {redact(prefix)}{' (resumed)' if cfg.resume else ''}  (resume with --resume "
+          f"{redact(prefix)})", flush=True)
+    if cfg.resume:
+        say(f"resumed by a new driver (run folder {run_dir.resolve()}): {pulled}")
+    storage, name = _open_study(cfg, journal.local.parent if journal else run_dir / "optuna", say)
+    binding = Binding(open_storage=lambda: storage, study_name=name, num_trials=cfg.num_trials,
+                      concurrency=cfg.concurrency, deadline=deadline, say=say,
+                      sync=journal.push if journal else (lambda: None), resume=cfg.resume)
+    with bind(binding):
+        started = connect_ray(cfg.num_cpus, local=cfg.local)
+        try:
+            sweep_storage.check_shared(prefix)
+            progress = _progress_callback(say, len(cfg.baselines), stage=BASELINE_EXPERIMENT)
+            say(f"sweep {cfg.name} in {prefix} ({'resumed' if cfg.resume else 'new'}): "
+                f"{cfg.num_trials} trials, concurrency {cfg.concurrency}, backend "
+                f"{cfg.trial_settings(False).resolved_backend}")
+            base_grid = _tuner(cfg, BASELINE_EXPERIMENT, True, progress).fit()
+            rows = _rows(base_grid)
+            for row in rows:
+                row["is_baseline"] = True
+            bad = [r for r in rows if r["status"] != "ok"]
+            if bad:
+                raise ConfigError(f"baseline {bad[0]['label']} failed ({bad[0].get('error', '')}); see {prefix}/trials")
+            spec = _metric_spec(rows)
+            progress = _progress_callback(say, cfg.num_trials, stage=SEARCH_EXPERIMENT)
+            grid = _tuner(cfg, SEARCH_EXPERIMENT, False, progress, _single_metrics(rows, spec)).fit()
+            search_rows = _rows(grid)
+            spec = _metric_spec(search_rows, spec)
+            rows += search_rows
+            _fill_delta_m(rows, spec)
+            controls = control_points(rows, cfg.controls, cfg.permutations, cfg.base.search_seed) if cfg.controls else []
+            if controls and binding.out_of_time():
+                say(f"time budget reached: the controls stage ({len(controls)} trials) is not started")
+                controls = []
+            if controls:
+                progress = _progress_callback(say, len(controls), stage=CONTROL_EXPERIMENT)
+                say(f"controls: {len(controls)} trials ({', '.join(cfg.controls)}) at the MAdds of "
+                    f"{len({c['control']['tags']['baseline_of'] for c in controls})} front point(s)")
+                control_rows = _rows(_tuner(cfg, CONTROL_EXPERIMENT, False, progress, _single_metrics(rows, spec),
+                                            controls=controls).fit())
+                spec = _metric_spec(control_rows, spec)
+                rows += control_rows
+        finally:
+            if started:
+                import ray
 
-            ray.shutdown()
+                ray.shutdown()
     _fill_delta_m(rows, spec)
     results = write_results(rows, run_dir / "results.parquet")
     long = replicate_rows(rows)
@@ -665,10 +705,8 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
     caches = cfg.caches_root
     lines = _economy(rows, SweepCaches(caches) if caches is not None else None) + [
         f"wall time {time.perf_counter() - t0:.1f} s", f"results: {sweep_storage.join(prefix, 'results.parquet')}"]
-    with open(logfile, "a") as handle:
-        handle.write("".join(f"{time.strftime('%H:%M:%S')} [economy] {line}\n" for line in lines))
-    if cfg.verbose:
-        print("\n".join(f"[economy] {line}" for line in lines), flush=True)
+    for line in lines:
+        say(line, prefix="[economy] ")
     report_dir = None
     if cfg.report:
         from branchsweep.cli import main as cli_main
@@ -677,30 +715,32 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
         if cli_main(["report", str(run_dir), "--sweep-config", sweep_storage.join(prefix, SWEEP_FILE)]) == 0:
             report_dir = run_dir / "report"
             print(f"[sweep] report: {sweep_storage.join(prefix, 'report')}", flush=True)
-    for name in ("results.parquet", REPLICATES_FILE, TRIVIAL_FILE, "metrics.json", "sweep.log", "report", "optuna"):
+    # sweep.log and the journal are in the prefix already (appended to, or pushed after every change).
+    for name in ("results.parquet", REPLICATES_FILE, TRIVIAL_FILE, "metrics.json", "report"):
         if (run_dir / name).exists():
             sweep_storage.upload(run_dir / name, sweep_storage.join(prefix, name))
     return SweepOutcome(run_dir, results, report_dir, rows, time.perf_counter() - t0)
 
 
-def _open_study(cfg: SweepConfig, run_dir: Path, progress) -> tuple[Any, str]:
-    """The search's Optuna storage and study name (:mod:`branchsweep.sweep.study`), warm-started on request."""
+def _open_study(cfg: SweepConfig, journal_dir: Path, say) -> tuple[Any, str]:
+    """The search's Optuna storage (``--optuna-storage``, else ``journal_dir/optuna.journal``) and study name
+    (:mod:`branchsweep.sweep.study`), warm-started on request; ``say`` logs where it is (redacted)."""
     import optuna
 
     from branchsweep.sweep import study
 
     key = study.study_key(cfg.base, cfg.space.methods)
-    storage = study.open_storage(cfg.optuna_storage, run_dir / "optuna")
+    storage = study.open_storage(cfg.optuna_storage, journal_dir)
     name = f"{key}-{cfg.prefix.rstrip('/').split('/')[-1]}"
     if cfg.warm_start is not None and not cfg.resume:
-        source = study._source_storage(cfg.warm_start, run_dir / "optuna-warm") if cfg.warm_start else storage
+        source = study._source_storage(cfg.warm_start, Path(cfg.out) / "optuna-warm") if cfg.warm_start else storage
         target = optuna.create_study(storage=storage, study_name=name, load_if_exists=True,
-                                     directions=["minimize" if m == "min" else "maximize" for m in OBJECTIVES.values()])
+                                     directions=["minimize" if m == "min" else "maximize"
+                                                 for m in cfg.base.objectives.values()])
         count = study.warm_start(target, source, key)
-        progress._line(f"warm start: {count} finished trial(s) of earlier sweeps with study key {key} added to "
-                       f"study {name}")
-    where = cfg.optuna_storage or str(run_dir / "optuna" / study.JOURNAL)
-    progress._line(f"Optuna study {name} in {where} (optuna-dashboard {where})")
+        say(f"warm start: {count} finished trial(s) of earlier sweeps with study key {key} added to study {name}")
+    where = redact(cfg.optuna_storage or str(Path(journal_dir) / study.JOURNAL))
+    say(f"Optuna study {name} in {where} (optuna-dashboard {where})")
     return storage, name
 
 

@@ -84,6 +84,17 @@ class SweepBase:
     search_seed: int = 0
     #: Where every search and control tree of the sweep may split (:mod:`branchsweep.tree_space`); None: every layer.
     branch_points: tuple[int, ...] | None = None
+    #: The front's cost axis: ``madds``, ``latency`` (measured on the node that retrains, with ``latency``'s
+    #: settings) or ``both`` (Optuna then minimises both).
+    cost: str = "madds"
+    #: :class:`branchsweep.latency.LatencySettings` fields for ``cost`` latency/both (default settings: {}).
+    latency: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def objectives(self) -> dict[str, str]:
+        """The sweep's objectives: each cost column minimised, Δm maximised."""
+        costs = {"madds": ["madds"], "latency": ["latency_ms"], "both": ["madds", "latency_ms"]}[self.cost]
+        return {**{c: "min" for c in costs}, "delta_m": "max"}
 
 
 def sampled(params: dict[str, Any]) -> dict[str, Any]:
@@ -135,6 +146,7 @@ def to_trial_config(params: dict[str, Any], base: SweepBase, baseline: bool = Fa
         train=dataclasses.replace(base.train), search=search, seed=seed, label=label, is_baseline=baseline,
         hp=hp, replicates=base.replicates, tags=dict(control.get("tags", {})) if control else {},
         branch_points=list(base.branch_points) if base.branch_points else None,
+        latency=dict(base.latency) if base.cost != "madds" else None,
     )
     cfg.validate()
     return cfg

@@ -111,15 +111,27 @@ def upload(local: str | Path, uri: str) -> None:
 
 
 def download(uri: str, local: str | Path) -> bool:
-    """Copy the folder at ``uri`` into ``local`` (False: nothing there)."""
+    """Copy the folder at ``uri`` into ``local`` (False: nothing there).
+
+    Object keys are untrusted: a key whose part below ``uri`` is absolute, has a ``..`` or ``.`` component
+    or would land outside ``local`` is refused (a one-line :class:`ConfigError`) before anything is written.
+    """
     import pyarrow.fs as pafs
 
     fs, path = _fs(uri)
     infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
     files = [i for i in infos if i.type == pafs.FileType.File]
+    root = Path(local).resolve()
+    targets = []
     for info in files:
-        target = Path(local, *Path(info.path).relative_to(path).parts) if not is_uri(uri) else \
-            Path(local, *info.path[len(path.rstrip("/")) + 1:].split("/"))
+        rel = str(Path(info.path).relative_to(path)) if not is_uri(uri) else info.path[len(path.rstrip("/")) + 1:]
+        parts = rel.split("/")
+        target = Path(root, *parts)
+        if rel.startswith("/") or any(p in ("..", ".") for p in parts) or not target.resolve().is_relative_to(root):
+            raise ConfigError(f"storage {uri.rstrip('/')}/{rel}: refusing to download a key with an absolute path or a "
+                              f"'..' component (it would be written outside {root})")
+        targets.append((info, target))
+    for info, target in targets:
         target.parent.mkdir(parents=True, exist_ok=True)
         with fs.open_input_stream(info.path) as handle:
             target.write_bytes(handle.read())

@@ -7,8 +7,9 @@
   define-by-run space whose branches never co-occur. Trials run concurrently (4 GPUs at paper scale);
   ``constant_liar`` gives running trials a pessimistic value so that parallel suggestions do not pile
   onto the same region. ``seed`` makes the suggestion sequence reproducible.
-* Storage: a ``JournalStorage`` file ``optuna/optuna.journal`` in the sweep's folder (uploaded to the
-  sweep's prefix when that is a cloud URI), or ``--optuna-storage`` (a journal file path or an RDB URL such as
+* Storage: a ``JournalStorage`` file ``optuna/optuna.journal`` in the sweep's prefix, appended to as the
+  sweep runs (for a cloud prefix: the driver's copy, uploaded after every ask and tell and downloaded
+  before a resumed driver restores its searcher; :mod:`branchsweep.sweep.searcher`), or ``--optuna-storage`` (a journal file path or an RDB URL such as
   ``sqlite:///studies.db``). Every sweep gets its own study, named ``<key>-<run id>``; ``<key>`` hashes
   what makes results comparable: data set, backbone, tasks, retrain settings and the search methods' fixed
   settings. ``optuna-dashboard FILE`` shows it live.
@@ -53,6 +54,8 @@ def study_key(base: Any, methods: tuple[str, ...]) -> str:
     key = {"data": data, "model": to_dict(base.model), "train": train, "methods": sorted(methods),
            "search": base.search_defaults, "replicates": getattr(base, "replicates", 1),
            "search_seed": getattr(base, "search_seed", 0)}
+    if getattr(base, "cost", "madds") != "madds":  # other objectives: another study (MAdds-only keys unchanged)
+        key["cost"] = {"cost": base.cost, "latency": dict(base.latency)}
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -66,7 +69,10 @@ def open_storage(url: str | None, folder: Path):
         try:
             return optuna.storages.get_storage(target)
         except Exception as err:  # a bad URL, a missing driver (sqlalchemy, psycopg)
-            raise ConfigError(f"--optuna-storage {target}: {str(err).splitlines()[0]}") from None
+            from branchsweep.sweep.redact import redact
+
+            lines = str(err).splitlines() or [type(err).__name__]
+            raise ConfigError(redact(f"--optuna-storage {target}: {lines[0]}")) from None
     path = Path(target.removeprefix("file://"))
     path.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(path)))
@@ -106,11 +112,11 @@ def warm_start(study: Any, source_storage: Any, key: str) -> int:
     return added
 
 
-def make_searcher(space: Any, objectives: dict[str, str], points: list[dict[str, Any]] | None, seed: int,
-                  study_storage: Any, study_name: str):
-    """Ray Tune's ``OptunaSearch`` over ``space.define_by_run`` with the sweep's sampler and study."""
-    from ray.tune.search.optuna import OptunaSearch
+def make_searcher(space: Any, objectives: dict[str, str], points: list[dict[str, Any]] | None, seed: int):
+    """The search stage's Tune search algorithm: :class:`~branchsweep.sweep.searcher.SweepSearch` (Ray's
+    ``OptunaSearch`` over ``space.define_by_run`` with the sweep's sampler, attached to the study bound by
+    :func:`branchsweep.sweep.searcher.bind`) in a :class:`~branchsweep.sweep.searcher.SweepSearchGenerator`."""
+    from branchsweep.sweep.searcher import SweepSearch, SweepSearchGenerator
 
-    return OptunaSearch(space=space.define_by_run, metric=list(objectives), mode=list(objectives.values()),
-                        points_to_evaluate=points or None, sampler=make_sampler(seed), storage=study_storage,
-                        study_name=study_name)
+    return SweepSearchGenerator(SweepSearch(space.define_by_run, list(objectives), list(objectives.values()), points,
+                                            make_sampler(seed)))

@@ -40,6 +40,8 @@ from branchsweep.pipeline import RESULT_FILE, RetrainClaimed, SweepCaches, run_t
 from branchsweep.sweep.space import SweepBase, to_trial_config
 
 BACKENDS = ("auto", "train", "direct")
+#: Ray checkpoints (full copies of a trial's working folder) each trial keeps, in Tune (direct) or Train.
+TRIAL_CHECKPOINTS_KEPT = 2
 #: How a standard-error column ``<metric>/se`` travels through Tune: as ``<metric>.se``. Loggers that
 #: store a metric per file (MLflow's file store) cannot hold ``x/mse`` and ``x/mse/se`` side by side.
 SE_SUFFIX, REPORTED_SE_SUFFIX = "/se", ".se"
@@ -271,6 +273,9 @@ def _trainer(settings: TrialSettings, trial_id: str, payload: dict[str, Any]):
             name=f"train-{trial_id}",
             storage_path=settings.train_storage or str(Path(settings.run_dir) / "ray_train"),
             callbacks=[TuneReportCallback()],
+            # Every checkpoint is a full copy of the trial folder (its latest search and retrain checkpoints):
+            # the two latest are kept, as for the direct backend's Tune checkpoints.
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=TRIAL_CHECKPOINTS_KEPT),
         ),
     )
 

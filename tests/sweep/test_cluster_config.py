@@ -49,3 +49,21 @@ def test_cluster_yaml_boots_the_project(cluster):
     assert 0 < cluster["idle_timeout_minutes"] <= 60
     gpu = cluster["available_node_types"]["gpu_worker"]
     assert gpu["resources"]["GPU"] >= 1 and gpu["min_workers"] == 0
+
+
+def test_workers_get_an_instance_profile_and_the_shared_cache_is_not_world_writable(cluster):
+    """GPU workers write to the sweep's S3 prefix: they need an instance profile (the head gets Ray's
+    default one). The shared retrain cache is trusted by every trial: no command may make /mnt/shared
+    (or anything in it) world-writable."""
+    profile = cluster["available_node_types"]["gpu_worker"]["node_config"]["IamInstanceProfile"]
+    assert re.fullmatch(r"arn:aws:iam::\d{12}:instance-profile/[\w+=,.@-]+", profile.get("Arn", "")) or \
+        profile.get("Name"), profile
+    commands = [c for key in ("initialization_commands", "setup_commands", "head_setup_commands",
+                              "worker_setup_commands") for c in cluster.get(key) or []]
+    for command in commands:
+        for mode in re.findall(r"chmod\s+(?:-R\s+)?(\S+)", command):
+            if re.fullmatch(r"0?[0-7]{3,4}", mode):
+                assert not int(mode, 8) & 0o002, command  # no write bit for others
+            else:
+                assert not re.search(r"[ao]\w*[+=]\w*w", mode), command
+    assert any(re.search(r"chown\s+1000:1000\s+/mnt/shared\b", c) for c in commands)

@@ -53,4 +53,15 @@ def test_smoke_sweep_runs_end_to_end_on_a_private_ray(tmp_path):
     assert "Margin over the trivial predictor" in report and "front vs" in report and "Single − Shared: Δm" in report
     for name in ("report.md", "report.html", "pareto.png"):
         assert (out / "report" / name).is_file(), name
+    # The main job exports its best searched front point as one ONNX graph and says how to time it.
+    assert "exporting front point" in log or "no searched tree is on the front" in log, log[-3000:]
+    if "exporting front point" in log:
+        assert f"[sweep] run it: branchsweep latency {out / 'best.onnx'}" in log, log[-3000:]
+        assert (out / "best.onnx").stat().st_size > 0 and (out / "best.onnx.json").is_file()
+    # Any searched trial of a real Ray sweep exports: its checkpoint is found in the Ray checkpoints.
+    from branchsweep.cli import main as cli_main
+
+    trial = searched[searched.method == "ltb"].trial_id.iloc[0]
+    assert cli_main(["export", str(out), "--trial", trial, "--format", "onnx", "--out", str(out / "ltb.onnx")]) == 0
+    assert json.loads((out / "ltb.onnx.json").read_text())["source"]["trial_id"] == trial
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing written to the working directory

@@ -197,13 +197,13 @@ points = [{{**point, "ltb.child_nodes": 1}}, {{**point, "ltb.child_nodes": 2}},
 cfg = SweepConfig(name="r", out=Path({out!r}), base=tiny_base(),
                   space=SearchSpace(methods=("ltb",), ranges={{"ltb": {{"schedules": ("inverse_sqrt", "gate")}}}}),
                   num_trials=4, concurrency=1, backend="direct", report=False, verbose=True, num_cpus=2,
-                  local=True, resume={resume}, baselines=("single",), points=points)
+                  local=True, resume={resume}, resume_from={resume_from!r}, baselines=("single",), points=points)
 run_sweep(cfg)
 """
 
 
-def _driver(out: Path, env: dict[str, str], resume: bool, log: Path) -> subprocess.Popen:
-    code = DRIVER.format(here=str(HERE), out=str(out), resume=resume)
+def _driver(out: Path, env: dict[str, str], resume: bool, log: Path, resume_from: str | None = None) -> subprocess.Popen:
+    code = DRIVER.format(here=str(HERE), out=str(out), resume=resume, resume_from=resume_from)
     with open(log, "w") as handle:
         return subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True,
                                 stdout=handle, stderr=subprocess.STDOUT)
@@ -219,9 +219,21 @@ def _finished(out: Path) -> dict[str, dict]:
     return found
 
 
+def _journal_trials(path: Path) -> list:
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    storage = JournalStorage(JournalFileBackend(str(path)))
+    (summary,) = optuna.get_all_study_summaries(storage)
+    return optuna.load_study(study_name=summary.study_name, storage=storage).get_trials(deepcopy=False)
+
+
 def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, foreign_cluster):
     """The third search trial blocks on a gate (sweep_hooks) until the test opens it; the driver is
     killed while it waits, so exactly two search trials have finished, whatever the machine's speed.
+    The second driver resumes the first one's run folder into another ``--out``: the study and
+    ``sweep.log`` stay in the sweep's folder and are continued (a fourth trial is suggested after the
+    restore), and the results are written to the new folder and copied to the sweep's.
 
     The drivers run where Ray's convention would join the ``ray start`` cluster (same ``RAY_TMPDIR``)
     and use ``local=True`` (``--local``): they must start and use a private instance."""
@@ -248,9 +260,12 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, forei
         before = _finished(out)
         assert len(before) == 2, first_log[-3000:]
         assert "[sweep] Ray: started a private instance" in first_log and foreign_address not in first_log
+        journal = out / "optuna" / "optuna.journal"
+        assert sorted(t.state.name for t in _journal_trials(journal)) == ["COMPLETE", "COMPLETE", "RUNNING"]
+        first_lines = (out / "sweep.log").read_text()
 
         (hooks / "gate-open").touch()
-        second = _driver(out, env, resume=True, log=tmp_path / "second.log")
+        second = _driver(tmp_path / "second", env, resume=True, log=tmp_path / "second.log", resume_from=str(out))
         drivers.append(second)
         second.wait(timeout=240)
     finally:
@@ -261,9 +276,18 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, forei
     assert second.returncode == 0, log[-3000:]
     assert "[sweep] Ray: started a private instance" in log and foreign_address not in log
     assert len(list(hooks.glob("gate-blocked-*"))) == 1
-    df = pd.read_parquet(out / "results.parquet")
+    df = pd.read_parquet(tmp_path / "second" / "results.parquet")
+    assert df.equals(pd.read_parquet(out / "results.parquet"))  # copied to the sweep's folder
     search = df[~df.is_baseline]
     assert len(search) == 4 and (search.status == "ok").all(), search.to_dict("records")
+    # One study, continued in place: every search trial told once (the fourth asked after the restore).
+    trials = _journal_trials(journal)
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert {t.user_attrs["tune_trial_id"] for t in complete} == set(search.trial_id) and len(complete) == 4
+    assert not [t for t in trials if t.state.name == "RUNNING"]
+    assert not (tmp_path / "second" / "optuna").exists() and not (tmp_path / "second" / "sweep.log").exists()
+    lines = (out / "sweep.log").read_text()
+    assert lines.startswith(first_lines) and "resumed by a new driver" in lines and "[economy] trials: 5 ok" in lines
     # Every trial that had finished before the kill is in the results and was not run again.
     assert set(before) <= set(search.trial_id)
     for folder, row in before.items():
@@ -273,3 +297,75 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, forei
         assert search.loc[search.trial_id == folder, "arch_hash"].iloc[0] == row["arch_hash"]
     after = _finished(out)
     assert set(after) >= set(search.trial_id) and {k: after[k] for k in before} == before
+
+
+@pytest.mark.slow
+def test_time_budget_starts_no_new_trial_and_lets_the_running_one_finish(ray_local, tmp_path, monkeypatch):
+    """The first search trial blocks on the gate; the driver's clock is moved past ``--time-budget``
+    while it runs, then the gate opens: that trial finishes and is told, and no second trial starts
+    (three were asked for). Tune's own ``time_budget_s`` would have stopped the running trial."""
+    import threading
+
+    import sweep_hooks
+
+    from branchsweep.search.schedules import SCHEDULES
+    from branchsweep.sweep import searcher
+
+    hooks = ray_local / "hooks"
+    sweep_hooks.register_gate()
+    gated = {**LTB_POINT, "ltb.schedule": "gate"}
+    cfg = _config(tmp_path / "run", num_trials=3, concurrency=1, baselines=("single",), points=[gated, LTB_POINT],
+                  space=SearchSpace(methods=("ltb",), ranges={"ltb": {"schedules": ("inverse_sqrt", "gate")}}),
+                  time_budget_s=600.0)
+    done: dict = {}
+    runner = threading.Thread(target=lambda: done.setdefault("outcome", run_sweep(cfg)))
+    runner.start()
+    try:
+        deadline = time.monotonic() + 240
+        while not list(hooks.glob("gate-blocked-*")) and runner.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert list(hooks.glob("gate-blocked-*")), "the gated trial never started"
+        real = searcher.clock
+        monkeypatch.setattr(searcher, "clock", lambda: real() + 601.0)  # the budget ends while it runs
+    finally:
+        (hooks / "gate-open").touch()
+        runner.join(300)
+        for marker in [hooks / "gate-open", *hooks.glob("gate-blocked-*")]:
+            marker.unlink(missing_ok=True)
+        SCHEDULES.unregister(sweep_hooks.GATE)
+    outcome = done["outcome"]
+    df = pd.read_parquet(outcome.results_path)
+    search = df[~df.is_baseline]
+    assert len(search) == 1 and (search.status == "ok").all(), search.to_dict("records")
+    assert "gate" in {v for k, v in search.iloc[0].items() if k.startswith("hp/")}  # the gated trial
+    log = (outcome.run_dir / "sweep.log").read_text()
+    assert "time budget reached: no new search trial (running ones finish)" in log
+    trials = _journal_trials(outcome.run_dir / "optuna" / "optuna.journal")
+    (trial,) = [t for t in trials if t.state.name != "WAITING"]  # the second point stays enqueued, never asked
+    assert trial.state.name == "COMPLETE" and trial.user_attrs["tune_trial_id"] == search.trial_id.iloc[0]
+
+
+def test_latency_cost_sweep_end_to_end(ray_local, tmp_path):
+    """``--cost both``: every trial measures its tree's latency on the node that retrains it, Optuna
+    minimises MAdds and latency and maximises Δm, and the report shows the latency front, the MAdds-vs-
+    latency figure and the rank correlation."""
+    import optuna
+
+    from branchsweep.sweep import study
+
+    base = dataclasses.replace(tiny_base(), cost="both", latency={"warmup": 1, "repeats": 3})
+    outcome = run_sweep(_config(tmp_path / "run", base=base, num_trials=2, concurrency=1, report=True,
+                                space=SearchSpace(methods=("ltb",)),
+                                points=[LTB_POINT, {**LTB_POINT, "ltb.child_nodes": 1}]))
+    df = pd.read_parquet(outcome.results_path)
+    assert (df.status == "ok").all() and len(df) == 4
+    assert (df.latency_ms > 0).all() and (df.latency_settings == "cpu, batch 1, 1 thread, torch").all()
+    storage = study.open_storage(None, outcome.run_dir / "optuna")
+    (summary,) = optuna.get_all_study_summaries(storage)
+    assert summary.directions == [optuna.study.StudyDirection.MINIMIZE] * 2 + [optuna.study.StudyDirection.MAXIMIZE]
+    assert json.loads((outcome.run_dir / "sweep.json").read_text())["base"]["cost"] == "both"
+    md = (outcome.report_dir / "report.md").read_text()
+    assert "## Pareto front (MAdds ↓, latency ↓, Δm ↑)" in md and "latency [ms]" in md
+    if df.arch_hash.nunique() >= 3:  # a rank correlation needs three architectures
+        assert "MAdds vs measured latency: Spearman ρ" in md
+        assert (outcome.report_dir / "madds_vs_latency.png").is_file()

@@ -1,9 +1,12 @@
 """Sweeps whose storage is S3, against moto's S3 server on 127.0.0.1 started by the test.
 
-The driver is killed mid-sweep and a second driver, with a fresh local folder and scratch (nothing of
-the first driver's disk), resumes from the S3 prefix it printed: no finished trial runs again and no
-result is lost. Another sweep run into the same bucket prefix meanwhile gets its own prefix, and
-neither sweep sees the other's files.
+The driver is killed mid-sweep; its folder and scratch are deleted, and a second driver, in a fresh
+temporary home (its own HOME, Ray temp folder, run folder and scratch: nothing of the first driver's
+disk), resumes from the S3 prefix it printed: no finished trial runs again, no result is lost, the Optuna
+journal in the prefix (synced as the first driver ran) continues with a trial suggested after the
+restore, and sweep.log keeps both drivers' lines. Another sweep run into the same bucket prefix meanwhile
+gets its own prefix, and neither sweep sees the other's files. Keys that would escape the folder they
+are downloaded to are refused.
 """
 
 from __future__ import annotations
@@ -93,6 +96,39 @@ def _driver(log: Path, env: dict, **kw) -> subprocess.Popen:
                                 stderr=subprocess.STDOUT)
 
 
+def _journal(client, prefix: str, tmp: Path):
+    """The Optuna trials of the journal stored under ``prefix`` (one study)."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    path = tmp / f"journal-{time.monotonic_ns()}"
+    path.write_bytes(_get(client, f"{prefix}/optuna/optuna.journal"))
+    storage = JournalStorage(JournalFileBackend(str(path)))
+    (summary,) = optuna.get_all_study_summaries(storage)
+    return optuna.load_study(study_name=summary.study_name, storage=storage).get_trials(deepcopy=False)
+
+
+def test_download_refuses_keys_that_escape_the_target_folder(s3, tmp_path, monkeypatch):
+    from branchsweep.errors import ConfigError
+    from branchsweep.sweep import storage
+
+    client, s3_env = s3
+    for key, value in s3_env.items():
+        monkeypatch.setenv(key, value)
+    client.put_object(Bucket=BUCKET, Key="evil/optuna/optuna.journal", Body=b"ok")
+    client.put_object(Bucket=BUCKET, Key="evil/optuna/../../escape.txt", Body=b"pwned")
+    with pytest.raises(ConfigError, match=r"evil/optuna/\.\./\.\./escape\.txt: refusing to download a key"):
+        storage.download(f"s3://{BUCKET}/evil/optuna", tmp_path / "a" / "b")
+    assert not list(tmp_path.rglob("*.txt")) and not (tmp_path / "a" / "b" / "optuna.journal").exists()
+    client.delete_object(Bucket=BUCKET, Key="evil/optuna/../../escape.txt")
+    client.put_object(Bucket=BUCKET, Key="evil/optuna//root.txt", Body=b"pwned")  # "/root.txt" below the prefix
+    with pytest.raises(ConfigError, match="refusing to download"):
+        storage.download(f"s3://{BUCKET}/evil/optuna", tmp_path / "a" / "b")
+    client.delete_object(Bucket=BUCKET, Key="evil/optuna//root.txt")
+    assert storage.download(f"s3://{BUCKET}/evil/optuna", tmp_path / "a" / "b")
+    assert (tmp_path / "a" / "b" / "optuna.journal").read_bytes() == b"ok"
+
+
 def test_s3_sweep_killed_resumed_from_s3_and_a_second_sweep_beside_it(s3, tmp_path):
     client, s3_env = s3
     tmp = short_tmp("bs3")
@@ -106,7 +142,7 @@ def test_s3_sweep_killed_resumed_from_s3_and_a_second_sweep_beside_it(s3, tmp_pa
     orphans: list = []
     try:
         first = _driver(tmp_path / "first.log", env, out=str(tmp_path / "first"), storage=storage, resume=None,
-                        num_points=3, num_trials=3)
+                        num_points=3, num_trials=4)
         drivers.append(first)
         deadline = time.monotonic() + 240
         while not list(hooks.glob("gate-blocked-*")) and first.poll() is None and time.monotonic() < deadline:
@@ -131,11 +167,21 @@ def test_s3_sweep_killed_resumed_from_s3_and_a_second_sweep_beside_it(s3, tmp_pa
         assert len(before) == 2, first_log[-3000:]
         assert f"{prefix}/results.parquet" not in _keys(client, prefix)
         assert not (tmp_path / "first" / "trials").exists()  # trials work in scratch, persist to S3
+        # The journal and sweep.log in S3 were written as the first driver ran, not at its end: two
+        # search trials told, the gated one asked (RUNNING), no fourth asked.
+        journal = _journal(client, prefix, tmp_path)
+        assert sorted(t.state.name for t in journal) == ["COMPLETE", "COMPLETE", "RUNNING"], journal
+        assert {t.user_attrs["tune_trial_id"] for t in journal if t.state.name == "COMPLETE"} == set(before)
+        assert f"sweep s3 in {prefix_uri} (new)" in _get(client, f"{prefix}/sweep.log").decode()
 
         (hooks / "gate-open").touch()
-        # A fresh local folder and scratch: the resumed driver has only the S3 prefix.
-        second = _driver(tmp_path / "second.log", {**env, "BRANCHSWEEP_SCRATCH": str(tmp_path / "scratch2")},
-                         out=str(tmp_path / "second"), storage=None, resume=prefix_uri, num_points=3, num_trials=3)
+        # A fresh home: nothing of the first driver's disk is left; the resumed driver has only the S3 prefix.
+        shutil.rmtree(tmp_path / "first")
+        shutil.rmtree(tmp_path / "scratch")
+        home = short_tmp("bs4")
+        fresh = {**env, **ray_env(home), "BRANCHSWEEP_SCRATCH": str(home / "scratch")}
+        second = _driver(tmp_path / "second.log", fresh, out=str(home / "second"), storage=None, resume=prefix_uri,
+                         num_points=3, num_trials=4)
         drivers.append(second)
         second.wait(timeout=300)
         log = (tmp_path / "second.log").read_text()
@@ -145,9 +191,22 @@ def test_s3_sweep_killed_resumed_from_s3_and_a_second_sweep_beside_it(s3, tmp_pa
             kill_tree(process_tree(driver.pid) + orphans)
             driver.wait(timeout=60)
         shutil.rmtree(tmp, ignore_errors=True)
+        if "home" in locals():
+            shutil.rmtree(home, ignore_errors=True)
     df = pd.read_parquet(io.BytesIO(_get(client, f"{prefix}/results.parquet")))
     search = df[~df.is_baseline]
-    assert len(search) == 3 and (search.status == "ok").all(), search.to_dict("records")
+    assert len(search) == 4 and (search.status == "ok").all(), search.to_dict("records")
+    # The same study, continued: every search trial told once, the fourth asked by the resumed driver;
+    # a RUNNING trial no Tune trial continued would have been told FAIL (none is left RUNNING).
+    journal = _journal(client, prefix, tmp_path)
+    complete = [t for t in journal if t.state.name == "COMPLETE"]
+    assert len(complete) == 4 and {t.user_attrs["tune_trial_id"] for t in complete} == set(search.trial_id)
+    assert not [t for t in journal if t.state.name == "RUNNING"]
+    sweep_log = _get(client, f"{prefix}/sweep.log").decode()
+    zombies = [t for t in journal if t.state.name == "FAIL"]  # asked after Tune's last checkpoint, if any
+    assert len(journal) == 4 + len(zombies) and (not zombies or "told FAIL" in sweep_log)
+    assert f"sweep s3 in {prefix_uri} (new)" in sweep_log and "resumed by a new driver" in sweep_log
+    assert "journal downloaded" in sweep_log
     assert df.delta_m.notna().all()
     assert set(before) <= set(search.trial_id)  # no result lost
     for trial_id, row in before.items():  # and no finished trial ran again

@@ -105,6 +105,8 @@ SWEEP_MISTAKES = [
     (["--backend", "direct", "--gpus-per-trial", "1"], "GPU trials need --backend train or auto"),
     (["--cpus-per-trial", "0"], "--cpus-per-trial must be > 0"),
     (["--plugin", "no_such_plugin_module"], "no_such_plugin_module"),
+    (["--latency-threads", "2"], "--latency-threads needs --cost latency or --cost both"),
+    (["--cost", "latency", "--latency-batch", "0"], "latency batch must be an integer >= 1"),
 ]
 
 

@@ -3,6 +3,7 @@ two with the same retrain, the second of which gives its Train worker back while
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import threading
@@ -15,6 +16,7 @@ from conftest import tiny_base
 from branchsweep.arch import BranchConfig
 from branchsweep.pipeline import SweepCaches, compute_delta_m, run_trial
 from branchsweep.sweep import TrialSettings, sweep_trial, to_trial_config
+from branchsweep.sweep.trainable import TRIAL_CHECKPOINTS_KEPT
 
 pytestmark = pytest.mark.ray
 
@@ -24,6 +26,9 @@ def test_trial_through_torch_trainer(ray_local, tmp_path):
     from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
     base = tiny_base()
+    # A retrain checkpoint every 3 of 10 iterations: with the priced and final reports, 5 Ray checkpoints
+    # (each a copy of the trial folder), of which the TorchTrainer keeps the latest 2.
+    base = dataclasses.replace(base, train=dataclasses.replace(base.train, checkpoint_every=3))
     # The Single baseline in the trial's cache (run here, without Ray): the Shared trial's Δm is then
     # measured against it, so Δm is a real comparison and not 0 by definition.
     single = run_trial(to_trial_config({"method": "single"}, base, baseline=True), tmp_path / "single",
@@ -53,6 +58,8 @@ def test_trial_through_torch_trainer(ray_local, tmp_path):
     assert BranchConfig.load(checkpoint / "branch_config.json").arch_hash() == m["arch_hash"]
     saved = json.loads((checkpoint / "result.json").read_text())
     assert saved["arch_hash"] == m["arch_hash"] and saved["delta_m"] == m["delta_m"]
+    kept = sorted(p for p in checkpoint.parent.glob("checkpoint_*") if p.is_dir())
+    assert len(kept) == TRIAL_CHECKPOINTS_KEPT and checkpoint in kept, kept
     assert (tmp_path / "run" / "trials").is_dir()
 
 
