@@ -65,16 +65,19 @@ class StepReporter:
     """``on_step(stage, iteration, info)`` for :func:`~branchsweep.pipeline.run_trial` (see module doc)."""
 
     def __init__(self, report: Report, work: Path, trial_uri: str | None, every_s: float = 10.0,
-                 say: Callable[[str], None] | None = None, where: str = "") -> None:
+                 say: Callable[[str], None] | None = None, where: str = "",
+                 pending: dict[str, float] | None = None) -> None:
         self.report, self.work, self.trial_uri, self.every_s, self.say = report, work, trial_uri, every_s, say
         self.where = where
-        self.base: dict[str, Any] = {"madds": math.nan, "delta_m": math.nan}
+        #: NaN for the searcher's metrics not known before the retrain (Tune checks every result for them).
+        self.pending: dict[str, float] = dict(pending) if pending is not None else {"delta_m": math.nan}
+        self.base: dict[str, Any] = {"madds": math.nan, **self.pending}
         self.last = time.monotonic()
         self.first: dict[str, int] = {}
 
     def priced(self, row: dict[str, Any]) -> None:
         """The exported architecture's row: later progress reports carry its MAdds."""
-        self.base = {"delta_m": math.nan, **row}
+        self.base = {**self.pending, **row}
 
     def __call__(self, stage: str, iteration: int, info: dict[str, Any]) -> None:
         if stage not in self.first:

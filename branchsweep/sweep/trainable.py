@@ -145,16 +145,18 @@ def _execute(payload: dict[str, Any], report, get_checkpoint, device: str | None
         return
     cfg = TrialConfig.from_dict(payload["trial"])
     say = TrialLog(work / "trial.log", cfg.display_label)
-    steps = StepReporter(report, work, trial_uri, payload.get("progress_every_s", 10.0), say=say, where=_node())
+    # Tune checks every result for the searcher's metrics: those known only after the retrain are NaN until then.
+    pending = {"delta_m": math.nan, **({"latency_ms": math.nan} if cfg.latency is not None else {})}
+    steps = StepReporter(report, work, trial_uri, payload.get("progress_every_s", 10.0), say=say, where=_node(),
+                         pending=pending)
     waited = payload.get("waited")
     if resumed and waited:
         say(f"resumed in a new Train worker{_node()} after waiting {waited['waited_s']:.1f} s, holding no "
             f"worker, for the retrain of {waited['retrain_key']} by trial {waited['claimed_by']}")
 
     def on_phase(phase: str, row: dict[str, Any]) -> None:
-        # Tune checks every result for the searcher's metrics; Δm is unknown until the retrain.
         steps.priced(row)
-        report_snapshot(report, {"delta_m": math.nan, **row, "phase": phase}, work, trial_uri)
+        report_snapshot(report, {**pending, **row, "phase": phase}, work, trial_uri)
 
     try:
         row = run_trial(cfg, work, SweepCaches(Path(payload["cache_dir"])), resume=resumed, device=device,
