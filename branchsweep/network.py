@@ -66,7 +66,7 @@ class BranchedNetwork(nn.Module):
         """Number of tasks sharing each parameter's block (heads: 1, stem: all tasks).
 
         BMTAS divides a shared block's learning rate by this number, since it receives updates from
-        every task that uses it.
+        every task that uses it (:meth:`parameter_groups`; the Single tree's stem is not divided).
         """
         counts: dict[str, int] = {}
         for name, _ in self.named_parameters():
@@ -79,15 +79,26 @@ class BranchedNetwork(nn.Module):
                 counts[name] = 1
         return counts
 
+    def is_single(self) -> bool:
+        """Whether the tree is the Single baseline: every task has its own block from layer 0 on."""
+        return self.config.num_groups(0) == len(self.task_names)
+
     def parameter_groups(self, lr: float, divide_by_sharing: bool) -> list[dict]:
-        """Optimiser parameter groups, with the lr of shared blocks divided by their task count."""
+        """Optimiser parameter groups, with the lr of shared blocks divided by their task count.
+
+        The Single tree's stem is the exception: the BMTAS paper's Single is T separate networks, with
+        nothing shared and so nothing divided; this project shares its stem only to keep one network
+        format, so the stem keeps the full lr (group ``sharing`` 1).
+        """
         if not divide_by_sharing:
             return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
         by_count: dict[int, list[nn.Parameter]] = {}
         sharing = self.sharing()
+        single = self.is_single()
         for name, p in self.named_parameters():
             if p.requires_grad:
-                by_count.setdefault(sharing[name], []).append(p)
+                count = 1 if single and name.startswith("stem.") else sharing[name]
+                by_count.setdefault(count, []).append(p)
         return [{"params": ps, "lr": lr / n, "sharing": n} for n, ps in sorted(by_count.items())]
 
 

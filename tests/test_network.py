@@ -90,6 +90,23 @@ def test_lr_division_by_sharing():
     assert groups == pytest.approx({1: 0.3, 2: 0.15, 3: 0.1})
 
 
+@pytest.mark.parametrize("backbone", ["mobilenet_v2", "resnet50"])
+def test_single_stem_keeps_the_full_lr_and_other_trees_divide_it(backbone):
+    """The paper's Single is T separate networks (nothing shared, nothing divided): its stem, shared here
+    only for the network format, keeps the full lr; in any other tree the stem is shared and divided."""
+    spec = tiny_backbone(backbone)
+    tasks = tasks_for(spec, 3)
+    for label, cfg in configs([t.name for t in tasks], spec.num_layers).items():
+        net = BranchedNetwork(spec, tasks, cfg)
+        stem = {id(p) for p in net.stem.parameters()}
+        assert stem and net.sharing()[next(n for n, _ in net.named_parameters() if n.startswith("stem."))] == 3
+        lrs = [g["lr"] for g in net.parameter_groups(0.3, divide_by_sharing=True) if stem & {id(p) for p in g["params"]}]
+        assert lrs == pytest.approx([0.3] if label == "single" else [0.1]), label
+        assert net.is_single() == (label == "single")
+        undivided = net.parameter_groups(0.3, divide_by_sharing=False)
+        assert len(undivided) == 1 and undivided[0]["lr"] == 0.3
+
+
 def test_madds_cache(tmp_path):
     spec = tiny_backbone("mlp")
     tasks = tasks_for(spec)

@@ -128,3 +128,22 @@ def test_epochs_and_lr_decay_count_the_data_sets_epoch_samples():
         torch.optim.SGD.step = real_step
     assert result.iterations == 6
     assert lrs == pytest.approx([0.01, 0.01, 0.005, 0.005, 0.0025, 0.0025])
+
+
+def test_single_stem_lr_is_not_divided_in_training():
+    """``make_optimizer`` with the BMTAS convention (``divide_lr_by_sharing`` None): every group of the
+    Single tree, its stem included, gets the full lr; the Shared tree's stem gets lr / T."""
+    from branchsweep.backbones import create_backbone
+    from branchsweep.tasks import create_task
+    from branchsweep.train import make_optimizer
+
+    spec = create_backbone("mobilenet_v2", width=0.25, input_size=32)
+    tasks = [create_task("semseg", num_classes=4), create_task("sal"), create_task("depth")]
+    names = [t.name for t in tasks]
+    cfg = TrainConfig(lr=0.006, divide_lr_by_sharing=None)
+    for config, stem_lr in ((BranchConfig.single(names, spec.num_layers), 0.006),
+                            (BranchConfig.shared(names, spec.num_layers), 0.002)):
+        model = build_model(spec, tasks, config, 0)
+        stem = {id(p) for p in model.stem.parameters()}
+        groups = make_optimizer(model, cfg).param_groups
+        assert [g["lr"] for g in groups if stem & {id(p) for p in g["params"]}] == pytest.approx([stem_lr])

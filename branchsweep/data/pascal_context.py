@@ -20,8 +20,9 @@ Label derivations (as in the published multi-task loaders):
 * ``sal``: ``grey / 255 > 0.5``.
 * ``normals``: ``2 · rgb / 255 - 1`` normalised to unit length, kept only on pixels whose context
   class also exists in NYUD (the distillation network's training set) or is ``tvmonitor``; elsewhere 0.
-* ``edge``: boundaries of the context label map: a pixel is an edge if its context class differs from
-  the pixel to its right or below (a one-pixel-wide boundary, the thinned Laplacian of the map).
+* ``edge``: the authors' rule (``_load_edge`` of the BMTAS code's ``src/dataset.py``): the nonzero
+  pixels of the 4-neighbour Laplacian of the context label map, thinned to one pixel with
+  ``skimage.morphology.thin`` (see :func:`context_edges`).
 
 The BMTAS paper searches at half resolution (:data:`SEARCH_RESOLUTION`) and retrains at full
 resolution: the ``bmtas`` search method reads ``rescale(0.5)`` of a full-resolution data set on its
@@ -35,6 +36,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
+from skimage import morphology
 
 from branchsweep.config import DataConfig
 from branchsweep.data._files import (
@@ -78,16 +81,35 @@ def edge_task(pos_weight: float, max_dist: float) -> Task:
     return create_task("edge", pos_weight=pos_weight, max_dist=max_dist)
 
 
-def context_edges(label_map: np.ndarray) -> np.ndarray:
-    """One-pixel boundaries of a class map: ``e[i, j] = 1`` if ``m[i, j] ≠ m[i, j+1]`` or ``≠ m[i+1, j]``.
+#: The 4-neighbour Laplacian, OpenCV's ``cv2.Laplacian`` kernel for its default ``ksize=1``.
+LAPLACIAN_4 = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=np.float64)
 
-    >>> context_edges(np.array([[1, 1, 2], [1, 1, 2]])).astype(int).tolist()
-    [[[0, 1, 0], [0, 1, 0]]]
+
+def context_laplacian(label_map: np.ndarray) -> np.ndarray:
+    """``cv2.Laplacian(label_map, cv2.CV_64F)`` without OpenCV: the kernel :data:`LAPLACIAN_4` with the
+    border reflected without repeating the edge pixel (OpenCV's default ``BORDER_REFLECT_101``, SciPy's
+    ``mode="mirror"``: ``c b | a b c | b a``), computed in float64 like OpenCV's ``CV_64F`` output (exact
+    for integer class ids; an unsigned map is never wrapped).
+
+    >>> context_laplacian(np.array([[5, 5, 7, 7]], dtype=np.uint16)).tolist()
+    [[0.0, 2.0, -2.0, 0.0]]
     """
-    e = np.zeros(label_map.shape, dtype=bool)
-    e[:, :-1] |= label_map[:, :-1] != label_map[:, 1:]
-    e[:-1, :] |= label_map[:-1, :] != label_map[1:, :]
-    return e.astype(np.float32)[None]
+    return ndimage.convolve(np.asarray(label_map, dtype=np.float64), LAPLACIAN_4, mode="mirror")
+
+
+def context_edges(label_map: np.ndarray) -> np.ndarray:
+    """The edge label of a context class map, ``thin(laplacian(m) != 0)``, as a ``[1, H, W]`` float map.
+
+    The BMTAS authors' ``_load_edge`` (``src/dataset.py``) takes ``cv2.Laplacian(LabelMap, cv2.CV_64F)``
+    of the ``LabelMap`` as ``scipy.io.loadmat`` returns it (integer class ids) and thins its nonzero
+    pixels with ``skimage.morphology.thin``; :func:`context_laplacian` is that Laplacian. It marks both
+    sides of a boundary (and is zero where the neighbours' mean equals the centre, e.g. the middle of
+    ``1 2 3``); thinning keeps a one-pixel line.
+
+    >>> context_edges(np.array([[5, 5, 7, 7]] * 4)).astype(int)[0].tolist()
+    [[0, 0, 0, 0], [0, 1, 0, 0], [0, 1, 0, 0], [0, 1, 0, 0]]
+    """
+    return morphology.thin(context_laplacian(label_map) != 0).astype(np.float32)[None]
 
 
 def parse_human_parts(anno: np.ndarray, path: Path) -> np.ndarray | None:

@@ -3,10 +3,13 @@ import pytest
 import torch
 from data.fixtures import H, W, human_parts_mat, region, truncate, write_pascal_context
 from PIL import Image
+from scipy import ndimage
+from skimage.morphology import thin
 
 from branchsweep.cli import main
 from branchsweep.config import DataConfig
 from branchsweep.data import create_data
+from branchsweep.data.pascal_context import LAPLACIAN_4, context_edges, context_laplacian
 from branchsweep.errors import ConfigError, DataError
 
 
@@ -38,9 +41,78 @@ def test_labels_follow_the_published_derivations(root):
     assert torch.allclose(n[:, :, :16].norm(dim=0), torch.ones(H, 16), atol=1e-5)
     assert (n[:, :, 16:] == 0).all()
     assert n[0, 0, 0] < 0 and n[2, 0, 0] > 0  # rgb (64, 128, 255) -> x < 0, z > 0
-    # edges are the context-map boundary (column 15)
+    # edges: the thinned Laplacian of the context map (chair | sky between columns 15 and 16): the
+    # Laplacian marks columns 15 and 16, thinning keeps column 15 without its end pixel in row 0
     edge = item["edge"][0, :H, :W]
-    assert edge[:, 15].all() and edge.sum() == H
+    assert edge[1:, 15].all() and edge[0, 15] == 0 and edge.sum() == H - 1
+
+
+def _reflect101_laplacian(m):
+    """The 4-neighbour Laplacian written out: numpy's pad mode "reflect" repeats no edge pixel."""
+    p = np.pad(np.asarray(m, dtype=np.float64), 1, mode="reflect")
+    return p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:] - 4 * p[1:-1, 1:-1]
+
+
+def test_laplacian_is_opencvs_ksize1_reflect101_on_a_hand_computed_map():
+    """cv2.Laplacian(m, cv2.CV_64F) of this uint16 map, worked by hand (kernel 0 1 0 / 1 -4 1 / 0 1 0,
+    border reflect-101: the row above row 0 is row 1), e.g. (0, 1): 3 + 3 + 1 + 2 - 4·1 = 5;
+    (2, 0): 1 + 1 + 4 + 4 - 4·4 = -6 (negative: no uint16 wrap-around)."""
+    m = np.array([[1, 1, 2], [1, 3, 2], [4, 4, 2]], dtype=np.uint16)
+    expected = [[0, 5, -2], [7, -4, 2], [-6, -4, 4]]
+    assert context_laplacian(m).tolist() == expected
+    assert _reflect101_laplacian(m).tolist() == expected
+    # another border rule gives another answer: scipy's "reflect" repeats the edge pixel (OpenCV's
+    # BORDER_REFLECT), so (0, 1) would be 1 + 3 + 1 + 2 - 4 = 3
+    assert ndimage.convolve(m.astype(float), LAPLACIAN_4, mode="reflect")[0, 1] == 3
+
+
+def test_fixture_edges_equal_the_thinned_laplacian_of_the_stored_label_map(root):
+    import scipy.io
+
+    # the val image gets a busier map: 6x8 blocks of context ids up to 458 (past uint8), nearest-upsampled
+    rng = np.random.default_rng(0)
+    busy = rng.integers(0, 459, (6, 8)).repeat(4, 0).repeat(4, 1).astype(np.uint16)
+    busy[5:9, 3:20] = 10  # and a bar across block borders
+    scipy.io.savemat(root / "pascal-context" / "trainval" / "2008_000003.mat", {"LabelMap": busy})
+    for split, index, image_id in (("train", 0, "2008_000001"), ("val", 0, "2008_000003")):
+        label_map = scipy.io.loadmat(root / "pascal-context" / "trainval" / f"{image_id}.mat")["LabelMap"]
+        assert label_map.dtype == np.uint16  # the loader keeps loadmat's integer map, as the authors' code
+        expected = thin(_reflect101_laplacian(label_map) != 0)
+        edge = load(root, split, index)["edge"][0, :H, :W].numpy()
+        assert np.array_equal(edge, expected.astype(np.float32))
+
+
+def test_authors_rule_differs_from_the_neighbour_rule():
+    """The former rule (m[i, j] differs from its right or lower neighbour) marks columns 0 and 1 of this
+    map; the Laplacian is 0 in the middle column (1 + 3 = 2·2), so the authors' rule marks 0 and 2."""
+    m = np.array([[1, 2, 3]] * 4, dtype=np.uint16)
+    neighbour = np.zeros(m.shape, dtype=bool)
+    neighbour[:, :-1] |= m[:, :-1] != m[:, 1:]
+    neighbour[:-1, :] |= m[:-1, :] != m[1:, :]
+    assert neighbour.astype(int).tolist() == [[1, 1, 0]] * 4
+    assert context_edges(m)[0].astype(int).tolist() == [[1, 0, 1]] * 4
+    # a two-class map: the neighbour rule marks the left column of the boundary down to the image
+    # border; the thinned Laplacian band (columns 1 and 2) keeps column 1 without its end in row 0
+    two = np.array([[5, 5, 7, 7]] * 4, dtype=np.uint16)
+    assert context_edges(two)[0].astype(int).tolist() == [[0, 0, 0, 0]] + [[0, 1, 0, 0]] * 3
+
+
+def test_authors_rule_moves_boundaries_by_at_most_one_pixel_on_synthetic_dense_maps():
+    """On class maps with curved shapes (synthetic-dense semseg, 128²) the two rules mark the same
+    boundaries but not the same pixels: the thinned line has fewer pixels, often on the other side of
+    the boundary, and every one of them lies within one pixel of a neighbour-rule pixel."""
+    from branchsweep.data.synthetic_dense import render_scene
+
+    old_total = new_total = same_total = 0
+    for i in range(8):
+        m = render_scene(128, np.random.default_rng([0, 0, i]))["semseg"].astype(np.uint16)
+        old = np.zeros(m.shape, dtype=bool)
+        old[:, :-1] |= m[:, :-1] != m[:, 1:]
+        old[:-1, :] |= m[:-1, :] != m[1:, :]
+        new = context_edges(m)[0] > 0
+        assert not (new & ~ndimage.binary_dilation(old, np.ones((3, 3), dtype=bool))).any()
+        old_total, new_total, same_total = old_total + old.sum(), new_total + new.sum(), same_total + (old & new).sum()
+    assert new_total < old_total and same_total < 0.7 * new_total
 
 
 def test_image_without_persons_is_all_ignore_and_semseg_falls_back(root):
