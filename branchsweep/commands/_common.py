@@ -18,13 +18,6 @@ def csv_list(text: str) -> list[str]:
     return items
 
 
-def int_list(text: str) -> list[int]:
-    try:
-        return [int(t) for t in csv_list(text)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
 def float_list(text: str) -> list[float]:
     try:
         return [float(t) for t in csv_list(text)]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from torch.utils.data import Dataset
 
@@ -22,10 +21,6 @@ from branchsweep.config import DataConfig
 from branchsweep.errors import ConfigError
 from branchsweep.registry import Registry
 from branchsweep.tasks import Task
-
-
-class SplitFactory(Protocol):
-    def __call__(self, split: str, train: bool) -> Dataset: ...
 
 
 @dataclass

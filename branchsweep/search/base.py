@@ -11,7 +11,10 @@ A method is one registration in ``SEARCH_METHODS`` and owns everything that is i
   :meth:`SearchMethod.settings` mapping the sampled values onto config fields;
 * its **per-sweep shared state** (e.g. the BMTAS warm-up, computed once per sweep):
   :meth:`SearchMethod.sweep_settings` gets a folder the sweep reserves for the method and returns the
-  settings every trial of the method receives; :meth:`SearchMethod.sweep_summary` says what was shared.
+  settings every trial of the method receives; :meth:`SearchMethod.sweep_summary` says what was shared;
+* whether it is a **control** of a sweep (a tree built from a searched front point, not searched:
+  ``control_rank``) and which trials it adds for a front point (:meth:`SearchMethod.control_trials`;
+  :func:`control_methods` lists the controls in order).
 
 The CLI, ``branchsweep.sweep`` and ``branchsweep.pipeline`` loop over ``SEARCH_METHODS`` and never
 name a method.
@@ -146,6 +149,15 @@ class SearchContext:
         return Runtime(self.device, self.amp, self.channels_last, self.data.num_workers)
 
 
+@dataclass(frozen=True)
+class ControlTrial:
+    """One control trial a method builds for a searched front point: ``name`` follows the point's short name in
+    the trial's label (``bmtas#1 permuted 2``); ``search`` holds the trial's search settings."""
+
+    name: str
+    search: dict[str, Any]
+
+
 @dataclass
 class SearchResult:
     """A finished search: the exported architecture plus its log."""
@@ -170,6 +182,9 @@ class SearchMethod(abc.ABC):
     config_type: type = object
     space_type: type | None = None
     divides_lr_by_sharing: bool = True
+    #: A control of sweeps (BMTAS Table 3, Figure 2: a tree built from a front point of the searched methods,
+    #: at its MAdds or from its tree): its place among a front point's controls (lower first); None: not one.
+    control_rank: int | None = None
 
     def make_config(self, values: Mapping[str, Any]) -> Any:
         """The validated settings from field values (an unknown field is a one-line error)."""
@@ -203,12 +218,24 @@ class SearchMethod(abc.ABC):
         """One line about the state shared by a sweep's ``trials`` of this method (None: nothing)."""
         return None
 
+    def control_trials(self, row: Mapping[str, Any], count: int, seed: int) -> list[ControlTrial]:
+        """The trials this control adds for a searched front point ``row`` (a results row: ``arch_json``,
+        ``madds``). ``count``: how many trees a control that draws several builds (a sweep's
+        ``permutations``); ``seed``: the search seed the trials run with. Default: none."""
+        return []
+
     @abc.abstractmethod
     def run(self, cfg: Any, ctx: SearchContext) -> SearchResult:
         """Search, write ``branch_config.json`` and the log into ``ctx.out_dir``, return the result."""
 
 
 SEARCH_METHODS: Registry[SearchMethod] = Registry("search method")
+
+
+def control_methods() -> list[str]:
+    """The registered controls (``control_rank`` set), in the order their trials are built for a front point."""
+    ranked = [(SEARCH_METHODS.get(n).control_rank, n) for n in SEARCH_METHODS]
+    return [n for _, n in sorted((r, n) for r, n in ranked if r is not None)]
 
 
 def run_method(method: SearchMethod, cfg: Any, ctx: SearchContext) -> SearchResult:

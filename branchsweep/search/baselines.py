@@ -13,7 +13,10 @@ Both papers judge a search by architectures of the *same* MAdds that were not se
   tree of the same space (each layer's partition refines the previous one) whose MAdds lie within
   ``tolerance`` (relative) of the target, by rejection sampling from :func:`random_tree`.
 
-None searches anything (``space_type`` is None: a sweep adds them explicitly, not through Optuna). ``like``
+None searches anything (``space_type`` is None: a sweep adds them explicitly, not through Optuna): they are a
+sweep's controls (``control_rank``), and :meth:`~branchsweep.search.base.SearchMethod.control_trials` says which
+trials each adds for a front point of the searched methods (``permuted``: ``permutations`` distinct permutations
+of its tree; ``vanilla``, ``random``: one tree at its MAdds). ``like``
 is a path to a ``branch_config.json`` or the JSON text itself (so sweeps can pass it inline). The
 search seed (``SearchContext.seed``) seeds ``permuted`` and ``random``.
 """
@@ -24,13 +27,20 @@ import itertools
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from branchsweep.arch import BranchConfig, Partition, _canonical
 from branchsweep.errors import ConfigError
-from branchsweep.search.base import SEARCH_METHODS, SearchContext, SearchMethod, SearchResult, setting
+from branchsweep.search.base import (
+    SEARCH_METHODS,
+    ControlTrial,
+    SearchContext,
+    SearchMethod,
+    SearchResult,
+    setting,
+)
 
 ARCH_FILE = "branch_config.json"
 #: Up to this many tasks every permutation is enumerated (8! = 40320), so "fewer if fewer exist" is exact.
@@ -97,6 +107,11 @@ def _export(ctx: SearchContext, config: BranchConfig, t0: float, info: dict[str,
                         info={**info, "arch_hash": config.arch_hash()})
 
 
+def _at_madds(name: str, row: Mapping[str, Any]) -> list[ControlTrial]:
+    """The one control trial of ``name`` at a front point's MAdds (``vanilla``, ``random``)."""
+    return [ControlTrial(name, {"target_madds": float(row["madds"])})]
+
+
 # -------------------------------------------------------------------------------------------- vanilla
 def vanilla_tree(tasks: Sequence[str], num_layers: int, branch_at: int) -> BranchConfig:
     """All tasks share layers ``[0, branch_at)``; from ``branch_at`` on each task has its own branch.
@@ -153,6 +168,10 @@ class VanillaMethod(SearchMethod):
 
     name = "vanilla"
     config_type = VanillaConfig
+    control_rank = 1
+
+    def control_trials(self, row: Mapping[str, Any], count: int, seed: int) -> list[ControlTrial]:
+        return _at_madds(self.name, row)
 
     def run(self, cfg: VanillaConfig, ctx: SearchContext) -> SearchResult:
         t0 = time.perf_counter()
@@ -274,6 +293,16 @@ class PermutedMethod(SearchMethod):
 
     name = "permuted"
     config_type = PermutedConfig
+    control_rank = 0
+
+    def control_trials(self, row: Mapping[str, Any], count: int, seed: int) -> list[ControlTrial]:
+        """``count`` distinct permutations of the front point's tree (fewer when fewer exist), drawn with ``seed``."""
+        if count <= 0:
+            return []
+        like = str(row["arch_json"])
+        found = len(distinct_permutation_indices(BranchConfig.from_json(like), count, seed=seed))
+        return [ControlTrial(f"{self.name} {i + 1}", {"like": like, "permutations": count, "index": i})
+                for i in range(found)]
 
     def run(self, cfg: PermutedConfig, ctx: SearchContext) -> SearchResult:
         t0 = time.perf_counter()
@@ -431,6 +460,10 @@ class RandomMethod(SearchMethod):
 
     name = "random"
     config_type = RandomConfig
+    control_rank = 2
+
+    def control_trials(self, row: Mapping[str, Any], count: int, seed: int) -> list[ControlTrial]:
+        return _at_madds(self.name, row)
 
     def run(self, cfg: RandomConfig, ctx: SearchContext) -> SearchResult:
         t0 = time.perf_counter()

@@ -43,6 +43,13 @@ def encode(data: dict[str, Any]) -> bytes:
     return json.dumps(data, indent=1, default=str).encode()
 
 
+def sweep_record(cfg: Any) -> bytes:
+    """``sweep.json``: the sweep's config as JSON, secrets redacted (``--resume`` compares the new command line
+    with it, :func:`check_resume`; ``branchsweep report`` reads the recipe of the Single trial from it to find
+    the exhaustive table of the sweep's recipe)."""
+    return encode(record(cfg))
+
+
 def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(value, dict) and value:
         out: dict[str, Any] = {}
@@ -97,3 +104,19 @@ def updated(cfg: Any) -> bytes:
     recorded = json.loads(sweep_storage.read_bytes(sweep_storage.join(cfg.prefix, SWEEP_FILE)))
     given = record(cfg)
     return encode({**recorded, **{k: given[k] for k in RUN_SETTINGS}})
+
+
+def begin(cfg: Any, log_file: Any, journal: Any | None) -> str:
+    """Start the sweep's record: a new sweep writes ``sweep.json``; a resume checks it (:func:`check_resume`),
+    records the run settings it may change and, before any searcher is restored, pulls the stored
+    ``sweep.log`` and Optuna journal into this driver's copies (``log_file``, ``journal``:
+    :class:`~branchsweep.sweep.searcher.Mirror`). Returns what the resume pulled and changed ("" when new)."""
+    uri = sweep_storage.join(cfg.prefix, SWEEP_FILE)
+    if not cfg.resume:
+        sweep_storage.write_bytes(uri, sweep_record(cfg))
+        return ""
+    changed = check_resume(cfg)
+    if changed:
+        sweep_storage.write_bytes(uri, updated(cfg))
+    return f"sweep.log {log_file.pull()}" + (f", journal {journal.pull()}" if journal else "") + "".join(
+        f"; {k} changed {a!r} → {b!r} (--allow-changes)" for k, (a, b) in changed.items())

@@ -127,6 +127,23 @@ class Mirror:
             sweep_storage.write_bytes(self.uri, self.local.read_bytes())
 
 
+def driver_files(cfg: Any, run_dir: Path) -> tuple[Mirror, Mirror | None]:
+    """``(sweep.log, Optuna journal or None)`` of the sweep ``cfg`` (a
+    :class:`~branchsweep.sweep.settings.SweepConfig`): the files in the prefix itself when it is a folder
+    (appended to as the sweep runs, by whichever driver runs it), else driver copies in ``run_dir`` pushed to
+    the prefix after every change. No journal with ``--optuna-storage``."""
+    from branchsweep.sweep.study import JOURNAL
+
+    prefix = cfg.prefix
+    if sweep_storage.is_uri(prefix):
+        log_file = Mirror(run_dir / "sweep.log", sweep_storage.join(prefix, "sweep.log"))
+        journal = Mirror(run_dir / "optuna" / JOURNAL, sweep_storage.join(prefix, "optuna", JOURNAL))
+    else:
+        log_file = Mirror(Path(prefix) / "sweep.log", None)
+        journal = Mirror(Path(prefix) / "optuna" / JOURNAL, None)
+    return log_file, (None if cfg.optuna_storage else journal)
+
+
 class SweepLog:
     """``sweep.log``: timestamped lines (secrets redacted), printed unless quiet, mirrored to storage."""
 
@@ -175,13 +192,11 @@ class SweepProgress(Callback):
             self.total = binding.num_trials
 
     def line(self, event: str) -> None:
-        from branchsweep.sweep.runner import _front
+        from branchsweep.sweep.results import front_points
 
-        front = ", ".join(f"{m / 1e6:.2f}M:{d:+.2f}%" for m, d in _front(list(self.done.values())))
+        front = ", ".join(f"{m / 1e6:.2f}M:{d:+.2f}%" for m, d in front_points(list(self.done.values())))
         self.say(f"{event} | done {len(self.done)}/{self.total} running {len(self.running)} "
                  f"failed {len(self.failed)} | front (MAdds:Δm) {front or '-'}")
-
-    _line = line
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self.running.add(trial.trial_id)

@@ -130,7 +130,7 @@ def to_trial_config(params: dict[str, Any], base: SweepBase, baseline: bool = Fa
     seed = int(params.get("search_seed", base.search_seed))
     control = params.get("control")
     search: dict[str, Any] = {}
-    if control is not None:  # a baseline tree built for a front point (see runner._controls)
+    if control is not None:  # a baseline tree built for a front point (branchsweep.sweep.controls)
         search = dict(control.get("search", {}))
     elif not baseline and method in SEARCH_METHODS:
         search = {**base.search_defaults.get(method, {}), **method_settings(params)}

@@ -112,6 +112,29 @@ def warm_start(study: Any, source_storage: Any, key: str) -> int:
     return added
 
 
+def open_study(cfg: Any, journal_dir: Path, say) -> tuple[Any, str]:
+    """The sweep's Optuna storage (``cfg.optuna_storage``, else ``journal_dir/optuna.journal``) and study name
+    (``<key>-<prefix name>``), warm-started on request (``cfg.warm_start``, a new sweep only); ``say`` logs
+    where it is (redacted). ``cfg``: a :class:`~branchsweep.sweep.settings.SweepConfig`."""
+    import optuna
+
+    from branchsweep.sweep.redact import redact
+
+    key = study_key(cfg.base, cfg.space.methods)
+    storage = open_storage(cfg.optuna_storage, journal_dir)
+    name = f"{key}-{cfg.prefix.rstrip('/').split('/')[-1]}"
+    if cfg.warm_start is not None and not cfg.resume:
+        source = _source_storage(cfg.warm_start, Path(cfg.out) / "optuna-warm") if cfg.warm_start else storage
+        target = optuna.create_study(storage=storage, study_name=name, load_if_exists=True,
+                                     directions=["minimize" if m == "min" else "maximize"
+                                                 for m in cfg.base.objectives.values()])
+        count = warm_start(target, source, key)
+        say(f"warm start: {count} finished trial(s) of earlier sweeps with study key {key} added to study {name}")
+    where = redact(cfg.optuna_storage or str(Path(journal_dir) / JOURNAL))
+    say(f"Optuna study {name} in {where} (optuna-dashboard {where})")
+    return storage, name
+
+
 def make_searcher(space: Any, objectives: dict[str, str], points: list[dict[str, Any]] | None, seed: int):
     """The search stage's Tune search algorithm: :class:`~branchsweep.sweep.searcher.SweepSearch` (Ray's
     ``OptunaSearch`` over ``space.define_by_run`` with the sweep's sampler, attached to the study bound by

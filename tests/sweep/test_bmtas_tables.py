@@ -147,7 +147,7 @@ def test_table3_controls_preset_builds_and_runs_five_permutations_and_a_vanilla_
     from branchsweep.madds import madds_table
     from branchsweep.pipeline import SweepCaches, run_trial
     from branchsweep.search.baselines import vanilla_tree
-    from branchsweep.sweep.runner import control_points
+    from branchsweep.sweep.controls import control_points
 
     preset, smoke = scripts["bmtas_tables"].PRESETS["table3-controls"]
     assert preset.controls == smoke.controls == ("permuted", "vanilla") and preset.permutations == 5

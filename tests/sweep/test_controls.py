@@ -7,7 +7,8 @@ import json
 import pytest
 
 from branchsweep.arch import BranchConfig
-from branchsweep.sweep.runner import control_points, replicate_rows, searched_fronts, trivial_row
+from branchsweep.sweep.controls import control_points, searched_fronts
+from branchsweep.sweep.results import replicate_rows, trivial_row
 
 TASKS = ["a", "b", "c", "d"]
 

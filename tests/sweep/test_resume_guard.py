@@ -16,7 +16,10 @@ from conftest import sweep_scripts, tiny_base
 from branchsweep.errors import ConfigError
 from branchsweep.sweep import SearchSpace, SweepConfig
 from branchsweep.sweep import storage as sweep_storage
-from branchsweep.sweep.runner import SWEEP_FILE, _logger_callbacks, _open_study, sweep_record, write_results
+from branchsweep.sweep.record import SWEEP_FILE, sweep_record
+from branchsweep.sweep.results import write_results
+from branchsweep.sweep.study import open_study
+from branchsweep.sweep.tuner import logger_callbacks
 
 SECRET = "s3cr3t-Pa55"
 RDB = f"postgresql://sweeper:{SECRET}@127.0.0.1:9/optuna"
@@ -82,15 +85,15 @@ def test_resume_of_another_experiment_exits_2_with_one_line(tmp_path, capsys):
 
 def test_secrets_stay_out_of_sweep_json_logs_prints_errors_and_pickles(tmp_path, monkeypatch, capsys):
     from branchsweep.sweep import study as sweep_study
-    from branchsweep.sweep.runner import _progress_callback
+    from branchsweep.sweep.tuner import progress_callback
 
     cfg = _config(tmp_path / "run", optuna_storage=RDB, mlflow_uri=MLFLOW, warm_start=RDB)
     stored = sweep_record(cfg).decode()
     assert SECRET not in stored and "postgresql://sweeper:***@127.0.0.1:9/optuna" in stored
     # the progress and study lines: printed and in sweep.log, redacted
     monkeypatch.setattr(sweep_study, "open_storage", lambda url, folder: optuna.storages.InMemoryStorage())
-    say = _progress_callback(tmp_path / "sweep.log", 1, verbose=True)
-    storage, name = _open_study(dataclasses.replace(cfg, warm_start=None), tmp_path / "optuna", say.line)
+    say = progress_callback(tmp_path / "sweep.log", 1, verbose=True)
+    storage, name = open_study(dataclasses.replace(cfg, warm_start=None), tmp_path / "optuna", say.line)
     say.line(f"an event naming {RDB}")
     logged, printed = (tmp_path / "sweep.log").read_text(), capsys.readouterr().out
     assert "Optuna study" in logged and "sweeper:***@" in logged and "sweeper:***@" in printed
@@ -103,7 +106,7 @@ def test_secrets_stay_out_of_sweep_json_logs_prints_errors_and_pickles(tmp_path,
     # MLflow: the credentials go to MLflow's variables of this process, not into the callback Tune pickles
     monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
-    (callback,) = _logger_callbacks(cfg)
+    (callback,) = logger_callbacks(cfg)
     import os
 
     assert os.environ["MLFLOW_TRACKING_PASSWORD"] == SECRET and os.environ["MLFLOW_TRACKING_USERNAME"] == "me"

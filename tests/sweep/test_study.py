@@ -13,7 +13,9 @@ from conftest import tiny_base
 from branchsweep.errors import ConfigError
 from branchsweep.sweep import SearchSpace, SweepConfig
 from branchsweep.sweep import study as sweep_study
-from branchsweep.sweep.runner import OBJECTIVES, _open_study, _progress_callback
+from branchsweep.sweep.results import OBJECTIVES
+from branchsweep.sweep.study import open_study
+from branchsweep.sweep.tuner import progress_callback
 
 DIRECTIONS = ["minimize" if m == "min" else "maximize" for m in OBJECTIVES.values()]
 
@@ -59,8 +61,8 @@ def test_warm_start_adds_the_finished_trials_of_comparable_earlier_sweeps(tmp_pa
     _earlier_sweep(tmp_path / "old", "0" * 12, finished=2)  # another data set/backbone: not comparable
     cfg = _config(tmp_path / "new", warm_start=str(tmp_path / "old"))
     (tmp_path / "new").mkdir()
-    progress = _progress_callback(tmp_path / "new" / "sweep.log", 1, verbose=False)
-    storage, name = _open_study(cfg, tmp_path / "new" / "optuna", progress.line)
+    progress = progress_callback(tmp_path / "new" / "sweep.log", 1, verbose=False)
+    storage, name = open_study(cfg, tmp_path / "new" / "optuna", progress.line)
     assert name == f"{key}-new"
     study = optuna.load_study(study_name=name, storage=storage)
     assert len(study.trials) == 3 and {t.state for t in study.trials} == {optuna.trial.TrialState.COMPLETE}
@@ -71,7 +73,7 @@ def test_warm_start_adds_the_finished_trials_of_comparable_earlier_sweeps(tmp_pa
     again = sweep_study.open_storage(str(tmp_path / "new" / "optuna" / "optuna.journal"), tmp_path)
     assert len(optuna.load_study(study_name=name, storage=again).trials) == 3
     # Without --warm-start nothing is copied: the study is created empty by the searcher.
-    cold_storage, _ = _open_study(_config(tmp_path / "cold"), tmp_path / "cold" / "optuna", progress.line)
+    cold_storage, _ = open_study(_config(tmp_path / "cold"), tmp_path / "cold" / "optuna", progress.line)
     assert optuna.get_all_study_summaries(cold_storage) == []
 
 

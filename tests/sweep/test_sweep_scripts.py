@@ -130,7 +130,7 @@ def test_main_job_searches_the_space_of_its_exhaustive_table(sweep_modules, tmp_
     from _common import build_config, parser
 
     from branchsweep.commands.report import sweep_recipe
-    from branchsweep.sweep.runner import sweep_record
+    from branchsweep.sweep.record import sweep_record
     from branchsweep.truth import preset, recipe_hash
 
     job = sweep_modules["synthetic_pareto"]
