@@ -57,7 +57,8 @@ def lut(backbone: str, size: int, tasks: list[tuple[str, int]]) -> torch.Tensor:
 
 
 class _Model:
-    """What the reference's ``BranchingLoss`` reads from its supergraph."""
+    """What the reference's ``BranchingLoss`` reads from its supergraph: ``alphas``, ``tasks``,
+    ``encoder`` (its length) and ``get_flops()`` (FLOPs per layer)."""
 
     def __init__(self, alpha: torch.Tensor, flops: list[float]) -> None:
         self.alphas = [torch.nn.Parameter(a.clone()) for a in alpha]

@@ -38,7 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_vs_reference import UsageError, check_reference, import_reference  # noqa: E402
-from bmtas_lambda_mapping import lut  # noqa: E402
+from bmtas_lambda_mapping import _Model, lut  # noqa: E402
 
 from branchsweep.search.resource import paper_groups  # noqa: E402
 
@@ -55,20 +55,6 @@ def alpha_state(seed: int, sharpness: float, num_layers: int, num_tasks: int) ->
     """The α state ``[L, T, T]`` of one seed (the frozen table's convention)."""
     gen = torch.Generator().manual_seed(seed)
     return sharpness * torch.randn(num_layers, num_tasks, num_tasks, generator=gen, dtype=torch.float64)
-
-
-class _Model:
-    """What the reference's ``BranchingLoss`` reads from its supergraph: ``alphas``, ``tasks``,
-    ``encoder`` (its length) and ``get_flops()`` (FLOPs per layer)."""
-
-    def __init__(self, alpha: torch.Tensor, flops: list[float]) -> None:
-        self.alphas = [torch.nn.Parameter(a.clone()) for a in alpha]
-        self.tasks = list(range(alpha.shape[1]))
-        self.encoder = [None] * alpha.shape[0]
-        self._flops = flops
-
-    def get_flops(self) -> list[float]:
-        return self._flops
 
 
 def reference_loss(criterion, layer_gflops: torch.Tensor, num_tasks: int):
