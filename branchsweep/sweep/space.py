@@ -92,9 +92,10 @@ class SweepBase:
 
     @property
     def objectives(self) -> dict[str, str]:
-        """The sweep's objectives: each cost column minimised, Δm maximised."""
-        costs = {"madds": ["madds"], "latency": ["latency_ms"], "both": ["madds", "latency_ms"]}[self.cost]
-        return {**{c: "min" for c in costs}, "delta_m": "max"}
+        """The sweep's objectives: each cost column minimised, Δm maximised (as the report's front)."""
+        from analysis.report import cost_columns, front_objectives
+
+        return front_objectives(cost_columns(self.cost))
 
 
 def sampled(params: dict[str, Any]) -> dict[str, Any]:
