@@ -233,8 +233,8 @@ def main(preset: SweepPreset, smoke: SweepPreset, doc: str | None = None, argv: 
 
 
 def export_best(run_dir: Path) -> Path | None:
-    """Export the searched front point (no baseline, no control tree) with the highest Δm to ``run_dir/best.onnx`` with
-    ``branchsweep export`` and print the command that times it; a tree that cannot be exported is one
+    """Export the searched front point (no baseline, no control tree) with the highest Δm to
+    ``run_dir/best.onnx`` with ``branchsweep export`` and print the command that times it; a tree that cannot be exported is one
     warning line (the sweep's results stand either way). Returns the file, or None."""
     from branchsweep.cli import main as cli_main
     from branchsweep.runs import sweep_front
@@ -253,7 +253,8 @@ def export_best(run_dir: Path) -> Path | None:
     out = run_dir / "best.onnx"
     label = searched.loc[point - 1, "label"]
     print(f"[sweep] exporting front point {point} ({label}, the searched tree with the highest Δm)", flush=True)
-    if cli_main(["export", str(run_dir), "--front-point", str(point), "--format", "onnx", "--out", str(out)]) != 0:
+    trial = str(searched.loc[point - 1, "trial_id"])  # by id: the front is not computed again
+    if cli_main(["export", str(run_dir), "--trial", trial, "--format", "onnx", "--out", str(out)]) != 0:
         print("[sweep] warning: the export failed (above); the sweep's results are complete", flush=True)
         return None
     print(f"[sweep] run it: branchsweep latency {out} --device cpu --batch 1 --threads 1", flush=True)
